@@ -1,0 +1,91 @@
+/**
+ * Every DNS record the server needs, as plain data: a pure function of the settings, the two IPs and
+ * the DKIM public key. Backends (Gandi, Hetzner DNS, a zone file) render this list and nothing else.
+ * Values are in zone-file presentation form (TXT quoted and split), which is what both APIs take.
+ */
+import * as crypto from "crypto";
+import { Settings } from "../../config";
+import { portOf, SERVICE_SUBDOMAINS } from "../../services/catalog";
+
+export type RecordType = "A" | "AAAA" | "MX" | "TXT" | "CAA" | "SRV";
+
+export interface DnsRecord<V = string> {
+    /** Relative to the zone; "@" is the apex. */
+    readonly name: string;
+    readonly type: RecordType;
+    readonly ttl: number;
+    readonly values: readonly V[];
+}
+
+export interface ServerFacts {
+    readonly ipv4: string;
+    readonly ipv6: string;
+    /** The DKIM public key, PEM. */
+    readonly dkimPublicKeyPem: string;
+}
+
+/** The name of `fqdn` relative to `domain` ("@" for the apex). */
+export function relativeName(fqdn: string, domain: string): string {
+    return fqdn === domain ? "@" : fqdn.slice(0, -(domain.length + 1));
+}
+
+/** A TXT value in presentation form: quoted strings of at most 255 characters (RFC 1035 §3.3). */
+export function txt(value: string): string {
+    const chunks = value.match(/.{1,255}/g) ?? [""];
+    return chunks.map(c => `"${c.replace(/(["\\])/g, "\\$1")}"`).join(" ");
+}
+
+/** The text of a TXT record in presentation form, chunks joined again. */
+export function untxt(value: string): string {
+    return [...value.matchAll(/"((?:[^"\\]|\\.)*)"/g)].map(m => m[1].replace(/\\(.)/g, "$1")).join("");
+}
+
+/** The DKIM record text for a PEM public key: `p=` is the base64 SubjectPublicKeyInfo (RFC 6376 §3.6.1). */
+export function dkimTxtValue(publicKeyPem: string): string {
+    const der = publicKeyPem.replace(/-----[^-]+-----/g, "").replace(/\s+/g, "");
+    return `v=DKIM1; k=rsa; p=${der}`;
+}
+
+/** The MTA-STS policy file (RFC 8461 §3.2); its hash is the `_mta-sts` id, so the id changes exactly when it does. */
+export function mtaStsPolicy(s: Settings): string {
+    return [`version: STSv1`, `mode: ${s.mtaStsMode}`, `mx: ${s.hostname}`, `max_age: 604800`, ""].join("\r\n");
+}
+
+export function mtaStsId(s: Settings): string {
+    return crypto.createHash("sha256").update(mtaStsPolicy(s)).digest("hex").slice(0, 20);
+}
+
+/** The full record set. Which records exist depends on the settings alone, never on the facts. */
+export function dnsRecords(s: Settings, facts: ServerFacts): DnsRecord[] {
+    const host = `${s.hostname}.`;
+    const ttl = s.dnsTtl;
+    const rr = (name: string, type: RecordType, ...values: string[]): DnsRecord => ({ name, type, ttl, values });
+    const srv = (service: string, port: number, target = host) => rr(`_${service}._tcp`, "SRV", `0 1 ${port} ${target}`);
+    const hostName = relativeName(s.hostname, s.domain);
+
+    const addressed = ["@", ...(hostName === "@" ? [] : [hostName]), ...Object.values(SERVICE_SUBDOMAINS).flat()];
+    const caa = s.caaIssuer ? `0 issue "${s.caaIssuer}"` : `0 issue ";"`;
+    return [
+        ...addressed.flatMap(name => [rr(name, "A", facts.ipv4), rr(name, "AAAA", facts.ipv6)]),
+        rr("@", "MX", `10 ${host}`),
+        // Only this server may send as the domain; its hostname gets its own record for HELO checks.
+        rr("@", "TXT", txt(`v=spf1 ip4:${facts.ipv4} ip6:${facts.ipv6} -all`)),
+        ...(hostName === "@" ? [] : [rr(hostName, "TXT", txt("v=spf1 a -all"))]),
+        rr(`${s.dkimSelector}._domainkey`, "TXT", txt(dkimTxtValue(facts.dkimPublicKeyPem))),
+        rr("_dmarc", "TXT", txt(`v=DMARC1; p=${s.dmarcPolicy}; adkim=s; aspf=s; rua=mailto:${s.adminEmail}`)),
+        ...(s.mtaStsMode === "none" ? [] : [rr("_mta-sts", "TXT", txt(`v=STSv1; id=${mtaStsId(s)}`))]),
+        rr("_smtp._tls", "TXT", txt(`v=TLSRPTv1; rua=mailto:${s.adminEmail}`)),
+        rr("@", "CAA", caa, `0 issuewild ";"`, `0 iodef "mailto:${s.adminEmail}"`),
+        // RFC 6186: offered mail services, and "." for those deliberately not offered.
+        srv("submissions", portOf("submissions")),
+        srv("submission", portOf("submission")),
+        srv("imaps", portOf("imaps")),
+        srv("imap", 0, "."),
+        srv("pop3", 0, "."),
+        srv("pop3s", 0, "."),
+        srv("xmpp-client", portOf("xmpp-client")),
+        srv("xmpps-client", portOf("xmpps-client")),
+        srv("xmpp-server", portOf("xmpp-server")),
+        rr("_xmpp-server._tcp.conference", "SRV", `0 1 ${portOf("xmpp-server")} ${host}`),
+    ];
+}

@@ -1,0 +1,100 @@
+/**
+ * What a user pays Hetzner for: the server, and the identity that outlives it — two primary IPs with
+ * forward-confirmed reverse DNS and a data volume. Replacing the server keeps all three.
+ */
+import * as pulumi from "@pulumi/pulumi";
+import * as hcloud from "@pulumi/hcloud";
+import * as tls from "@pulumi/tls";
+import { Settings } from "../config";
+import { publicPorts } from "../services/catalog";
+import { renderUserData } from "../cloud-init";
+
+export interface HostArgs {
+    readonly settings: Settings;
+}
+
+const ANYWHERE = ["0.0.0.0/0", "::/0"];
+
+/** Hetzner returns an IPv6 primary IP as its /64; the server uses the network's ::1 (as Hetzner's images do). */
+export const firstAddress = (network: string) => network.replace(/\/\d+$/, "").replace(/::$/, "::1");
+
+export class Host extends pulumi.ComponentResource {
+    readonly server: hcloud.Server;
+    readonly ipv4: pulumi.Output<string>;
+    readonly ipv6: pulumi.Output<string>;
+    readonly volume: hcloud.Volume;
+    /** The stack's own key for remote steps (OpenSSH private key, secret). */
+    readonly deployPrivateKey: pulumi.Output<string>;
+    /** Attachment of the volume: remote steps that touch data wait for it. */
+    readonly volumeAttachment: hcloud.VolumeAttachment;
+    readonly userData: pulumi.Output<string>;
+
+    constructor(name: string, args: HostArgs, opts?: pulumi.ComponentResourceOptions) {
+        super("selfhost:index:Host", name, {}, opts);
+        const s = args.settings;
+        const child = { parent: this };
+        const labels = { app: "selfhost", domain: s.domain.replace(/\./g, "-") };
+        // Identity: kept when the server is replaced; protected when protectData is on.
+        const kept = { ...child, protect: s.protectData };
+
+        const deployKey = new tls.PrivateKey("deploy-key", { algorithm: "ED25519" }, child);
+        this.deployPrivateKey = pulumi.secret(deployKey.privateKeyOpenssh);
+        // Hetzner puts these in root's authorized_keys (root login is then disabled); without any,
+        // it would mail a root password.
+        const sshKeys = s.sshPublicKeys.map((publicKey, i) =>
+            new hcloud.SshKey(`admin-key-${i}`, { name: `${s.hostname} admin ${i}`, publicKey, labels }, child));
+
+        const primaryIp = (type: "ipv4" | "ipv6") => new hcloud.PrimaryIp(type, {
+            name: `${s.hostname} ${type}`, type, location: s.location, assigneeType: "server",
+            autoDelete: false, deleteProtection: s.protectData, labels,
+        }, kept);
+        const ip4 = primaryIp("ipv4");
+        const ip6 = primaryIp("ipv6");
+        this.ipv4 = ip4.ipAddress;
+        this.ipv6 = ip6.ipNetwork.apply(firstAddress);
+
+        this.volume = new hcloud.Volume("data", {
+            name: `${s.hostname.replace(/\./g, "-")}-data`, size: s.volumeSizeGb, location: s.location,
+            format: "ext4", automount: false, deleteProtection: s.protectData, labels,
+        }, kept);
+
+        const firewall = new hcloud.Firewall("firewall", {
+            name: s.hostname, labels,
+            rules: [
+                ...publicPorts(s.sshPort).map(p => ({
+                    direction: "in", protocol: p.protocol, port: String(p.port), sourceIps: ANYWHERE, description: p.description,
+                })),
+                { direction: "in", protocol: "icmp", sourceIps: ANYWHERE, description: "ping, path MTU discovery" },
+            ],
+        }, child);
+
+        this.userData = pulumi.all([deployKey.publicKeyOpenssh, this.volume.id]).apply(([deployPublic, volumeId]) =>
+            renderUserData({
+                hostname: s.hostname, adminUser: s.adminUser, sshPort: s.sshPort, volumeId,
+                authorizedKeys: [...s.sshPublicKeys, deployPublic.trim()],
+            }));
+
+        this.server = new hcloud.Server("server", {
+            name: s.hostname, serverType: s.serverType, image: s.image, location: s.location,
+            sshKeys: sshKeys.map(k => k.id), userData: this.userData, labels,
+            firewallIds: [firewall.id.apply(Number)],
+            publicNets: [{ ipv4Enabled: true, ipv4: ip4.id.apply(Number), ipv6Enabled: true, ipv6: ip6.id.apply(Number) }],
+            deleteProtection: s.protectServer, rebuildProtection: s.protectServer,
+            shutdownBeforeDeletion: true,
+        }, {
+            ...child,
+            // A primary IP and a volume belong to one server at a time: the old one must go first.
+            deleteBeforeReplace: true,
+        });
+
+        this.volumeAttachment = new hcloud.VolumeAttachment("data", {
+            serverId: this.server.id.apply(Number), volumeId: this.volume.id.apply(Number), automount: false,
+        }, { ...child, deleteBeforeReplace: true });
+
+        // Forward-confirmed reverse DNS: the PTRs name the hostname, whose A/AAAA are these IPs.
+        new hcloud.Rdns("ptr-ipv4", { primaryIpId: ip4.id.apply(Number), ipAddress: this.ipv4, dnsPtr: s.hostname }, child);
+        new hcloud.Rdns("ptr-ipv6", { primaryIpId: ip6.id.apply(Number), ipAddress: this.ipv6, dnsPtr: s.hostname }, child);
+
+        this.registerOutputs({ ipv4: this.ipv4, ipv6: this.ipv6, serverId: this.server.id, volumeId: this.volume.id });
+    }
+}

@@ -1,0 +1,310 @@
+/**
+ * The one place configuration is read and validated. Defaults and types come from the schema in
+ * Pulumi.yaml; every rule below fails with the key and the fix, before any resource is declared.
+ */
+import * as fs from "fs";
+import * as path from "path";
+import * as pulumi from "@pulumi/pulumi";
+import * as YAML from "yaml";
+import { SERVICE_PORTS, ALL_SERVICE_SUBDOMAINS } from "../services/catalog";
+
+export const PROJECT = "selfhost";
+
+export const LOCATIONS = ["fsn1", "nbg1", "hel1", "ash", "hil", "sin"] as const;
+export const DNS_PROVIDERS = ["gandi", "hetzner", "none"] as const;
+export const TLS_MODES = ["acme", "private-ca"] as const;
+export const DMARC_POLICIES = ["none", "quarantine", "reject"] as const;
+export const MTA_STS_MODES = ["testing", "enforce", "none"] as const;
+
+/** Local parts every domain must have (RFC 2142); they always go to adminEmail. */
+export const RESERVED_LOCAL_PARTS = ["postmaster", "abuse"] as const;
+
+/** CAA identities of the public ACME CAs, by directory host. */
+const CAA_BY_ACME_HOST: Record<string, string> = {
+    "acme-v02.api.letsencrypt.org": "letsencrypt.org",
+    "acme-staging-v02.api.letsencrypt.org": "letsencrypt.org",
+    "acme.zerossl.com": "sectigo.com",
+    "api.buypass.com": "buypass.com",
+    "api.test4.buypass.no": "buypass.com",
+    "dv.acme-v02.api.pki.goog": "pki.goog",
+};
+
+/** Users that exist on a Debian server with our packages; the admin must not be one of them. */
+const SYSTEM_USERS = ["root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp",
+    "proxy", "www-data", "backup", "list", "irc", "nobody", "systemd-network", "systemd-timesync", "messagebus",
+    "sshd", "postfix", "dovecot", "dovenull", "vmail", "_rspamd", "redis", "prosody"];
+
+export interface MailUser {
+    /** Local part: the account is name@domain (mail and XMPP). */
+    readonly name: string;
+    readonly aliases: readonly string[];
+    readonly forwards: readonly string[];
+    readonly catchAll: boolean;
+}
+
+export type DnsProvider = typeof DNS_PROVIDERS[number];
+export type TlsMode = typeof TLS_MODES[number];
+
+export interface Settings {
+    readonly domain: string;
+    readonly hostname: string;
+    readonly adminUser: string;
+    readonly adminEmail: string;
+    readonly sshPublicKeys: readonly string[];
+    readonly sshPort: number;
+    readonly serverType: string;
+    readonly location: typeof LOCATIONS[number];
+    readonly image: string;
+    readonly volumeSizeGb: number;
+    readonly protectData: boolean;
+    readonly protectServer: boolean;
+    readonly dnsProvider: DnsProvider;
+    readonly dnsTtl: number;
+    readonly dkimSelector: string;
+    readonly dmarcPolicy: typeof DMARC_POLICIES[number];
+    readonly mtaStsMode: typeof MTA_STS_MODES[number];
+    readonly tlsMode: TlsMode;
+    readonly acmeServer: string;
+    /** CAA issuer domain, derived from acmeServer unless set; empty for private-ca. */
+    readonly caaIssuer: string;
+    readonly users: readonly MailUser[];
+}
+
+interface Declaration {
+    type?: "string" | "integer" | "boolean" | "array";
+    default?: unknown;
+    description?: string;
+}
+
+/** The `config:` block of Pulumi.yaml, keyed without the project prefix. */
+export function schema(): Record<string, Declaration> {
+    const project = YAML.parse(fs.readFileSync(path.join(__dirname, "..", "Pulumi.yaml"), "utf8"));
+    const out: Record<string, Declaration> = {};
+    for (const [key, decl] of Object.entries(project.config as Record<string, Declaration>)) {
+        out[key.replace(`${PROJECT}:`, "")] = decl;
+    }
+    return out;
+}
+
+/** Thrown with every problem found, one per line, so a user fixes them all in one go. */
+export class ConfigError extends Error {
+    constructor(readonly problems: string[]) {
+        super(`invalid configuration:\n${problems.map(p => `  - ${p}`).join("\n")}`);
+        this.name = "ConfigError";
+    }
+}
+
+/** Reads the stack's configuration, applies the schema's defaults and validates it. */
+export function loadSettings(): Settings {
+    const config = new pulumi.Config(PROJECT);
+    const problems: string[] = [];
+    const raw: Record<string, unknown> = {};
+    for (const [key, decl] of Object.entries(schema())) {
+        const text = config.get(key);
+        if (text === undefined) {
+            if (decl.default === undefined) problems.push(`${PROJECT}:${key} is required: ${decl.description} ` +
+                `Set it with \`pulumi config set ${key} <value>\`${decl.type === "array" ? " --path (or edit the stack file)" : ""}.`);
+            raw[key] = decl.default;
+            continue;
+        }
+        const parsed = parseTyped(text, decl.type ?? (Array.isArray(decl.default) ? "array" : "string"));
+        if (parsed.error) problems.push(`${PROJECT}:${key} ${parsed.error}`);
+        raw[key] = parsed.value;
+    }
+    if (problems.length) throw new ConfigError(problems);
+    return validate(raw);
+}
+
+function parseTyped(text: string, type: string): { value?: unknown; error?: string } {
+    switch (type) {
+        case "integer":
+            return /^-?\d+$/.test(text.trim()) ? { value: Number(text) } : { error: `must be a whole number, got "${text}".` };
+        case "boolean":
+            return text === "true" || text === "false" ? { value: text === "true" } : { error: `must be true or false, got "${text}".` };
+        case "array":
+            try {
+                const value = JSON.parse(text);
+                return Array.isArray(value) ? { value } : { error: "must be a list." };
+            } catch {
+                return { error: "must be a list (YAML sequence in the stack file)." };
+            }
+        default:
+            return { value: text };
+    }
+}
+
+const LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+const LOCAL_PART = /^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$/;
+const EMAIL = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
+
+export function isDomainName(name: string): boolean {
+    const labels = name.split(".");
+    return name.length <= 253 && labels.length >= 2 && labels.every(l => LABEL.test(l)) &&
+        /^([a-z]{2,63}|xn--[a-z0-9-]+)$/.test(labels[labels.length - 1]);
+}
+
+/** Checks every value; `raw` has the schema's types and defaults applied. */
+export function validate(raw: Record<string, unknown>): Settings {
+    const problems: string[] = [];
+    const bad = (key: string, message: string) => problems.push(`${PROJECT}:${key} ${message}`);
+    const oneOf = <T extends string>(key: string, allowed: readonly T[]): T => {
+        const value = raw[key] as T;
+        if (!allowed.includes(value)) bad(key, `must be one of ${allowed.join(", ")}; got "${value}".`);
+        return value;
+    };
+    const intIn = (key: string, min: number, max: number): number => {
+        const value = raw[key] as number;
+        if (!Number.isInteger(value) || value < min || value > max) bad(key, `must be a whole number from ${min} to ${max}; got ${value}.`);
+        return value;
+    };
+
+    const domain = String(raw.domain ?? "");
+    if (!isDomainName(domain)) {
+        bad("domain", `"${domain}" is not a domain name: use lowercase letters, digits and hyphens in dot-separated labels, ` +
+            "without a trailing dot, e.g. example.org.");
+    }
+    const hostname = String(raw.hostname || `mail.${domain}`);
+    if (!isDomainName(domain)) {
+        // Nothing to say about the hostname until the domain is right.
+    } else if (!isDomainName(hostname) || !(hostname === domain || hostname.endsWith(`.${domain}`))) {
+        bad("hostname", `"${hostname}" must be a fully qualified name equal to or inside the domain ${domain}, e.g. mail.${domain}.`);
+    } else if (ALL_SERVICE_SUBDOMAINS.some(s => hostname === `${s}.${domain}`)) {
+        bad("hostname", `"${hostname}" is taken by a service name (${ALL_SERVICE_SUBDOMAINS.join(", ")}); use e.g. mail.${domain}.`);
+    }
+
+    const adminUser = String(raw.adminUser);
+    if (!/^[a-z_][a-z0-9_-]{0,31}$/.test(adminUser)) {
+        bad("adminUser", `"${adminUser}" is not a valid login: lowercase letters, digits, _ and -, at most 32 characters, e.g. admin.`);
+    } else if (SYSTEM_USERS.includes(adminUser)) {
+        bad("adminUser", `"${adminUser}" is a system account on Debian; pick another login, e.g. admin.`);
+    }
+
+    const adminEmail = String(raw.adminEmail ?? "");
+    if (!EMAIL.test(adminEmail)) bad("adminEmail", `"${adminEmail}" is not an email address, e.g. you@example.net.`);
+
+    const sshPublicKeys = (raw.sshPublicKeys as unknown[] | undefined) ?? [];
+    if (sshPublicKeys.length === 0) bad("sshPublicKeys", "needs at least one OpenSSH public key (the contents of ~/.ssh/id_ed25519.pub).");
+    sshPublicKeys.forEach((key, i) => {
+        const problem = sshKeyProblem(String(key));
+        if (problem) bad(`sshPublicKeys[${i}]`, `${problem} Paste a whole line of a .pub file, e.g. "ssh-ed25519 AAAA… you@laptop".`);
+    });
+
+    const sshPort = intIn("sshPort", 1, 65535);
+    const clash = SERVICE_PORTS.find(p => p.port === sshPort);
+    if (clash) bad("sshPort", `${sshPort} is the ${clash.name} port; choose a free port, e.g. 2222.`);
+
+    const serverType = String(raw.serverType);
+    if (!/^[a-z]+[0-9]+[a-z]*$/.test(serverType)) bad("serverType", `"${serverType}" is not a Hetzner server type, e.g. cx23 or cax11.`);
+    const location = oneOf("location", LOCATIONS);
+    const image = String(raw.image);
+    if (!/^debian-(1[3-9]|[2-9][0-9])$/.test(image)) {
+        bad("image", `"${image}" is not supported: the service configs need Debian 13 or later; use debian-13.`);
+    }
+    const volumeSizeGb = intIn("volumeSizeGb", 10, 10240);
+    const dnsProvider = oneOf("dnsProvider", DNS_PROVIDERS);
+    const dnsTtl = intIn("dnsTtl", 300, 86400);
+    const dkimSelector = String(raw.dkimSelector);
+    if (!LABEL.test(dkimSelector)) bad("dkimSelector", `"${dkimSelector}" must be one DNS label (lowercase letters, digits, -), e.g. selfhost.`);
+    const dmarcPolicy = oneOf("dmarcPolicy", DMARC_POLICIES);
+    const mtaStsMode = oneOf("mtaStsMode", MTA_STS_MODES);
+    const tlsMode = oneOf("tlsMode", TLS_MODES);
+
+    const acmeServer = String(raw.acmeServer);
+    let acmeHost = "";
+    try {
+        const url = new URL(acmeServer);
+        if (url.protocol !== "https:") throw new Error();
+        acmeHost = url.hostname;
+    } catch {
+        bad("acmeServer", `"${acmeServer}" must be an https:// ACME directory URL, e.g. https://acme-v02.api.letsencrypt.org/directory.`);
+    }
+    let caaIssuer = String(raw.caaIssuer ?? "");
+    if (caaIssuer && !isDomainName(caaIssuer)) bad("caaIssuer", `"${caaIssuer}" must be the CA's CAA domain, e.g. letsencrypt.org.`);
+    if (tlsMode === "private-ca") {
+        caaIssuer = "";
+    } else if (!caaIssuer && acmeHost) {
+        caaIssuer = CAA_BY_ACME_HOST[acmeHost] ?? "";
+        if (!caaIssuer) bad("caaIssuer", `cannot be derived from acmeServer host ${acmeHost}; set it to your CA's CAA domain.`);
+    }
+
+    const users = mailUsers(raw.users, domain, bad);
+
+    if (problems.length) throw new ConfigError(problems);
+    return {
+        domain, hostname, adminUser, adminEmail, sshPublicKeys: sshPublicKeys.map(k => String(k).trim()), sshPort,
+        serverType, location, image, volumeSizeGb, protectData: raw.protectData as boolean,
+        protectServer: raw.protectServer as boolean, dnsProvider, dnsTtl, dkimSelector, dmarcPolicy, mtaStsMode,
+        tlsMode, acmeServer, caaIssuer, users,
+    };
+}
+
+const SSH_KEY_TYPES = ["ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com"];
+
+/** Why an OpenSSH public key line is unusable, or undefined when it is fine. */
+export function sshKeyProblem(line: string): string | undefined {
+    const [type, body] = line.trim().split(/\s+/);
+    if (!SSH_KEY_TYPES.includes(type)) return `has type "${type}"; accepted: ${SSH_KEY_TYPES.join(", ")}.`;
+    const blob = Buffer.from(body ?? "", "base64");
+    if (!body || blob.toString("base64") !== body) return "has a key body that is not base64.";
+    const readString = (at: number) => {
+        const length = blob.length >= at + 4 ? blob.readUInt32BE(at) : -1;
+        return length < 0 || at + 4 + length > blob.length ? undefined : blob.subarray(at + 4, at + 4 + length);
+    };
+    const inner = readString(0);
+    if (inner?.toString() !== type) return `is truncated or its body is not a ${type} key.`;
+    if (type === "ssh-rsa") {
+        const exponent = readString(4 + inner.length);
+        const modulus = exponent && readString(8 + inner.length + exponent.length);
+        const bits = modulus ? (modulus.length - (modulus[0] === 0 ? 1 : 0)) * 8 : 0;
+        if (bits < 2048) return `is an RSA key of ${bits} bits; use 2048 bits or more (or ed25519).`;
+    }
+    return undefined;
+}
+
+function mailUsers(value: unknown, domain: string, bad: (key: string, message: string) => void): MailUser[] {
+    if (!Array.isArray(value)) {
+        bad("users", "must be a list of {name, aliases?, forwards?, catchAll?}.");
+        return [];
+    }
+    const owner = new Map<string, string>(RESERVED_LOCAL_PARTS.map(r => [r, "adminEmail (always present)"]));
+    const users: MailUser[] = [];
+    value.forEach((entry, i) => {
+        const key = `users[${i}]`;
+        if (typeof entry !== "object" || entry === null || Array.isArray(entry)) {
+            bad(key, "must be an object like {name: alice, aliases: [ali]}.");
+            return;
+        }
+        const known = ["name", "aliases", "forwards", "catchAll"];
+        for (const field of Object.keys(entry)) {
+            if (!known.includes(field)) bad(`${key}.${field}`, `is not a user setting; known: ${known.join(", ")}.`);
+        }
+        const e = entry as Record<string, unknown>;
+        const list = (field: string): string[] => {
+            const v = e[field] ?? [];
+            if (!Array.isArray(v) || v.some(x => typeof x !== "string")) {
+                bad(`${key}.${field}`, "must be a list of strings.");
+                return [];
+            }
+            return v as string[];
+        };
+        const name = String(e.name ?? "");
+        const aliases = list("aliases").map(a => a.endsWith(`@${domain}`) ? a.slice(0, -domain.length - 1) : a);
+        const forwards = list("forwards");
+        for (const [field, part] of [["name", name], ...aliases.map(a => ["aliases", a])]) {
+            if (!LOCAL_PART.test(part)) {
+                bad(`${key}.${field}`, `"${part}" is not a valid local part: lowercase letters, digits, ".", "_" and "-" ` +
+                    `("+" is kept for user+tag addressing), e.g. alice.`);
+            } else if (owner.has(part)) {
+                bad(`${key}.${field}`, `"${part}@${domain}" already belongs to ${owner.get(part)}; each address may exist once.`);
+            } else {
+                owner.set(part, `users[${i}] (${name})`);
+            }
+        }
+        forwards.forEach(f => { if (!EMAIL.test(f)) bad(`${key}.forwards`, `"${f}" is not an email address.`); });
+        if (e.catchAll !== undefined && typeof e.catchAll !== "boolean") bad(`${key}.catchAll`, "must be true or false.");
+        users.push({ name, aliases, forwards, catchAll: e.catchAll === true });
+    });
+    if (users.filter(u => u.catchAll).length > 1) bad("users", "has more than one catchAll user; keep at most one.");
+    return users;
+}

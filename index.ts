@@ -1,0 +1,42 @@
+/**
+ * selfhost: your own mail, web and XMPP server.
+ * config → host (server, IPs, volume) → DKIM key → DNS → outputs. Each concern is one component.
+ */
+import * as pulumi from "@pulumi/pulumi";
+import { loadSettings } from "./config";
+import { Host } from "./components/host";
+import { DkimKey } from "./components/dkim";
+import { Dns } from "./components/dns";
+import { portOf } from "./services/catalog";
+
+const settings = loadSettings();
+
+const host = new Host("host", { settings });
+const dkim = new DkimKey("dkim", { selector: settings.dkimSelector });
+const dns = new Dns("dns", {
+    settings,
+    facts: { ipv4: host.ipv4, ipv6: host.ipv6, dkimPublicKeyPem: dkim.publicKeyPem },
+});
+
+export const hostname = settings.hostname;
+export const ipv4 = host.ipv4;
+export const ipv6 = host.ipv6;
+export const nameservers = dns.nameservers;
+export const records = dns.records;
+export const zoneFile = dns.zoneFile;
+export const dkimRecord = dns.records.apply(rs => rs.find(r => r.name === `${settings.dkimSelector}._domainkey`));
+export const sshCommand = pulumi.interpolate`ssh -p ${settings.sshPort} ${settings.adminUser}@${host.ipv4}`;
+export const mailSettings = {
+    imap: { host: settings.hostname, port: portOf("imaps"), security: "TLS" },
+    smtp: [
+        { host: settings.hostname, port: portOf("submissions"), security: "TLS" },
+        { host: settings.hostname, port: portOf("submission"), security: "STARTTLS" },
+    ],
+    sieve: { host: settings.hostname, port: portOf("sieve"), security: "STARTTLS" },
+    username: `your full address, e.g. ${settings.users[0]?.name ?? "you"}@${settings.domain}`,
+};
+export const xmppSettings = {
+    jidDomain: settings.domain,
+    server: settings.hostname,
+    ports: { starttls: portOf("xmpp-client"), directTls: portOf("xmpps-client") },
+};

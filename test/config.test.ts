@@ -1,0 +1,104 @@
+import { strict as assert } from "assert";
+import * as crypto from "crypto";
+import { runProgram } from "./program";
+import { baseConfig, ALICE_KEY } from "./fixtures";
+import { ConfigError } from "../config";
+
+/** Runs the program with the base config changed (undefined removes a key); returns the error it fails with. */
+async function failure(change: Record<string, unknown>): Promise<{ message: string; declared: number }> {
+    const config = { ...baseConfig(), ...change };
+    for (const [k, v] of Object.entries(config)) if (v === undefined) delete config[k];
+    let declared = 0;
+    try {
+        const run = await runProgram(config);
+        declared = run.resources.length;
+    } catch (e) {
+        // The program loads its own copy of the config module, so compare by name, not class.
+        assert.equal((e as Error).name, ConfigError.name, `expected a ConfigError, got ${e}`);
+        return { message: (e as Error).message, declared };
+    }
+    assert.fail(`config ${JSON.stringify(change)} was accepted (${declared} resources declared)`);
+}
+
+/** An OpenSSH public key line for an RSA key of the given size. */
+function rsaKey(bits: number): string {
+    const { publicKey } = crypto.generateKeyPairSync("rsa", { modulusLength: bits });
+    const jwk = publicKey.export({ format: "jwk" });
+    const field = (b: Buffer) => { const len = Buffer.alloc(4); len.writeUInt32BE(b.length); return Buffer.concat([len, b]); };
+    const mpint = (b64: string) => { const b = Buffer.from(b64, "base64url"); return field(b[0] & 0x80 ? Buffer.concat([Buffer.from([0]), b]) : b); };
+    return `ssh-rsa ${Buffer.concat([field(Buffer.from("ssh-rsa")), mpint(jwk.e!), mpint(jwk.n!)]).toString("base64")} test`;
+}
+
+describe("configuration", () => {
+    it("accepts the example configuration and derives the hostname", async () => {
+        const run = await runProgram(baseConfig());
+        assert.equal(run.outputs.hostname, "mail.example.org");
+    });
+
+    it("applies the defaults declared in Pulumi.yaml", async () => {
+        const run = await runProgram(baseConfig());
+        const server = run.one("hcloud:index/server:Server");
+        assert.equal(server.inputs.serverType, "cx23");
+        assert.equal(server.inputs.location, "fsn1");
+        assert.equal(server.inputs.image, "debian-13");
+        assert.match(run.outputs.sshCommand, /^ssh -p 2222 admin@/);
+    });
+
+    it("accepts a 4096-bit RSA key", async () => {
+        await runProgram({ ...baseConfig(), sshPublicKeys: [ALICE_KEY, rsaKey(4096)] });
+    });
+
+    const cases: [string, Record<string, unknown>, RegExp][] = [
+        ["a missing domain", { domain: undefined }, /selfhost:domain is required/],
+        ["an upper-case domain", { domain: "Example.org" }, /selfhost:domain "Example.org" is not a domain name/],
+        ["a domain with a trailing dot", { domain: "example.org." }, /selfhost:domain .*without a trailing dot/],
+        ["a single-label domain", { domain: "localhost" }, /selfhost:domain/],
+        ["a hostname outside the domain", { hostname: "mail.example.net" }, /selfhost:hostname .*inside the domain example.org/],
+        ["a hostname taken by a service name", { hostname: "www.example.org" }, /selfhost:hostname .*taken by a service name/],
+        ["a malformed SSH key", { sshPublicKeys: ["ssh-ed25519 not-base64!"] }, /selfhost:sshPublicKeys\[0\] has a key body that is not base64/],
+        ["a key whose body does not match its type", { sshPublicKeys: [ALICE_KEY.replace("ssh-ed25519", "ssh-rsa")] }, /sshPublicKeys\[0\] is truncated or its body is not a ssh-rsa key/],
+        ["a DSA key", { sshPublicKeys: ["ssh-dss AAAAB3NzaC1kc3M="] }, /sshPublicKeys\[0\] has type "ssh-dss"/],
+        ["a weak RSA key", { sshPublicKeys: [rsaKey(1024)] }, /sshPublicKeys\[0\] is an RSA key of 1024 bits/],
+        ["no SSH key", { sshPublicKeys: [] }, /selfhost:sshPublicKeys needs at least one/],
+        ["an SSH port out of range", { sshPort: 70000 }, /selfhost:sshPort must be a whole number from 1 to 65535; got 70000/],
+        ["an SSH port that is not a number", { sshPort: "two" }, /selfhost:sshPort must be a whole number, got "two"/],
+        ["an SSH port clashing with SMTP", { sshPort: 25 }, /selfhost:sshPort 25 is the smtp port; choose a free port/],
+        ["an SSH port clashing with HTTPS", { sshPort: 443 }, /selfhost:sshPort 443 is the https port/],
+        ["an unknown DNS provider", { dnsProvider: "route53" }, /selfhost:dnsProvider must be one of gandi, hetzner, none; got "route53"/],
+        ["an unknown location", { location: "us-east-1" }, /selfhost:location must be one of fsn1, nbg1, hel1, ash, hil, sin/],
+        ["an unknown TLS mode", { tlsMode: "self-signed" }, /selfhost:tlsMode must be one of acme, private-ca/],
+        ["an old image", { image: "debian-12" }, /selfhost:image "debian-12" is not supported/],
+        ["a TTL below Gandi's minimum", { dnsTtl: 60 }, /selfhost:dnsTtl must be a whole number from 300 to 86400/],
+        ["a tiny volume", { volumeSizeGb: 5 }, /selfhost:volumeSizeGb/],
+        ["an invalid admin e-mail", { adminEmail: "root" }, /selfhost:adminEmail "root" is not an email address/],
+        ["root as admin user", { adminUser: "root" }, /selfhost:adminUser "root" is a system account/],
+        ["an invalid admin user", { adminUser: "Admin User" }, /selfhost:adminUser "Admin User" is not a valid login/],
+        ["a plain-http ACME server", { acmeServer: "http://ca.example/dir" }, /selfhost:acmeServer .*https:\/\//],
+        ["an ACME server with no known CAA issuer", { acmeServer: "https://ca.example/dir" }, /selfhost:caaIssuer cannot be derived from acmeServer host ca.example/],
+        ["an invalid user name", { users: [{ name: "Alice Smith" }] }, /selfhost:users\[0\].name "Alice Smith" is not a valid local part/],
+        ["a plus in a user name", { users: [{ name: "a+b" }] }, /users\[0\].name "a\+b".*user\+tag/],
+        ["a duplicate user", { users: [{ name: "alice" }, { name: "alice" }] }, /users\[1\].name "alice@example.org" already belongs to users\[0\]/],
+        ["an alias that is another user", { users: [{ name: "alice" }, { name: "bob", aliases: ["alice"] }] }, /users\[1\].aliases "alice@example.org" already belongs to users\[0\]/],
+        ["a user claiming postmaster", { users: [{ name: "postmaster" }] }, /users\[0\].name "postmaster@example.org" already belongs to adminEmail/],
+        ["an alias claiming abuse", { users: [{ name: "alice", aliases: ["abuse@example.org"] }] }, /users\[0\].aliases "abuse@example.org" already belongs to adminEmail/],
+        ["an invalid forward", { users: [{ name: "alice", forwards: ["nowhere"] }] }, /users\[0\].forwards "nowhere" is not an email address/],
+        ["an unknown user setting", { users: [{ name: "alice", password: "x" }] }, /users\[0\].password is not a user setting/],
+        ["two catch-all users", { users: [{ name: "a1", catchAll: true }, { name: "b1", catchAll: true }] }, /selfhost:users has more than one catchAll/],
+        ["users that are not a list", { users: "alice" }, /selfhost:users must be a list/],
+        ["a bad DKIM selector", { dkimSelector: "my selector" }, /selfhost:dkimSelector "my selector" must be one DNS label/],
+    ];
+    for (const [what, change, message] of cases) {
+        it(`rejects ${what} before declaring any resource`, async () => {
+            const { message: got, declared } = await failure(change);
+            assert.match(got, message);
+            assert.equal(declared, 0);
+        });
+    }
+
+    it("reports every problem at once", async () => {
+        const { message } = await failure({ domain: "bad_domain", sshPort: 25, dnsProvider: "x" });
+        assert.match(message, /selfhost:domain/);
+        assert.match(message, /selfhost:sshPort/);
+        assert.match(message, /selfhost:dnsProvider/);
+    });
+});

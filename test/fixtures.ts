@@ -1,0 +1,13 @@
+/** A complete, valid stack configuration for tests (example.org, no real secrets). */
+export const ALICE_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINfkYd7UFz5H7487JH9kaHPgqNLRwoI2xmdN0NVhTtt8 alice@laptop";
+
+export const baseConfig = (): Record<string, unknown> => ({
+    domain: "example.org",
+    adminEmail: "hostmaster@example.net",
+    sshPublicKeys: [ALICE_KEY],
+    dnsProvider: "hetzner",
+    users: [
+        { name: "alice", aliases: ["ali", "info"], forwards: [] },
+        { name: "bob", catchAll: true },
+    ],
+});

@@ -1,0 +1,140 @@
+/**
+ * Runs the Pulumi program under mocks, as `pulumi preview/up` would, and returns every resource it
+ * declared (type, name, inputs) and the stack outputs. The unit tests and the local end-to-end target
+ * both use it, so what they check is exactly what the program declares.
+ */
+import * as crypto from "crypto";
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
+import { execFileSync } from "child_process";
+import * as pulumi from "@pulumi/pulumi";
+
+export const ROOT = path.join(__dirname, "..");
+
+export interface DeclaredResource {
+    readonly type: string;
+    readonly name: string;
+    readonly inputs: Record<string, any>;
+    readonly state: Record<string, any>;
+}
+
+export interface ProgramRun {
+    readonly resources: DeclaredResource[];
+    readonly outputs: Record<string, any>;
+    /** The first resource of a type (and name, if given); throws when there is none. */
+    one(type: string, name?: string): DeclaredResource;
+    all(type: string): DeclaredResource[];
+}
+
+/** What the test network answers for Hetzner-made values (RFC 5737 / RFC 3849 documentation ranges). */
+export interface MockCloud {
+    readonly ipv4: string;
+    readonly ipv6Network: string;
+}
+export const DEFAULT_CLOUD: MockCloud = { ipv4: "198.51.100.10", ipv6Network: "2001:db8:10::/64" };
+
+// Keys are made once per process and name, so two runs of the program see the same keys (as a
+// second `pulumi preview` sees the keys in state).
+const keyCache = new Map<string, Record<string, string>>();
+
+function makeKey(name: string, algorithm: string): Record<string, string> {
+    const cached = keyCache.get(name);
+    if (cached) return cached;
+    let key: Record<string, string>;
+    if (algorithm === "ED25519") {
+        // A real OpenSSH key pair: the end-to-end target logs in with it.
+        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "selfhost-key-"));
+        execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", name, "-f", path.join(dir, "key")]);
+        key = {
+            privateKeyOpenssh: fs.readFileSync(path.join(dir, "key"), "utf8"),
+            publicKeyOpenssh: fs.readFileSync(path.join(dir, "key.pub"), "utf8"),
+        };
+        fs.rmSync(dir, { recursive: true });
+    } else {
+        const pair = crypto.generateKeyPairSync("rsa", { modulusLength: 2048 });
+        key = {
+            privateKeyPem: pair.privateKey.export({ type: "pkcs8", format: "pem" }).toString(),
+            publicKeyPem: pair.publicKey.export({ type: "spki", format: "pem" }).toString(),
+        };
+    }
+    keyCache.set(name, key);
+    return key;
+}
+
+/** A stable numeric id per resource, as Hetzner's ids are numbers. */
+const numericId = (type: string, name: string) =>
+    String(100000 + (crypto.createHash("sha256").update(`${type}/${name}`).digest().readUInt32BE(0) % 900000));
+
+function mockState(type: string, name: string, inputs: Record<string, any>, cloud: MockCloud): Record<string, any> {
+    switch (type) {
+        case "tls:index/privateKey:PrivateKey":
+            return { ...inputs, ...makeKey(name, inputs.algorithm) };
+        case "hcloud:index/primaryIp:PrimaryIp":
+            return inputs.type === "ipv4"
+                ? { ...inputs, ipAddress: cloud.ipv4 }
+                : { ...inputs, ipAddress: cloud.ipv6Network.replace(/\/\d+$/, ""), ipNetwork: cloud.ipv6Network };
+        case "hcloud:index/zone:Zone":
+            return { ...inputs, authoritativeNameservers: { assigneds: ["hydrogen.ns.hetzner.com.", "oxygen.ns.hetzner.com."] } };
+        default:
+            return inputs;
+    }
+}
+
+/** Project files are re-loaded for each run; node_modules (and Pulumi's runtime) are not. */
+function forgetProgram(): void {
+    for (const file of Object.keys(require.cache)) {
+        if (file.startsWith(ROOT) && !file.includes(`${path.sep}node_modules${path.sep}`) && !file.includes(`${path.sep}test${path.sep}`)) {
+            delete require.cache[file];
+        }
+    }
+}
+
+/** Stack config as `pulumi config set` would store it: strings, lists as JSON. */
+function asPulumiConfig(config: Record<string, unknown>): Record<string, string> {
+    return Object.fromEntries(Object.entries(config).map(([k, v]) =>
+        [k.includes(":") ? k : `selfhost:${k}`, typeof v === "string" ? v : JSON.stringify(v)]));
+}
+
+export async function runProgram(
+    config: Record<string, unknown>,
+    options: { preview?: boolean; cloud?: MockCloud } = {},
+): Promise<ProgramRun> {
+    const cloud = options.cloud ?? DEFAULT_CLOUD;
+    const resources: DeclaredResource[] = [];
+    await pulumi.runtime.setMocks({
+        newResource(args) {
+            const state = mockState(args.type, args.name, args.inputs, cloud);
+            resources.push({ type: args.type, name: args.name, inputs: args.inputs, state });
+            return { id: numericId(args.type, args.name), state };
+        },
+        call(args) {
+            return args.inputs;
+        },
+    }, "selfhost", "test", options.preview ?? false);
+    pulumi.runtime.setAllConfig(asPulumiConfig(config));
+    forgetProgram();
+
+    const program: Record<string, unknown> = require(path.join(ROOT, "index.ts"));
+    const outputs: Record<string, any> = {};
+    for (const [key, value] of Object.entries(program)) {
+        outputs[key] = await resolve(value);
+    }
+    // Outputs resolve before every child is registered; wait until the set stops growing.
+    for (let seen = -1; seen !== resources.length;) {
+        seen = resources.length;
+        await new Promise(r => setTimeout(r, 20));
+    }
+    const all = (type: string) => resources.filter(r => r.type === type);
+    const one = (type: string, name?: string) => {
+        const found = resources.find(r => r.type === type && (name === undefined || r.name === name));
+        if (!found) throw new Error(`no ${type}${name ? ` named ${name}` : ""} was declared`);
+        return found;
+    };
+    return { resources, outputs, one, all };
+}
+
+/** Resolves an Output (or a structure of them) to its plain value, secrets unwrapped. */
+export function resolve<T>(value: pulumi.Input<T>): Promise<T> {
+    return new Promise(done => pulumi.output(value).apply(v => { done(v as T); return v; }));
+}
