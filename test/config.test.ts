@@ -2,7 +2,9 @@ import { strict as assert } from "assert";
 import * as crypto from "crypto";
 import { runProgram } from "./program";
 import { baseConfig, ALICE_KEY } from "./fixtures";
-import { ConfigError } from "../config";
+import * as fs from "fs";
+import * as path from "path";
+import { ConfigError, schema } from "../config";
 
 /** Runs the program with the base config changed (undefined removes a key); returns the error it fails with. */
 async function failure(change: Record<string, unknown>): Promise<{ message: string; declared: number }> {
@@ -94,6 +96,18 @@ describe("configuration", () => {
             assert.equal(declared, 0);
         });
     }
+
+    it("is documented: the README's reference has a row per schema key with its default", () => {
+        const readme = fs.readFileSync(path.join(__dirname, "..", "README.md"), "utf8");
+        for (const [key, decl] of Object.entries(schema())) {
+            const row = readme.split("\n").find(l => l.startsWith(`| \`${key}\` |`));
+            assert.ok(row, `README has no row for ${key}`);
+            const scalar = decl.default;
+            if (scalar !== undefined && scalar !== "" && !Array.isArray(scalar) && !String(scalar).startsWith("https://")) {
+                assert.ok(row.includes(`\`${scalar}\``), `README row for ${key} does not show its default ${scalar}`);
+            }
+        }
+    });
 
     it("reports every problem at once", async () => {
         const { message } = await failure({ domain: "bad_domain", sshPort: 25, dnsProvider: "x" });

@@ -13,6 +13,7 @@ import * as pulumi from "@pulumi/pulumi";
 export const ROOT = path.join(__dirname, "..");
 
 export interface DeclaredResource {
+    readonly id: string;
     readonly type: string;
     readonly name: string;
     readonly inputs: Record<string, any>;
@@ -104,9 +105,10 @@ export async function runProgram(
     const resources: DeclaredResource[] = [];
     await pulumi.runtime.setMocks({
         newResource(args) {
+            const id = numericId(args.type, args.name);
             const state = mockState(args.type, args.name, args.inputs, cloud);
-            resources.push({ type: args.type, name: args.name, inputs: args.inputs, state });
-            return { id: numericId(args.type, args.name), state };
+            resources.push({ id, type: args.type, name: args.name, inputs: args.inputs, state });
+            return { id, state };
         },
         call(args) {
             return args.inputs;

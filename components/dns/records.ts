@@ -60,7 +60,8 @@ export function dnsRecords(s: Settings, facts: ServerFacts): DnsRecord[] {
     const host = `${s.hostname}.`;
     const ttl = s.dnsTtl;
     const rr = (name: string, type: RecordType, ...values: string[]): DnsRecord => ({ name, type, ttl, values });
-    const srv = (service: string, port: number, target = host) => rr(`_${service}._tcp`, "SRV", `0 1 ${port} ${target}`);
+    const srv = (service: string, port: number) => rr(`_${service}._tcp`, "SRV", `0 1 ${port} ${host}`);
+    const notOffered = (service: string) => rr(`_${service}._tcp`, "SRV", "0 0 0 .");
     const hostName = relativeName(s.hostname, s.domain);
 
     const addressed = ["@", ...(hostName === "@" ? [] : [hostName]), ...Object.values(SERVICE_SUBDOMAINS).flat()];
@@ -80,9 +81,9 @@ export function dnsRecords(s: Settings, facts: ServerFacts): DnsRecord[] {
         srv("submissions", portOf("submissions")),
         srv("submission", portOf("submission")),
         srv("imaps", portOf("imaps")),
-        srv("imap", 0, "."),
-        srv("pop3", 0, "."),
-        srv("pop3s", 0, "."),
+        notOffered("imap"),
+        notOffered("pop3"),
+        notOffered("pop3s"),
         srv("xmpp-client", portOf("xmpp-client")),
         srv("xmpps-client", portOf("xmpps-client")),
         srv("xmpp-server", portOf("xmpp-server")),

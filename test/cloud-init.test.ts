@@ -1,0 +1,73 @@
+import { strict as assert } from "assert";
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
+import { execFileSync } from "child_process";
+import * as YAML from "yaml";
+import { runProgram, ProgramRun } from "./program";
+import { baseConfig, ALICE_KEY } from "./fixtures";
+
+const userData = (run: ProgramRun): string => run.one("hcloud:index/server:Server").inputs.userData;
+
+describe("cloud-init user-data", () => {
+    it("creates the admin with the user's and the deploy key, locks sshd down on sshPort, mounts the volume", async () => {
+        const run = await runProgram({ ...baseConfig(), adminUser: "carol", sshPort: 2345 });
+        const text = userData(run);
+        assert.match(text, /^#cloud-config\n/);
+        const doc = YAML.parse(text);
+        const deployKey = run.one("tls:index/privateKey:PrivateKey", "deploy-key").state.publicKeyOpenssh.trim();
+        assert.deepEqual(doc.users, [{
+            name: "carol", gecos: "selfhost administrator", shell: "/bin/bash", groups: ["sudo"],
+            sudo: "ALL=(ALL) NOPASSWD:ALL", lock_passwd: true, ssh_authorized_keys: [ALICE_KEY, deployKey],
+        }]);
+        assert.equal(doc.fqdn, "mail.example.org");
+        assert.equal(doc.hostname, "mail");
+        assert.equal(doc.disable_root, true);
+        assert.equal(doc.ssh_pwauth, false);
+        const sshd = doc.write_files.find((f: any) => f.path.startsWith("/etc/ssh/sshd_config.d/")).content;
+        for (const line of ["Port 2345", "PermitRootLogin no", "PasswordAuthentication no", "KbdInteractiveAuthentication no", "AllowUsers carol"]) {
+            assert.ok(sshd.split("\n").includes(line), `sshd drop-in lacks "${line}"`);
+        }
+        const volumeId = run.one("hcloud:index/volume:Volume").id;
+        assert.deepEqual(doc.mounts[0].slice(0, 3), [`/dev/disk/by-id/scsi-0HC_Volume_${volumeId}`, "/srv", "ext4"]);
+        assert.match(doc.mounts[0][3], /nofail/);
+    });
+
+    it("holds no secret", async () => {
+        const run = await runProgram(baseConfig());
+        const text = userData(run);
+        assert.doesNotMatch(text, /PRIVATE KEY/);
+        for (const key of run.all("tls:index/privateKey:PrivateKey")) {
+            const secret = key.state.privateKeyOpenssh ?? key.state.privateKeyPem;
+            const body = secret.split("\n").filter((l: string) => l && !l.startsWith("-----")).join("");
+            assert.ok(!text.includes(body.slice(0, 40)), `user-data contains ${key.name}'s private key`);
+        }
+    });
+
+    it("is unchanged by every service setting, so tuning a service never replaces the server", async () => {
+        const base = userData(await runProgram(baseConfig()));
+        const serviceChanges: Record<string, unknown>[] = [
+            { dmarcPolicy: "reject" }, { mtaStsMode: "enforce" }, { dnsProvider: "gandi" }, { dnsTtl: 300 },
+            { tlsMode: "private-ca" }, { dkimSelector: "s2" }, { users: [{ name: "dave" }] }, { adminEmail: "me@example.com" },
+            { volumeSizeGb: 40 }, { serverType: "cx33" }, { protectData: false },
+        ];
+        for (const change of serviceChanges) {
+            assert.equal(userData(await runProgram({ ...baseConfig(), ...change })), base, `${JSON.stringify(change)} changed the user-data`);
+        }
+        assert.notEqual(userData(await runProgram({ ...baseConfig(), sshPort: 2200 })), base, "sshPort is first-boot state");
+    });
+
+    it("passes cloud-init's own schema check", async () => {
+        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "selfhost-ud-"));
+        const file = path.join(dir, "user-data");
+        fs.writeFileSync(file, userData(await runProgram(baseConfig())));
+        try {
+            const out = execFileSync("cloud-init", ["schema", "--config-file", file], { encoding: "utf8", stdio: "pipe" });
+            assert.match(out, /Valid (cloud-config|schema)/);
+        } catch (e: any) {
+            assert.fail(`cloud-init schema rejected the user-data:\n${e.stdout ?? ""}${e.stderr ?? e.message}`);
+        } finally {
+            fs.rmSync(dir, { recursive: true });
+        }
+    });
+});
