@@ -1,12 +1,16 @@
 /**
  * selfhost: your own mail, web and XMPP server.
- * config → host (server, IPs, volume) → DKIM key → DNS → outputs. Each concern is one component.
+ * config → host (server, IPs, volume) → DKIM key → DNS → remote steps (base → tls → web) → outputs.
+ * Each concern is one component; each remote step re-runs only when its own files change.
  */
 import * as pulumi from "@pulumi/pulumi";
 import { loadSettings } from "./config";
 import { Host } from "./components/host";
 import { DkimKey } from "./components/dkim";
 import { Dns } from "./components/dns";
+import { Base } from "./components/base";
+import * as tls from "./components/tls";
+import * as web from "./components/web";
 import { portOf } from "./services/catalog";
 
 const settings = loadSettings();
@@ -18,6 +22,11 @@ const dns = new Dns("dns", {
     facts: { ipv4: host.ipv4, ipv6: host.ipv6, dkimPublicKeyPem: dkim.publicKeyPem },
 });
 
+const connection = host.connection;
+const base = new Base("base", { connection, packages: [...tls.packages, ...web.packages], dependsOn: [host.volumeAttachment] });
+const certificate = new tls.Tls("tls", { settings, connection, dependsOn: [base.step, dns] });
+new web.Web("web", { settings, connection, dependsOn: [certificate.step] });
+
 export const hostname = settings.hostname;
 export const ipv4 = host.ipv4;
 export const ipv6 = host.ipv6;
@@ -25,6 +34,7 @@ export const nameservers = dns.nameservers;
 export const records = dns.records;
 export const zoneFile = dns.zoneFile;
 export const dkimRecord = dns.records.apply(rs => rs.find(r => r.name === `${settings.dkimSelector}._domainkey`));
+export const caCertificate = certificate.caCertificate;
 export const sshCommand = pulumi.interpolate`ssh -p ${settings.sshPort} ${settings.adminUser}@${host.ipv4}`;
 export const mailSettings = {
     imap: { host: settings.hostname, port: portOf("imaps"), security: "TLS" },

@@ -8,6 +8,7 @@ import * as tls from "@pulumi/tls";
 import { Settings } from "../config";
 import { publicPorts } from "../services/catalog";
 import { renderUserData } from "../cloud-init";
+import { Connection } from "./remote/step";
 
 export interface HostArgs {
     readonly settings: Settings;
@@ -28,6 +29,8 @@ export class Host extends pulumi.ComponentResource {
     /** Attachment of the volume: remote steps that touch data wait for it. */
     readonly volumeAttachment: hcloud.VolumeAttachment;
     readonly userData: pulumi.Output<string>;
+    /** How remote steps reach the server: admin user, SSH port, deploy key. */
+    readonly connection: Connection;
 
     constructor(name: string, args: HostArgs, opts?: pulumi.ComponentResourceOptions) {
         super("selfhost:index:Host", name, {}, opts);
@@ -94,6 +97,10 @@ export class Host extends pulumi.ComponentResource {
         // Forward-confirmed reverse DNS: the PTRs name the hostname, whose A/AAAA are these IPs.
         new hcloud.Rdns("ptr-ipv4", { primaryIpId: ip4.id.apply(Number), ipAddress: this.ipv4, dnsPtr: s.hostname }, child);
         new hcloud.Rdns("ptr-ipv6", { primaryIpId: ip6.id.apply(Number), ipAddress: this.ipv6, dnsPtr: s.hostname }, child);
+
+        this.connection = {
+            host: this.ipv4, port: s.sshPort, user: s.adminUser, privateKey: this.deployPrivateKey, serverId: this.server.id,
+        };
 
         this.registerOutputs({ ipv4: this.ipv4, ipv6: this.ipv6, serverId: this.server.id, volumeId: this.volume.id });
     }

@@ -14,8 +14,11 @@ export const ROOT = path.join(__dirname, "..");
 
 export interface DeclaredResource {
     readonly id: string;
+    readonly urn: string;
     readonly type: string;
     readonly name: string;
+    /** URNs of the resources this one waits for (inputs and dependsOn), as the engine is told. */
+    readonly dependencies: string[];
     readonly inputs: Record<string, any>;
     readonly state: Record<string, any>;
 }
@@ -103,17 +106,26 @@ export async function runProgram(
 ): Promise<ProgramRun> {
     const cloud = options.cloud ?? DEFAULT_CLOUD;
     const resources: DeclaredResource[] = [];
+    // The mock monitor hands newResource no URN or dependencies; take them from the request itself.
+    let request: { urn: string; dependencies: string[] } | undefined;
     await pulumi.runtime.setMocks({
         newResource(args) {
             const id = numericId(args.type, args.name);
             const state = mockState(args.type, args.name, args.inputs, cloud);
-            resources.push({ id, type: args.type, name: args.name, inputs: args.inputs, state });
+            resources.push({ id, ...request!, type: args.type, name: args.name, inputs: args.inputs, state });
             return { id, state };
         },
         call(args) {
             return args.inputs;
         },
     }, "selfhost", "test", options.preview ?? false);
+    const monitor = pulumi.runtime.getMonitor() as any;
+    const register = monitor.registerResource.bind(monitor);
+    monitor.registerResource = (req: any, callback: unknown) => {
+        // registerResource calls newResource synchronously, before its first await.
+        request = { urn: monitor.newUrn(req.getParent(), req.getType(), req.getName()), dependencies: req.getDependenciesList() };
+        return register(req, callback);
+    };
     pulumi.runtime.setAllConfig(asPulumiConfig(config));
     forgetProgram();
 
@@ -134,6 +146,20 @@ export async function runProgram(
         return found;
     };
     return { resources, outputs, one, all };
+}
+
+/** The marker the Pulumi RPC layer wraps secret values in. */
+const SECRET_SIG = "4dabf18193072939515e22adb298388d";
+
+export const isSecret = (v: unknown): boolean =>
+    typeof v === "object" && v !== null && (v as Record<string, unknown>)[SECRET_SIG] !== undefined;
+
+/** A value with every secret wrapper removed, as the provider sees it. */
+export function unsecret<T = any>(v: unknown): T {
+    if (isSecret(v)) return unsecret((v as { value: unknown }).value);
+    if (Array.isArray(v)) return v.map(unsecret) as T;
+    if (typeof v === "object" && v !== null) return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, unsecret(x)])) as T;
+    return v as T;
 }
 
 /** Resolves an Output (or a structure of them) to its plain value, secrets unwrapped. */

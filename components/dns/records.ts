@@ -55,6 +55,12 @@ export function mtaStsId(s: Settings): string {
     return crypto.createHash("sha256").update(mtaStsPolicy(s)).digest("hex").slice(0, 20);
 }
 
+/** Every name the server answers for, as FQDNs: apex, hostname, then the service names. */
+export function servedNames(s: Settings): string[] {
+    const names = [s.domain, s.hostname, ...Object.values(SERVICE_SUBDOMAINS).flat().map(n => `${n}.${s.domain}`)];
+    return [...new Set(names)];
+}
+
 /** The full record set. Which records exist depends on the settings alone, never on the facts. */
 export function dnsRecords(s: Settings, facts: ServerFacts): DnsRecord[] {
     const host = `${s.hostname}.`;
@@ -63,8 +69,7 @@ export function dnsRecords(s: Settings, facts: ServerFacts): DnsRecord[] {
     const srv = (service: string, port: number) => rr(`_${service}._tcp`, "SRV", `0 1 ${port} ${host}`);
     const notOffered = (service: string) => rr(`_${service}._tcp`, "SRV", "0 0 0 .");
     const hostName = relativeName(s.hostname, s.domain);
-
-    const addressed = ["@", ...(hostName === "@" ? [] : [hostName]), ...Object.values(SERVICE_SUBDOMAINS).flat()];
+    const addressed = servedNames(s).map(n => relativeName(n, s.domain));
     const caa = s.caaIssuer ? `0 issue "${s.caaIssuer}"` : `0 issue ";"`;
     return [
         ...addressed.flatMap(name => [rr(name, "A", facts.ipv4), rr(name, "AAAA", facts.ipv6)]),

@@ -1,0 +1,44 @@
+import * as pulumi from "@pulumi/pulumi";
+import { RemoteStep, Connection } from "./remote/step";
+import { renderTemplate } from "../services/template";
+import { DATA_DIR } from "../cloud-init";
+
+export interface BaseArgs {
+    readonly connection: Connection;
+    /** Every Debian package the enabled services need, installed in one go. */
+    readonly packages: readonly string[];
+    /** The volume must be attached before the step mounts it. */
+    readonly dependsOn: pulumi.Input<pulumi.Resource>[];
+}
+
+/**
+ * The first remote step: waits for first boot to finish, makes sure the data volume is mounted,
+ * installs every package the services need, and sets time sync, locale and journal limits.
+ */
+export class Base extends pulumi.ComponentResource {
+    readonly step: RemoteStep;
+
+    constructor(name: string, args: BaseArgs, opts?: pulumi.ComponentResourceOptions) {
+        super("selfhost:index:Base", name, {}, opts);
+        this.step = new RemoteStep("base", {
+            connection: args.connection,
+            prepare: [
+                // cloud-init may still be running its own apt or user set-up on first boot.
+                "cloud-init status --wait >/dev/null 2>&1 || true",
+                `for _ in $(seq 60); do mountpoint -q ${DATA_DIR} && break; mount ${DATA_DIR} 2>/dev/null || sleep 1; done`,
+                `mountpoint -q ${DATA_DIR} || { log "the data volume is not mounted at ${DATA_DIR}; is it attached?"; exit 1; }`,
+            ].join("\n"),
+            packages: ["systemd-timesyncd", "ca-certificates", "openssl", ...new Set(args.packages)],
+            files: [
+                { path: "/etc/systemd/journald.conf.d/selfhost.conf", content: renderTemplate("base/journald.conf", {}) },
+                { path: "/etc/default/locale", content: renderTemplate("base/locale", {}) },
+            ],
+            run: [
+                "systemctl enable --now systemd-timesyncd >/dev/null 2>&1 || true",
+                "if changed; then systemctl restart systemd-journald; fi",
+            ].join("\n"),
+            dependsOn: args.dependsOn,
+        }, { parent: this });
+        this.registerOutputs({});
+    }
+}

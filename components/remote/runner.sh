@@ -1,0 +1,84 @@
+# The frame every remote step runs in (as root, via sudo). The step itself follows: `put` calls for
+# its files, then `check` (the daemon's own checker), then what it runs once the files are in place.
+# New files only replace old ones for good when the check passes; otherwise the old ones come back,
+# the running daemons never see the bad config, and the step fails with the checker's message.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8
+umask 022
+STEP=${1:?step name}
+SECRETS=$(mktemp -d /run/selfhost-secrets.XXXXXX)
+BACKUP=$(mktemp -d /run/selfhost-backup.XXXXXX)
+trap 'rm -rf "$SECRETS" "$BACKUP"' EXIT
+CHANGED=()
+INSTALLED=()
+
+log() { printf '[%s] %s\n' "$STEP" "$*"; }
+
+# Secrets arrive on stdin only, one "name base64" line each; they land in a root-only tmpfs dir.
+while read -r name value; do
+  [ -n "$name" ] && printf '%s' "$value" | base64 -d > "$SECRETS/$name"
+done
+
+# put PATH MODE OWNER:GROUP < content — install a file if its content or metadata differ.
+put() {
+  local path=$1 mode=$2 owner=$3 dir new
+  dir=$(dirname "$path")
+  mkdir -p "$dir"
+  new=$(mktemp "$dir/.selfhost-new.XXXXXX")
+  cat > "$new"
+  chmod "$mode" "$new"
+  chown "$owner" "$new"
+  if [ -f "$path" ] && cmp -s "$new" "$path" \
+     && [ "$(stat -c %a:%U:%G "$new")" = "$(stat -c %a:%U:%G "$path")" ]; then
+    rm -f "$new"
+    return 0
+  fi
+  if [ -e "$path" ]; then
+    mkdir -p "$BACKUP$dir"
+    cp -a "$path" "$BACKUP$path"
+  else
+    printf '%s\n' "$path" >> "$BACKUP/.created"
+  fi
+  mv -f "$new" "$path"
+  CHANGED+=("$path")
+}
+
+# put_secret NAME PATH MODE OWNER:GROUP — like put, with the content of a secret from stdin.
+put_secret() { put "$2" "$3" "$4" < "$SECRETS/$1"; }
+
+changed() { [ ${#CHANGED[@]} -gt 0 ] || [ ${#INSTALLED[@]} -gt 0 ]; }
+
+rollback() {
+  local path
+  for path in "${CHANGED[@]}"; do
+    if [ -e "$BACKUP$path" ]; then cp -a "$BACKUP$path" "$path"; else rm -f "$path"; fi
+  done
+  CHANGED=()
+}
+
+# check CMD… — run the daemon's checker on the new files; on failure put the old ones back and stop.
+check() {
+  local out
+  if ! out=$("$@" 2>&1); then
+    log "check failed: $*"
+    printf '%s\n' "$out" >&2
+    rollback
+    log "previous configuration restored; nothing was reloaded"
+    exit 1
+  fi
+}
+
+# ensure_packages PKG… — install what is missing, nothing else (a re-run must not touch apt).
+ensure_packages() {
+  local missing=() pkg
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "installing ${missing[*]}"
+  apt-get -q update >/dev/null
+  apt-get -q install -y --no-install-recommends -o Dpkg::Options::=--force-confold "${missing[@]}" >/dev/null
+  INSTALLED+=("${missing[@]}")
+}
+
+finish() { log "done: ${#CHANGED[@]} file(s) changed${CHANGED[*]:+ (${CHANGED[*]})}, ${#INSTALLED[@]} package(s) installed"; }

@@ -1,0 +1,122 @@
+/**
+ * A remote step: files and a script that a `command.remote.Command` applies over SSH, as the admin
+ * user with sudo, on the custom SSH port, with the stack's deploy key. The create command carries the
+ * whole step in readable form (so `pulumi preview --diff` shows config changes line by line) and
+ * therefore changes exactly when a file or the script does; that change is what re-runs the step.
+ * Secrets travel on stdin only.
+ */
+import * as fs from "fs";
+import * as path from "path";
+import * as crypto from "crypto";
+import * as pulumi from "@pulumi/pulumi";
+import * as command from "@pulumi/command";
+
+const RUNNER = fs.readFileSync(path.join(__dirname, "runner.sh"), "utf8");
+
+export interface Connection {
+    readonly host: pulumi.Input<string>;
+    readonly port: number;
+    readonly user: string;
+    readonly privateKey: pulumi.Input<string>;
+    /** The server the step applies to: a new server re-runs every step. */
+    readonly serverId: pulumi.Input<string>;
+}
+
+export interface StepFile {
+    readonly path: string;
+    readonly content: pulumi.Input<string>;
+    /** Octal mode, default 0644. */
+    readonly mode?: string;
+    /** owner:group, default root:root. */
+    readonly owner?: string;
+}
+
+export interface SecretFile {
+    /** Where the secret is installed on the server. */
+    readonly path: string;
+    readonly content: pulumi.Input<string>;
+    readonly mode?: string;
+    readonly owner?: string;
+}
+
+export interface RemoteStepArgs {
+    readonly connection: Connection;
+    /** Debian packages the step needs (installed only when missing). */
+    readonly packages?: readonly string[];
+    /** Shell run before the files are installed (users, directories). */
+    readonly prepare?: string;
+    readonly files?: readonly StepFile[];
+    /** Files whose content is secret: sent on stdin, never in the command line. */
+    readonly secretFiles?: readonly SecretFile[];
+    /** The daemon's own checker, as `check CMD ARGS…` lines; a failure restores the previous files. */
+    readonly check?: string;
+    /** Shell run once the files passed the check: enable, reload (`changed &&` …), issue certificates. */
+    readonly run?: string;
+    readonly dependsOn?: pulumi.Input<pulumi.Input<pulumi.Resource>[]>;
+}
+
+/** A heredoc terminator that cannot occur in the content. */
+const terminator = (content: string) =>
+    `SELFHOST_${crypto.createHash("sha256").update(content).digest("hex").slice(0, 12).toUpperCase()}`;
+
+const shellQuote = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+
+/** Bash's limit for one argument (MAX_ARG_STRLEN is 128 KiB); sshd hands the command to `bash -c`. */
+const MAX_SCRIPT_BYTES = 120 * 1024;
+
+type PlainFile = StepFile & { readonly content: string };
+
+/** The full script of a step, as it runs on the server (as root). Pure, for tests and the e2e target. */
+export function stepScript(name: string, args: Omit<RemoteStepArgs, "connection" | "dependsOn" | "files"> & { files?: readonly PlainFile[] }): string {
+    const put = (f: PlainFile) => {
+        const content = f.content.endsWith("\n") ? f.content : `${f.content}\n`;
+        const end = terminator(content);
+        return `put ${shellQuote(f.path)} ${f.mode ?? "0644"} ${f.owner ?? "root:root"} <<'${end}'\n${content}${end}`;
+    };
+    const putSecret = (f: SecretFile, i: number) =>
+        `put_secret s${i} ${shellQuote(f.path)} ${f.mode ?? "0600"} ${f.owner ?? "root:root"}`;
+    const script = [
+        RUNNER,
+        `# --- step ${name} ---`,
+        args.packages?.length ? `ensure_packages ${args.packages.join(" ")}` : "",
+        args.prepare ?? "",
+        ...(args.files ?? []).map(put),
+        ...(args.secretFiles ?? []).map(putSecret),
+        args.check ?? "",
+        args.run ?? "",
+        "finish",
+        "",
+    ].filter(Boolean).join("\n");
+    if (Buffer.byteLength(script) > MAX_SCRIPT_BYTES) {
+        throw new Error(`remote step ${name} is ${Buffer.byteLength(script)} bytes; split it (limit ${MAX_SCRIPT_BYTES})`);
+    }
+    return script;
+}
+
+export class RemoteStep extends pulumi.ComponentResource {
+    readonly command: command.remote.Command;
+
+    constructor(name: string, args: RemoteStepArgs, opts?: pulumi.ComponentResourceOptions) {
+        super("selfhost:index:RemoteStep", name, {}, opts);
+        const c = args.connection;
+        const files = args.files ?? [];
+        const script = pulumi.all(files.map(f => f.content)).apply(contents =>
+            stepScript(name, { ...args, files: files.map((f, i) => ({ ...f, content: contents[i] })) }));
+        // stdin: one "sN base64" line per secret file, matching put_secret's names.
+        const stdin = args.secretFiles?.length
+            ? pulumi.secret(pulumi.all(args.secretFiles.map(f => f.content)).apply(contents =>
+                contents.map((v, i) => `s${i} ${Buffer.from(v).toString("base64")}\n`).join("")))
+            : undefined;
+        this.command = new command.remote.Command(name, {
+            connection: {
+                host: c.host, port: c.port, user: c.user, privateKey: c.privateKey,
+                // First boot: sshd moves to its port and cloud-init creates the user; keep dialling.
+                dialErrorLimit: 60, perDialTimeout: 10,
+            },
+            create: script.apply(s => `sudo -n bash -c ${shellQuote(s)} selfhost-step ${name}`),
+            stdin,
+            triggers: [c.serverId],
+        }, { parent: this, dependsOn: args.dependsOn, deleteBeforeReplace: true });
+        this.registerOutputs({ stdout: this.command.stdout });
+    }
+}

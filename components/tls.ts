@@ -1,0 +1,102 @@
+/**
+ * One certificate for every name the server answers for. With tlsMode=acme, certbot (Debian) gets it
+ * on the server over HTTP-01 and its timer renews it; with private-ca, the stack makes a CA and signs
+ * it. Either way services find it at CERT_DIR, and one deploy hook reloads each service that uses it.
+ */
+import * as pulumi from "@pulumi/pulumi";
+import * as tls from "@pulumi/tls";
+import { Settings } from "../config";
+import { DATA_DIR } from "../cloud-init";
+import { RemoteStep, Connection } from "./remote/step";
+import { servedNames } from "./dns/records";
+import { renderTemplate } from "../services/template";
+
+/** Where every service reads the certificate: a symlink to the live files on the data volume. */
+export const CERT_DIR = "/etc/selfhost/tls";
+/** Services that use the certificate; the deploy hook reloads those that run. */
+export const TLS_CONSUMERS = ["nginx", "postfix", "dovecot", "prosody"];
+export const DEPLOY_HOOK = "/usr/local/sbin/selfhost-tls-deployed";
+export const ACME_WEBROOT = "/var/lib/selfhost/acme";
+const TLS_DATA = `${DATA_DIR}/tls`;
+
+export const packages = ["nginx", "certbot"];
+
+export interface TlsArgs {
+    readonly settings: Settings;
+    readonly connection: Connection;
+    readonly dependsOn: pulumi.Input<pulumi.Resource>[];
+}
+
+export class Tls extends pulumi.ComponentResource {
+    readonly step: RemoteStep;
+    /** The private CA's certificate (private-ca mode): clients must trust it. */
+    readonly caCertificate: pulumi.Output<string | undefined>;
+
+    constructor(name: string, args: TlsArgs, opts?: pulumi.ComponentResourceOptions) {
+        super("selfhost:index:Tls", name, {}, opts);
+        const s = args.settings;
+        const names = servedNames(s);
+        const common = [
+            { path: "/etc/nginx/conf.d/selfhost-acme.conf", content: renderTemplate("tls/acme-http.conf", { acmeWebroot: ACME_WEBROOT }) },
+            { path: DEPLOY_HOOK, mode: "0755", content: renderTemplate("tls/deployed.sh", { consumers: TLS_CONSUMERS.join(" ") }) },
+        ];
+        const prepare = [
+            `install -d -m 0755 ${TLS_DATA} ${ACME_WEBROOT} $(dirname ${CERT_DIR})`,
+            // Debian's default site also claims port 80 as default_server.
+            "rm -f /etc/nginx/sites-enabled/default",
+        ].join("\n");
+        const check = "check nginx -t";
+        const nginx = ["systemctl enable --quiet nginx", "changed && systemctl reload-or-restart nginx"];
+
+        if (s.tlsMode === "acme") {
+            this.caCertificate = pulumi.output(undefined);
+            const live = `${TLS_DATA}/letsencrypt`;
+            this.step = new RemoteStep("tls", {
+                connection: args.connection, prepare, files: common, check,
+                run: [
+                    ...nginx,
+                    // certbot and its renewal timer use /etc/letsencrypt: keep it on the data volume.
+                    `install -d -m 0755 ${live}`,
+                    `if [ ! -L /etc/letsencrypt ]; then cp -a /etc/letsencrypt/. ${live}/ 2>/dev/null || true; rm -rf /etc/letsencrypt; ln -s ${live} /etc/letsencrypt; fi`,
+                    // A different CA than the one that issued the current certificate means a new one.
+                    `force=; grep -qs '^server = ${s.acmeServer}$' /etc/letsencrypt/renewal/selfhost.conf || force=--force-renewal`,
+                    [
+                        "certbot certonly --non-interactive --agree-tos --quiet --keep-until-expiring --expand $force",
+                        `--cert-name selfhost --webroot -w ${ACME_WEBROOT} --server ${s.acmeServer} --email ${s.adminEmail}`,
+                        `--deploy-hook ${DEPLOY_HOOK}`,
+                        ...names.map(n => `-d ${n}`),
+                    ].join(" "),
+                    `ln -sfn /etc/letsencrypt/live/selfhost ${CERT_DIR}`,
+                    "systemctl enable --quiet --now certbot.timer",
+                ].join("\n"),
+                dependsOn: args.dependsOn,
+            }, { parent: this });
+        } else {
+            const child = { parent: this };
+            const caKey = new tls.PrivateKey("ca-key", { algorithm: "ECDSA", ecdsaCurve: "P256" }, child);
+            const ca = new tls.SelfSignedCert("ca", {
+                privateKeyPem: caKey.privateKeyPem, isCaCertificate: true, validityPeriodHours: 10 * 365 * 24,
+                subject: { commonName: `${s.domain} private CA`, organization: s.domain },
+                allowedUses: ["cert_signing", "crl_signing"],
+            }, child);
+            const key = new tls.PrivateKey("server-key", { algorithm: "ECDSA", ecdsaCurve: "P256" }, child);
+            const csr = new tls.CertRequest("server", { privateKeyPem: key.privateKeyPem, dnsNames: names, subject: { commonName: s.hostname } }, child);
+            const cert = new tls.LocallySignedCert("server", {
+                certRequestPem: csr.certRequestPem, caPrivateKeyPem: caKey.privateKeyPem, caCertPem: ca.certPem,
+                validityPeriodHours: 397 * 24, earlyRenewalHours: 30 * 24,
+                allowedUses: ["digital_signature", "key_encipherment", "server_auth"],
+            }, child);
+            this.caCertificate = ca.certPem;
+            const dir = `${TLS_DATA}/private-ca`;
+            this.step = new RemoteStep("tls", {
+                connection: args.connection, prepare,
+                files: [...common, { path: `${dir}/fullchain.pem`, content: pulumi.interpolate`${cert.certPem}${ca.certPem}` }],
+                secretFiles: [{ path: `${dir}/privkey.pem`, content: key.privateKeyPem }],
+                check,
+                run: [...nginx, `ln -sfn ${dir} ${CERT_DIR}`, `changed && ${DEPLOY_HOOK}`].join("\n"),
+                dependsOn: args.dependsOn,
+            }, { parent: this });
+        }
+        this.registerOutputs({ caCertificate: this.caCertificate });
+    }
+}

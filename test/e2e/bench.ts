@@ -1,0 +1,40 @@
+/** Benchmark baselines for the local target: a bare install of the same packages, and idle memory. */
+import * as path from "path";
+import { Cleanup } from "./sh";
+import { TestServer } from "./server";
+
+/** Units whose memory is reported, when they run. */
+const UNITS = ["ssh", "nginx", "postfix@-", "dovecot", "rspamd", "redis-server", "prosody", "fail2ban"];
+
+/** A fresh host from the same image, no cloud-init payload: how long does plain `apt-get install` take? */
+export async function benchBaseline(dir: string, packages: string, trust: string[], cleanup: Cleanup):
+    Promise<{ installMs: number; server: TestServer }> {
+    const server = new TestServer({ name: "baseline", dir, ipv4: "198.51.100.11", ipv6: "2001:db8:10::11", trust }, cleanup);
+    await server.boot();
+    const r = server.exec(`export DEBIAN_FRONTEND=noninteractive; apt-get -q update >/dev/null && apt-get -q install -y --no-install-recommends ${packages} >/dev/null`);
+    if (r.code !== 0) throw new Error(`baseline install failed: ${r.stderr}`);
+    return { installMs: r.ms, server };
+}
+
+/** Proportional set size (kB) of every process of a unit. */
+function pssKb(server: TestServer, unit: string): number | undefined {
+    const r = server.exec(`systemctl is-active --quiet ${unit} || exit 3; cg=$(systemctl show -p ControlGroup --value ${unit}); ` +
+        `for p in $(cat /sys/fs/cgroup$cg/cgroup.procs); do awk '/^Pss:/{print $2}' /proc/$p/smaps_rollup 2>/dev/null; done`);
+    if (r.code !== 0) return undefined;
+    return r.stdout.split("\n").filter(Boolean).reduce((n, x) => n + Number(x), 0);
+}
+
+export function memoryTable(ours: TestServer, defaults: TestServer): void {
+    console.log("\nidle memory, PSS in MB (ours vs the same packages with Debian's defaults)");
+    console.log(`| ${"unit".padEnd(14)} | ${"ours".padStart(6)} | ${"defaults".padStart(8)} |`);
+    let [a, b] = [0, 0];
+    for (const unit of UNITS) {
+        const [x, y] = [pssKb(ours, unit), pssKb(defaults, unit)];
+        if (x === undefined && y === undefined) continue;
+        a += x ?? 0;
+        b += y ?? 0;
+        console.log(`| ${unit.padEnd(14)} | ${((x ?? 0) / 1024).toFixed(1).padStart(6)} | ${((y ?? 0) / 1024).toFixed(1).padStart(8)} |`);
+    }
+    console.log(`| ${"total".padEnd(14)} | ${(a / 1024).toFixed(1).padStart(6)} | ${(b / 1024).toFixed(1).padStart(8)} |`);
+}
+

@@ -1,0 +1,226 @@
+/**
+ * `npm run e2e`: the local end-to-end target. Runs the program under mocks with the embedded test
+ * stack, stands up a simulated internet (DNS, ACME CA, a client), boots a Debian 13 server from the
+ * captured user-data, applies the captured remote steps over SSH in dependency order, and checks the
+ * result from outside with real clients. `--bench` adds the benchmark baselines.
+ */
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
+import { runProgram, ProgramRun, unsecret } from "../program";
+import { firstAddress } from "../../components/host";
+import { sh, must, Cleanup } from "./sh";
+import { NET, sweep, network, startDns, startAcme } from "./world";
+import { TestServer } from "./server";
+import { declaredSteps, applyStep, Step } from "./steps";
+import { e2eConfig, changedOption, SERVER } from "./config";
+import { Checks } from "./checks";
+import { benchBaseline, memoryTable } from "./bench";
+
+const SERVER_IPV6 = firstAddress(SERVER.ipv6Network);
+const bench = process.argv.includes("--bench");
+
+function ownerKey(dir: string): { pub: string; file: string } {
+    const file = path.join(dir, "owner-key");
+    must(`ssh-keygen -q -t ed25519 -N '' -C owner@laptop -f ${file}`);
+    return { pub: fs.readFileSync(`${file}.pub`, "utf8").trim(), file };
+}
+
+/** Applies steps in order; stops at the first failure with its output. Returns seconds per step. */
+function applyAll(steps: Step[], work: string, label: string): Map<string, { ms: number; out: string }> {
+    const results = new Map<string, { ms: number; out: string }>();
+    for (const step of steps) {
+        const r = applyStep(step, work);
+        const out = r.stdout + r.stderr;
+        console.log(`  ${label} step ${step.name}: exit ${r.code} in ${(r.ms / 1000).toFixed(1)} s — ${out.trim().split("\n").pop()}`);
+        if (r.code !== 0) throw new Error(`step ${step.name} failed:\n${out}`);
+        results.set(step.name, { ms: r.ms, out });
+    }
+    return results;
+}
+
+async function main(): Promise<number> {
+    const cleanup = new Cleanup();
+    const stop = () => { cleanup.run(); process.exit(130); };
+    process.on("SIGINT", stop);
+    process.on("SIGTERM", stop);
+    const checks = new Checks();
+    const figures: [string, string][] = [];
+    try {
+        sweep();
+        const work = fs.mkdtempSync(path.join(os.tmpdir(), "selfhost-e2e-"));
+        cleanup.add("work dir", () => fs.rmSync(work, { recursive: true, force: true }));
+        const owner = ownerKey(work);
+
+        console.log("program under mocks (the embedded test stack)");
+        const program = await runProgram(e2eConfig(owner.pub), { cloud: SERVER });
+        const userData: string = program.one("hcloud:index/server:Server").inputs.userData;
+        const steps = declaredSteps(program);
+        console.log(`  ${program.resources.length} resources, steps in order: ${steps.map(s => s.name).join(" → ")}`);
+        const deployKey = path.join(work, "deploy-key");
+        fs.writeFileSync(deployKey, steps[0].connection.privateKey, { mode: 0o600 });
+        const sshPort = steps[0].connection.port;
+        const adminUser = steps[0].connection.user;
+
+        console.log("simulated internet");
+        network(cleanup);
+        const ptrs = Object.fromEntries(program.all("hcloud:index/rdns:Rdns").map(r => [r.inputs.ipAddress, r.inputs.dnsPtr]));
+        await startDns(path.join(work, "dns"), {
+            domain: "example.test", zoneFile: program.outputs.zoneFile, ptrs, extra: { acme: NET.inet.ipv4 },
+        }, cleanup);
+        const acme = await startAcme(path.join(work, "acme"), ["acme.example.test"], cleanup);
+
+        console.log("first boot");
+        const started = Date.now();
+        const server = new TestServer({
+            name: "mail", dir: path.join(work, "server"), ipv4: SERVER.ipv4, ipv6: SERVER_IPV6, userData,
+            volumeId: program.one("hcloud:index/volume:Volume").id, trust: [acme.apiCa],
+        }, cleanup);
+        await server.boot();
+        const bootMs = Date.now() - started;
+        const first = applyAll(steps, work, "apply");
+        const firstBootMs = Date.now() - started;
+        const root = path.join(work, "acme-root.pem");
+        must(`curl -sf --cacert ${path.join(work, "acme", "api-ca.pem")} ${acme.rootUrl} -o ${root}`, { ns: NET.client.ns });
+
+        console.log("checks from the client host");
+        const fromClient = (cmd: string) => sh(cmd, { ns: NET.client.ns, timeoutMs: 60_000 });
+        const ssh = (key: string, user: string, extra = "", host = SERVER.ipv4) =>
+            fromClient(`ssh -i ${key} -p ${sshPort} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null ` +
+                `-o ConnectTimeout=5 ${extra} ${user}@${host} true`);
+        const names = (program.outputs.records as { name: string; type: string }[])
+            .filter(r => r.type === "A").map(r => r.name === "@" ? "example.test" : `${r.name}.example.test`);
+        const tlsCheck = (name: string, port: number, address = SERVER.ipv4): string | undefined => {
+            const r = fromClient(`openssl s_client -connect ${address.includes(":") ? `[${address}]` : address}:${port} ` +
+                `-servername ${name} -verify_hostname ${name} -CAfile ${root} -verify_return_error </dev/null 2>&1`);
+            return r.code === 0 && r.stdout.includes("Verify return code: 0 (ok)") ? undefined : r.stdout.split("\n").slice(-8).join("\n");
+        };
+        const runAllChecks = () => {
+            checks.check("cloud-init finished cleanly", () => {
+                const r = server.exec("cloud-init status --long");
+                return /status: done/.test(r.stdout) && !/errors:\s*\n\s+-/.test(r.stdout) ? undefined : r.stdout + r.stderr;
+            });
+            checks.check("hostname is the configured FQDN", () => {
+                const h = server.exec("hostname -f").stdout.trim();
+                return h === "mail.example.test" ? undefined : `hostname -f says ${h}`;
+            });
+            checks.check("data volume is mounted at /srv", () => server.exec("findmnt -n -o SOURCE /srv").stdout.includes("HC_Volume") ? undefined : "not mounted");
+            checks.check(`SSH with the stack's deploy key on port ${sshPort} (IPv4 and IPv6)`, () => {
+                const r4 = ssh(deployKey, adminUser);
+                const r6 = ssh(deployKey, adminUser, "", SERVER_IPV6);
+                return r4.code === 0 && r6.code === 0 ? undefined : r4.stderr + r6.stderr;
+            });
+            checks.check("SSH with the owner's key", () => { const r = ssh(owner.file, adminUser); return r.code === 0 ? undefined : r.stderr; });
+            checks.check("root login is refused", () => {
+                const r = ssh(owner.file, "root");
+                return r.code !== 0 && /Permission denied/.test(r.stderr) ? undefined : `exit ${r.code}: ${r.stderr}`;
+            });
+            checks.check("password authentication is not offered", () => {
+                const r = ssh(owner.file, adminUser, "-o PubkeyAuthentication=no -o PreferredAuthentications=password,keyboard-interactive");
+                return r.code !== 0 && /Permission denied \(publickey\)/.test(r.stderr) ? undefined : `exit ${r.code}: ${r.stderr}`;
+            });
+            checks.check("port 22 is closed", () => fromClient(`nc -z -w 3 ${SERVER.ipv4} 22`).code !== 0 ? undefined : "port 22 accepted a connection");
+            checks.check("sshd -t is clean", () => { const r = server.exec("sshd -t"); return r.code === 0 ? undefined : r.stderr; });
+            checks.check("reverse DNS of both IPs is the hostname, forward-confirmed", () => {
+                const problems = [SERVER.ipv4, SERVER_IPV6].flatMap(ip => {
+                    const ptr = fromClient(`kdig +short @${NET.inet.ipv4} -x ${ip}`).stdout.trim();
+                    const back = fromClient(`kdig +short @${NET.inet.ipv4} ${ip.includes(":") ? "AAAA" : "A"} ${ptr}`).stdout.trim();
+                    return ptr === "mail.example.test." && back === ip ? [] : [`${ip} → ${ptr} → ${back}`];
+                });
+                return problems.join("\n") || undefined;
+            });
+            for (const name of names) checks.check(`HTTPS certificate for ${name} verifies against the ACME CA's root`, () => tlsCheck(name, 443));
+            checks.check("HTTPS over IPv6 verifies too", () => tlsCheck("mail.example.test", 443, SERVER_IPV6));
+            checks.check("port 80 redirects to HTTPS", () => {
+                const r = fromClient(`curl -s -o /dev/null -w '%{http_code} %{redirect_url}' http://${SERVER.ipv4}/x -H 'Host: www.example.test'`);
+                return r.stdout === "301 https://www.example.test/x" ? undefined : r.stdout;
+            });
+            checks.check("certificate and ACME account live on the data volume; renewal timer and deploy hook in place", () => {
+                const r = server.exec("test -L /etc/letsencrypt && test -f /srv/tls/letsencrypt/live/selfhost/fullchain.pem" +
+                    " && systemctl is-enabled certbot.timer && grep -q selfhost-tls-deployed /etc/letsencrypt/renewal/selfhost.conf" +
+                    " && test -x /usr/local/sbin/selfhost-tls-deployed");
+                return r.code === 0 ? undefined : r.stdout + r.stderr;
+            });
+            checks.check("nginx -t is clean and no version is disclosed", () => {
+                const t = server.exec("nginx -t");
+                const head = fromClient(`curl -skI https://${SERVER.ipv4}/`).stdout;
+                return t.code === 0 && /^server: nginx\r?$/mi.test(head) ? undefined : t.stderr + head;
+            });
+        };
+        runAllChecks();
+
+        console.log("idempotency: every step again");
+        const nginxPid = () => server.exec("systemctl show -p MainPID --value nginx").stdout.trim();
+        const pidBefore = nginxPid();
+        const again = applyAll(steps, work, "re-apply");
+        for (const step of steps) {
+            checks.check(`re-running ${step.name} changes nothing`, () => {
+                const out = again.get(step.name)!.out;
+                return /0 file\(s\) changed, 0 package\(s\) installed/.test(out) ? undefined : out.split("\n").slice(-3).join("\n");
+            });
+        }
+        checks.check("services kept running through the re-run", () => nginxPid() === pidBefore ? undefined : `nginx ${pidBefore} → ${nginxPid()}`);
+        checks.check("HTTPS still verifies after the re-run", () => tlsCheck("mail.example.test", 443));
+
+        console.log("change locality: one service option changed");
+        const changed = await runProgram({ ...e2eConfig(owner.pub), ...changedOption }, { cloud: SERVER });
+        const rerun = stepsThatChanged(program, changed);
+        const replaced = serverReplaced(program, changed);
+        checks.check(`changing ${Object.keys(changedOption).join(", ")} re-runs exactly the tls step`, () =>
+            rerun.map(s => s.name).join(",") === "tls" ? undefined : `steps that changed: ${rerun.map(s => s.name).join(", ") || "none"}`);
+        checks.check("the user-data and the server are untouched", () => replaced ? `server inputs changed: ${replaced}` : undefined);
+        const serial = () => fromClient(`openssl s_client -connect ${SERVER.ipv4}:443 -servername mail.example.test </dev/null 2>/dev/null | openssl x509 -noout -serial`).stdout.trim();
+        const serialBefore = serial();
+        const changeStarted = Date.now();
+        applyAll(rerun, work, "apply changed");
+        const changeMs = Date.now() - changeStarted;
+        checks.check("the new CA issued a new certificate and the deploy hook made nginx serve it", () => {
+            const after = serial();
+            return after && after !== serialBefore && !tlsCheck("mail.example.test", 443) ? undefined : `serial ${serialBefore} → ${after}`;
+        });
+
+        figures.push(
+            ["server boot to SSH-ready (cloud-init), s", (bootMs / 1000).toFixed(1)],
+            ...[...first].map(([name, r]): [string, string] => [`step ${name}, first run, s`, (r.ms / 1000).toFixed(1)]),
+            ["first boot → all steps applied, s", (firstBootMs / 1000).toFixed(1)],
+            ["re-run of all steps (nothing to do), s", ([...again.values()].reduce((n, r) => n + r.ms, 0) / 1000).toFixed(1)],
+            ["one-option change: steps re-run", String(rerun.length)],
+            ["one-option change: server replacements", replaced ? "1" : "0"],
+            ["one-option change: seconds", (changeMs / 1000).toFixed(1)],
+        );
+        if (bench) {
+            const pkgs = unsecret<string>(steps[0].create).match(/ensure_packages ([^\n]+)/)?.[1] ?? "";
+            const baseline = await benchBaseline(path.join(work, "baseline"), pkgs, [acme.apiCa], cleanup);
+            figures.push(
+                ["baseline: fresh host, bare apt-get install of the same packages, s", (baseline.installMs / 1000).toFixed(1)],
+                ["first boot → green / bare install (goal ≤ 1.5)", ((firstBootMs - bootMs) / baseline.installMs).toFixed(2)],
+            );
+            memoryTable(server, baseline.server);
+        }
+        console.log("\nlocal target figures");
+        for (const [k, v] of figures) console.log(`| ${k.padEnd(66)} | ${v.padStart(6)} |`);
+    } catch (e) {
+        checks.check("the local target ran to the end", () => String(e instanceof Error ? e.message : e));
+    } finally {
+        cleanup.run();
+    }
+    console.log(`\n${checks.summary()}`);
+    return checks.failed.length === 0 ? 0 : 1;
+}
+
+/** Remote commands whose create command or stdin differ between two program runs. */
+function stepsThatChanged(before: ProgramRun, after: ProgramRun): Step[] {
+    const old = new Map(declaredSteps(before).map(s => [s.urn, s]));
+    return declaredSteps(after).filter(s => {
+        const o = old.get(s.urn);
+        return !o || o.create !== s.create || o.stdin !== s.stdin;
+    });
+}
+
+/** Which of the server's inputs differ (a replacement on Hetzner for user-data, image, location). */
+function serverReplaced(before: ProgramRun, after: ProgramRun): string {
+    const [a, b] = [before, after].map(r => r.one("hcloud:index/server:Server").inputs);
+    return Object.keys({ ...a, ...b }).filter(k => JSON.stringify(a[k]) !== JSON.stringify(b[k])).join(", ");
+}
+
+main().then(code => process.exit(code), e => { console.error(e); process.exit(1); });

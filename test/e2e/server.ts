@@ -1,0 +1,122 @@
+/**
+ * The test server: a systemd-nspawn container booted from a cached Debian 13 rootfs that looks like
+ * Hetzner's debian-13 image (cloud-init, openssh-server, sudo), seeded with the program's user-data.
+ * "Hetzner" here is this file: it gives the container its addresses and attaches the data volume at
+ * the device path Hetzner uses.
+ */
+import * as crypto from "crypto";
+import * as fs from "fs";
+import * as path from "path";
+import { ChildProcess } from "child_process";
+import { sh, must, daemon, waitFor, Cleanup } from "./sh";
+import { NET } from "./world";
+
+/** What Hetzner's debian-13 image has that matters here. */
+const IMAGE_PACKAGES = ["systemd-sysv", "cloud-init", "openssh-server", "dbus", "sudo", "ca-certificates", "iproute2",
+    "netbase", "procps", "less"];
+const SUITE = "trixie";
+const MIRROR = "http://deb.debian.org/debian";
+export const CACHE = "/var/cache/selfhost-e2e";
+
+/** Builds (once, then cached) the rootfs tarball. */
+export function rootfs(): string {
+    const key = crypto.createHash("sha256").update([SUITE, MIRROR, ...IMAGE_PACKAGES].join(" ")).digest("hex").slice(0, 12);
+    const tarball = path.join(CACHE, `debian-13-${key}.tar`);
+    if (fs.existsSync(tarball)) return tarball;
+    fs.mkdirSync(CACHE, { recursive: true });
+    console.log(`building the Debian 13 image (cached in ${tarball})`);
+    must(`mmdebstrap --quiet --format=tar --variant=minbase --include=${IMAGE_PACKAGES.join(",")} ${SUITE} ${tarball}.part ${MIRROR} && mv ${tarball}.part ${tarball}`,
+        { timeoutMs: 900_000 });
+    return tarball;
+}
+
+export interface ServerSpec {
+    readonly name: string;
+    readonly dir: string;
+    readonly ipv4: string;
+    readonly ipv6: string;
+    /** cloud-init user-data; none boots the plain image (the benchmark's baseline). */
+    readonly userData?: string;
+    /** Hetzner volume id: the volume appears at /dev/disk/by-id/scsi-0HC_Volume_<id>. */
+    readonly volumeId?: string;
+    /** PEM certificates the machine trusts besides Debian's (the simulated internet's CAs). */
+    readonly trust: string[];
+}
+
+export class TestServer {
+    private process?: ChildProcess;
+    readonly root: string;
+
+    constructor(readonly spec: ServerSpec, private readonly cleanup: Cleanup) {
+        this.root = path.join(spec.dir, "root");
+    }
+
+    async boot(): Promise<void> {
+        const { spec, root } = this;
+        fs.mkdirSync(root, { recursive: true });
+        must(`tar -C ${root} -xf ${rootfs()}`);
+        this.cleanup.add(`rootfs ${spec.name}`, () => sh(`rm -rf ${spec.dir}`));
+        const write = (file: string, text: string) => {
+            fs.mkdirSync(path.dirname(path.join(root, file)), { recursive: true });
+            fs.writeFileSync(path.join(root, file), text);
+        };
+        // Hetzner's network: static addresses (cloud-init's network config is off in this datasource).
+        write("etc/systemd/network/10-host0.network", [
+            "[Match]", "Name=host0", "[Network]", `Address=${spec.ipv4}/24`, `Gateway=${NET.gateway4}`,
+            `Address=${spec.ipv6}/64`, `Gateway=${NET.gateway6}`, "IPv6AcceptRA=no", "",
+        ].join("\n"));
+        must(`ln -sf /usr/lib/systemd/system/systemd-networkd.service ${root}/etc/systemd/system/multi-user.target.wants/`);
+        write("etc/resolv.conf", `nameserver ${NET.inet.ipv4}\n`);
+        // The Debian mirror is reached by the address this machine resolves it to (the test DNS knows only the test zone).
+        const mirror = new URL(MIRROR).hostname;
+        const mirrorIp = must(`getent ahostsv4 ${mirror} | awk 'NR==1{print $1}'`).trim();
+        for (const hosts of ["etc/hosts", "etc/cloud/templates/hosts.debian.tmpl"]) {
+            fs.appendFileSync(path.join(root, hosts), `${mirrorIp} ${mirror}\n`);
+        }
+        spec.trust.forEach((pem, i) => write(`usr/local/share/ca-certificates/e2e-${i}.crt`, pem));
+        must(`chroot ${root} update-ca-certificates >/dev/null 2>&1`);
+        if (spec.userData) {
+            write("etc/cloud/cloud.cfg.d/99-e2e.cfg", "datasource_list: [NoCloud, None]\nnetwork: {config: disabled}\n");
+            write("var/lib/cloud/seed/nocloud/user-data", spec.userData);
+            write("var/lib/cloud/seed/nocloud/meta-data", `instance-id: ${spec.name}\nlocal-hostname: ${spec.name}\n`);
+        } else {
+            must(`touch ${root}/etc/cloud/cloud-init.disabled`);
+        }
+        const args = ["systemd-nspawn", "-D", root, "--boot", "--register=no", "--keep-unit", `--machine=${spec.name}`,
+            `--network-bridge=${NET.bridge}`, "--console=read-only"];
+        if (spec.volumeId) {
+            const image = path.join(spec.dir, "volume.img");
+            must(`truncate -s 2G ${image} && mkfs.ext4 -q ${image}`);
+            const loop = must(`losetup -f --show ${image}`).trim();
+            this.cleanup.add(`loop ${loop}`, () => sh(`losetup -d ${loop}`));
+            args.push(`--bind=${loop}:/dev/disk/by-id/scsi-0HC_Volume_${spec.volumeId}`, `--property=DeviceAllow=${loop} rwm`);
+        }
+        this.process = daemon(args, path.join(spec.dir, "console.log"), { env: { SYSTEMD_NSPAWN_UNIFIED_HIERARCHY: "1" } });
+        this.cleanup.add(`container ${spec.name}`, () => this.stop());
+        await waitFor(`${spec.name} to boot`, 120, () => this.exec("systemctl is-system-running").stdout.trim().match(/running|degraded/) !== null);
+    }
+
+    /** The container's init process, for nsenter. */
+    private initPid(): number | undefined {
+        if (!this.process?.pid) return undefined;
+        const init = sh(`pgrep -P ${this.process.pid} -x systemd`).stdout.trim();
+        return init ? Number(init) : undefined;
+    }
+
+    /** Runs a command inside the server as root (the harness's console, not part of the product). */
+    exec(command: string): ReturnType<typeof sh> {
+        const pid = this.initPid();
+        if (!pid) return { code: -1, stdout: "", stderr: "container not running", ms: 0 };
+        return sh(`nsenter -t ${pid} -a bash -c '${command.replace(/'/g, `'\\''`)}'`);
+    }
+
+    stop(): void {
+        const pid = this.initPid();
+        if (pid) sh(`kill -s SIGRTMIN+4 ${pid}`); // systemd: poweroff
+        if (this.process?.pid) {
+            for (let i = 0; i < 40 && sh(`kill -0 ${this.process.pid}`).code === 0; i++) sh("sleep 0.25");
+            sh(`kill -9 ${this.process.pid}`);
+        }
+        this.process = undefined;
+    }
+}

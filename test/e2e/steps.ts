@@ -1,0 +1,55 @@
+/**
+ * The remote steps exactly as the program declares them (command:remote:Command resources: create
+ * command, stdin, connection), applied in dependency order over SSH, as the command provider would.
+ */
+import * as fs from "fs";
+import * as path from "path";
+import { ProgramRun, unsecret } from "../program";
+import { sh, run, Result } from "./sh";
+
+export interface Step {
+    readonly name: string;
+    readonly urn: string;
+    readonly create: string;
+    readonly stdin?: string;
+    readonly connection: { host: string; port: number; user: string; privateKey: string };
+    readonly after: string[];
+}
+
+/** Every remote command, ordered so that each comes after everything it depends on. */
+export function declaredSteps(run: ProgramRun): Step[] {
+    const commands = run.all("command:remote:Command");
+    const urns = new Set(commands.map(c => c.urn));
+    const steps: Step[] = commands.map(c => ({
+        name: c.name, urn: c.urn, create: unsecret(c.inputs.create), stdin: unsecret(c.inputs.stdin),
+        connection: unsecret(c.inputs.connection), after: c.dependencies.filter(d => urns.has(d)),
+    }));
+    const ordered: Step[] = [];
+    const visit = (s: Step, path: string[]) => {
+        if (ordered.includes(s)) return;
+        if (path.includes(s.urn)) throw new Error(`dependency cycle: ${[...path, s.urn].join(" → ")}`);
+        for (const d of s.after) visit(steps.find(x => x.urn === d)!, [...path, s.urn]);
+        ordered.push(s);
+    };
+    steps.forEach(s => visit(s, []));
+    return ordered;
+}
+
+/** Runs one step over SSH; like the provider, it keeps dialling while the server is still booting. */
+export function applyStep(step: Step, workdir: string): Result {
+    const key = path.join(workdir, "deploy-key");
+    fs.writeFileSync(key, step.connection.privateKey, { mode: 0o600 });
+    const ssh = ["ssh", "-i", key, "-p", String(step.connection.port), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+        "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10",
+        `${step.connection.user}@${step.connection.host}`];
+    let result: Result = { code: -1, stdout: "", stderr: "", ms: 0 };
+    let waited = 0;
+    for (let attempt = 0; attempt < 60; attempt++) {
+        // The create command goes as one string, as the provider's session.Run sends it.
+        result = run([...ssh, step.create], { input: step.stdin ?? "", timeoutMs: 900_000 });
+        if (result.code !== 255) break; // 255: ssh could not connect or authenticate yet
+        waited += 2000;
+        sh("sleep 2");
+    }
+    return { ...result, ms: result.ms + waited };
+}

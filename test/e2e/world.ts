@@ -1,0 +1,152 @@
+/**
+ * The simulated internet: one bridge on 198.51.100.0/24 and 2001:db8:10::/64, NAT to the Debian
+ * mirror only through this machine, and hosts in network namespaces: "inet" runs the authoritative
+ * DNS (knot, serving the zone the program renders) and the ACME CA (pebble); "client" is where
+ * checks come from, as from anywhere on the internet.
+ */
+import * as fs from "fs";
+import * as path from "path";
+import { sh, must, daemon, waitFor, Cleanup } from "./sh";
+
+export const NET = {
+    bridge: "shbr0",
+    gateway4: "198.51.100.1",
+    gateway6: "2001:db8:10::fe",
+    inet: { ns: "sh-inet", ipv4: "198.51.100.2", ipv6: "2001:db8:10::2" },
+    client: { ns: "sh-client", ipv4: "198.51.100.30", ipv6: "2001:db8:10::30" },
+    nftTable: "selfhost_e2e",
+};
+
+export const ACME_PORT = 14000;
+export const ACME_MGMT_PORT = 15000;
+/** The ACME directory as the server reaches it; a name in the test zone, like a real CA's. */
+export const acmeDirectory = (host = NET.inet.ipv4) => `https://${host}:${ACME_PORT}/dir`;
+
+/** Removes what an earlier, interrupted run may have left. */
+export function sweep(): void {
+    sh(`ip link del ${NET.bridge}`);
+    for (const ns of [NET.inet.ns, NET.client.ns]) sh(`ip netns pids ${ns} 2>/dev/null | xargs -r kill; ip netns del ${ns}`);
+    sh(`nft delete table ip ${NET.nftTable}`);
+}
+
+function addHost(ns: string, ipv4: string, ipv6: string, cleanup: Cleanup): void {
+    const veth = `v-${ns}`.slice(0, 15);
+    must(`ip netns add ${ns}`);
+    cleanup.add(`netns ${ns}`, () => sh(`ip netns pids ${ns} | xargs -r kill; ip netns del ${ns}`));
+    must(`ip link add ${veth} type veth peer name eth0 netns ${ns} && ip link set ${veth} master ${NET.bridge} up`);
+    must([
+        "ip link set lo up", "ip link set eth0 up",
+        `ip addr add ${ipv4}/24 dev eth0`, `ip -6 addr add ${ipv6}/64 dev eth0 nodad`,
+        `ip route add default via ${NET.gateway4}`, `ip -6 route add default via ${NET.gateway6}`,
+    ].join(" && "), { ns });
+}
+
+export function network(cleanup: Cleanup): void {
+    must(`ip link add ${NET.bridge} type bridge && ip addr add ${NET.gateway4}/24 dev ${NET.bridge}` +
+        ` && ip -6 addr add ${NET.gateway6}/64 dev ${NET.bridge} nodad && ip link set ${NET.bridge} up`);
+    cleanup.add("bridge", () => sh(`ip link del ${NET.bridge}`));
+    // Test hosts reach the Debian mirror through this machine, and nothing else is routed for them.
+    const forward = must("cat /proc/sys/net/ipv4/ip_forward").trim();
+    must("echo 1 > /proc/sys/net/ipv4/ip_forward");
+    cleanup.add("ip_forward", () => sh(`echo ${forward} > /proc/sys/net/ipv4/ip_forward`));
+    must(`nft -f - <<'EOF'
+table ip ${NET.nftTable} {
+    chain postrouting {
+        type nat hook postrouting priority srcnat; policy accept;
+        ip saddr 198.51.100.0/24 oifname != "${NET.bridge}" masquerade
+    }
+}
+EOF`);
+    cleanup.add("nft table", () => sh(`nft delete table ip ${NET.nftTable}`));
+    addHost(NET.inet.ns, NET.inet.ipv4, NET.inet.ipv6, cleanup);
+    addHost(NET.client.ns, NET.client.ipv4, NET.client.ipv6, cleanup);
+}
+
+/** A reverse zone name and relative owner for an address (IPv4 /24, IPv6 /64). */
+export function reverseName(ip: string): { zone: string; owner: string } {
+    if (ip.includes(":")) {
+        const [head] = ip.split("::");
+        const groups = head.split(":").map(g => g.padStart(4, "0"));
+        const tail = ip.split("::")[1] ?? "";
+        const tailGroups = tail ? tail.split(":").map(g => g.padStart(4, "0")) : [];
+        const full = [...groups, ...Array(8 - groups.length - tailGroups.length).fill("0000"), ...tailGroups].join("");
+        const nibbles = full.split("").reverse();
+        return { zone: `${nibbles.slice(16).join(".")}.ip6.arpa`, owner: nibbles.slice(0, 16).join(".") };
+    }
+    const o = ip.split(".");
+    return { zone: `${o[2]}.${o[1]}.${o[0]}.in-addr.arpa`, owner: o[3] };
+}
+
+export interface DnsData {
+    readonly domain: string;
+    /** The program's zone file output (no SOA/NS). */
+    readonly zoneFile: string;
+    /** PTR records: address → name, from the program's Rdns resources. */
+    readonly ptrs: Record<string, string>;
+    /** Extra A records the simulated internet itself needs (e.g. the CA's name). */
+    readonly extra: Record<string, string>;
+}
+
+const soa = (zone: string) => [
+    `$ORIGIN ${zone}.`,
+    `@ 300 IN SOA ns.${zone}. hostmaster.${zone}. 1 300 300 86400 300`,
+    `@ 300 IN NS ns.${zone}.`,
+    `ns 300 IN A ${NET.inet.ipv4}`,
+];
+
+export function zoneFiles(d: DnsData): Record<string, string> {
+    const zones: Record<string, string[]> = {
+        [d.domain]: [...soa(d.domain), ...Object.entries(d.extra).map(([n, ip]) => `${n} 300 IN A ${ip}`), d.zoneFile],
+    };
+    for (const [ip, name] of Object.entries(d.ptrs)) {
+        const { zone, owner } = reverseName(ip);
+        zones[zone] ??= [...soa(zone).slice(0, 2), `@ 300 IN NS ns.${d.domain}.`];
+        zones[zone].push(`${owner} 300 IN PTR ${name}.`);
+    }
+    return Object.fromEntries(Object.entries(zones).map(([z, lines]) => [z, lines.join("\n") + "\n"]));
+}
+
+/** Starts knot with the zones and waits until it answers. */
+export async function startDns(dir: string, d: DnsData, cleanup: Cleanup): Promise<void> {
+    fs.mkdirSync(dir, { recursive: true });
+    const zones = zoneFiles(d);
+    for (const [zone, text] of Object.entries(zones)) fs.writeFileSync(path.join(dir, `${zone}.zone`), text);
+    fs.writeFileSync(path.join(dir, "knot.conf"), [
+        "server:", `    listen: [ ${NET.inet.ipv4}@53, ${NET.inet.ipv6}@53 ]`, `    rundir: ${dir}`,
+        "database:", `    storage: ${dir}`,
+        "template:", "  - id: default", `    storage: ${dir}`, "    zonefile-sync: -1", "    journal-content: none",
+        "zone:", ...Object.keys(zones).map(z => `  - domain: ${z}\n    file: ${z}.zone`), "",
+    ].join("\n"));
+    must(`knotc -c ${dir}/knot.conf conf-check`);
+    const knot = daemon(["knotd", "-c", `${dir}/knot.conf`], path.join(dir, "knotd.log"), { ns: NET.inet.ns });
+    cleanup.add("knotd", () => knot.pid && sh(`kill ${knot.pid}`));
+    await waitFor("knot to answer", 20, () =>
+        sh(`kdig +short @${NET.inet.ipv4} SOA ${d.domain}`, { ns: NET.client.ns }).stdout.trim() !== "");
+}
+
+/** Starts pebble (ACME CA) validating through the test DNS; returns the CA's TLS trust anchor. */
+export async function startAcme(dir: string, names: string[], cleanup: Cleanup): Promise<{ apiCa: string; rootUrl: string }> {
+    fs.mkdirSync(dir, { recursive: true });
+    // Pebble's own HTTPS listener needs a certificate; make a little CA for it.
+    const san = [...names.map(n => `DNS:${n}`), `IP:${NET.inet.ipv4}`].join(",");
+    must([
+        `cd ${dir}`,
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout api-ca.key -out api-ca.pem -days 2 -subj '/CN=e2e ACME API CA' 2>/dev/null",
+        "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout api.key -out api.csr -subj '/CN=acme' 2>/dev/null",
+        `openssl x509 -req -in api.csr -CA api-ca.pem -CAkey api-ca.key -CAcreateserial -out api.pem -days 2 -extfile <(printf 'subjectAltName=${san}') 2>/dev/null`,
+    ].join(" && "));
+    fs.writeFileSync(path.join(dir, "pebble.json"), JSON.stringify({
+        pebble: {
+            listenAddress: `0.0.0.0:${ACME_PORT}`, managementListenAddress: `0.0.0.0:${ACME_MGMT_PORT}`,
+            certificate: path.join(dir, "api.pem"), privateKey: path.join(dir, "api.key"),
+            httpPort: 80, tlsPort: 443, ocspResponderURL: "", externalAccountBindingRequired: false,
+        },
+    }));
+    const pebble = daemon(["pebble", "-config", path.join(dir, "pebble.json"), "-dnsserver", `${NET.inet.ipv4}:53`],
+        path.join(dir, "pebble.log"), { ns: NET.inet.ns, env: { PEBBLE_VA_NOSLEEP: "1", PEBBLE_WFE_NONCEREJECT: "0" } });
+    cleanup.add("pebble", () => pebble.pid && sh(`kill ${pebble.pid}`));
+    const rootUrl = `https://${NET.inet.ipv4}:${ACME_MGMT_PORT}/roots/0`;
+    await waitFor("pebble to answer", 30, () =>
+        sh(`curl -sf --cacert ${dir}/api-ca.pem ${acmeDirectory()}`, { ns: NET.client.ns }).code === 0);
+    return { apiCa: fs.readFileSync(path.join(dir, "api-ca.pem"), "utf8"), rootUrl };
+}
