@@ -56,7 +56,9 @@ function makeKey(name: string, algorithm: string): Record<string, string> {
         };
         fs.rmSync(dir, { recursive: true });
     } else {
-        const pair = crypto.generateKeyPairSync("rsa", { modulusLength: 2048 });
+        const pair = algorithm === "ECDSA"
+            ? crypto.generateKeyPairSync("ec", { namedCurve: "P-256" })
+            : crypto.generateKeyPairSync("rsa", { modulusLength: 2048 });
         key = {
             privateKeyPem: pair.privateKey.export({ type: "pkcs8", format: "pem" }).toString(),
             publicKeyPem: pair.publicKey.export({ type: "spki", format: "pem" }).toString(),
@@ -66,11 +68,26 @@ function makeKey(name: string, algorithm: string): Record<string, string> {
     return key;
 }
 
+/** Real certificates for the tls provider's resources, made with openssl as the provider would. */
+function openssl(args: string[], files: Record<string, string>): string {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "selfhost-cert-"));
+    try {
+        for (const [name, text] of Object.entries(files)) fs.writeFileSync(path.join(dir, name), text);
+        return execFileSync("openssl", args, { cwd: dir, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+    } finally {
+        fs.rmSync(dir, { recursive: true });
+    }
+}
+const subject = (s: { commonName?: string; organization?: string } = {}) =>
+    `/CN=${s.commonName ?? "selfhost"}${s.organization ? `/O=${s.organization}` : ""}`;
+const days = (hours: number) => String(Math.max(1, Math.round(hours / 24)));
+
 /** A stable numeric id per resource, as Hetzner's ids are numbers. */
 const numericId = (type: string, name: string) =>
     String(100000 + (crypto.createHash("sha256").update(`${type}/${name}`).digest().readUInt32BE(0) % 900000));
 
-function mockState(type: string, name: string, inputs: Record<string, any>, cloud: MockCloud): Record<string, any> {
+function mockState(type: string, name: string, wrapped: Record<string, any>, cloud: MockCloud): Record<string, any> {
+    const inputs = unsecret(wrapped);
     switch (type) {
         case "tls:index/privateKey:PrivateKey":
             return { ...inputs, ...makeKey(name, inputs.algorithm) };
@@ -78,6 +95,16 @@ function mockState(type: string, name: string, inputs: Record<string, any>, clou
             return inputs.type === "ipv4"
                 ? { ...inputs, ipAddress: cloud.ipv4 }
                 : { ...inputs, ipAddress: cloud.ipv6Network.replace(/\/\d+$/, ""), ipNetwork: cloud.ipv6Network };
+        case "tls:index/selfSignedCert:SelfSignedCert":
+            return { ...inputs, certPem: openssl(["req", "-x509", "-key", "key.pem", "-subj", subject(inputs.subject),
+                "-days", days(inputs.validityPeriodHours), "-addext", "basicConstraints=critical,CA:TRUE"], { "key.pem": inputs.privateKeyPem }) };
+        case "tls:index/certRequest:CertRequest":
+            return { ...inputs, certRequestPem: openssl(["req", "-new", "-key", "key.pem", "-subj", subject(inputs.subject),
+                "-addext", `subjectAltName=${inputs.dnsNames.map((n: string) => `DNS:${n}`).join(",")}`], { "key.pem": inputs.privateKeyPem }) };
+        case "tls:index/locallySignedCert:LocallySignedCert":
+            return { ...inputs, certPem: openssl(["x509", "-req", "-in", "csr.pem", "-CA", "ca.pem", "-CAkey", "ca.key", "-set_serial", "1",
+                "-days", days(inputs.validityPeriodHours), "-copy_extensions", "copy"],
+                { "csr.pem": inputs.certRequestPem, "ca.pem": inputs.caCertPem, "ca.key": inputs.caPrivateKeyPem }) };
         case "hcloud:index/zone:Zone":
             return { ...inputs, authoritativeNameservers: { assigneds: ["hydrogen.ns.hetzner.com.", "oxygen.ns.hetzner.com."] } };
         default:
@@ -129,10 +156,18 @@ export async function runProgram(
     pulumi.runtime.setAllConfig(asPulumiConfig(config));
     forgetProgram();
 
-    const program: Record<string, unknown> = require(path.join(ROOT, "index.ts"));
+    // A failed registration surfaces as an unhandled rejection, and its outputs never resolve: fail instead of hanging.
+    let failed: (e: unknown) => void = () => undefined;
+    const failure = new Promise<never>((_, reject) => { failed = reject; });
+    process.on("unhandledRejection", failed);
     const outputs: Record<string, any> = {};
-    for (const [key, value] of Object.entries(program)) {
-        outputs[key] = await resolve(value);
+    try {
+        const program: Record<string, unknown> = require(path.join(ROOT, "index.ts"));
+        for (const [key, value] of Object.entries(program)) {
+            outputs[key] = await Promise.race([resolve(value), failure]);
+        }
+    } finally {
+        process.off("unhandledRejection", failed);
     }
     // Outputs resolve before every child is registered; wait until the set stops growing.
     for (let seen = -1; seen !== resources.length;) {

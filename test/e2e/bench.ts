@@ -8,12 +8,14 @@ const UNITS = ["ssh", "nginx", "postfix@-", "dovecot", "rspamd", "redis-server",
 
 /** A fresh host from the same image, no cloud-init payload: how long does plain `apt-get install` take? */
 export async function benchBaseline(dir: string, packages: string, trust: string[], cleanup: Cleanup):
-    Promise<{ installMs: number; server: TestServer }> {
+    Promise<{ bootMs: number; installMs: number; server: TestServer }> {
     const server = new TestServer({ name: "baseline", dir, ipv4: "198.51.100.11", ipv6: "2001:db8:10::11", trust }, cleanup);
+    const started = Date.now();
     await server.boot();
+    const bootMs = Date.now() - started;
     const r = server.exec(`export DEBIAN_FRONTEND=noninteractive; apt-get -q update >/dev/null && apt-get -q install -y --no-install-recommends ${packages} >/dev/null`);
     if (r.code !== 0) throw new Error(`baseline install failed: ${r.stderr}`);
-    return { installMs: r.ms, server };
+    return { bootMs, installMs: r.ms, server };
 }
 
 /** Proportional set size (kB) of every process of a unit. */

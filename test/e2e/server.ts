@@ -17,6 +17,8 @@ const IMAGE_PACKAGES = ["systemd-sysv", "cloud-init", "openssh-server", "dbus", 
 const SUITE = "trixie";
 const MIRROR = "http://deb.debian.org/debian";
 export const CACHE = "/var/cache/selfhost-e2e";
+/** The cgroup2 hierarchy: /sys/fs/cgroup itself, or its "unified" mount on a hybrid host. */
+const CGROUP_ROOT = fs.existsSync("/sys/fs/cgroup/unified/cgroup.procs") ? "/sys/fs/cgroup/unified" : "/sys/fs/cgroup";
 
 /** Builds (once, then cached) the rootfs tarball. */
 export function rootfs(): string {
@@ -91,7 +93,12 @@ export class TestServer {
             this.cleanup.add(`loop ${loop}`, () => sh(`losetup -d ${loop}`));
             args.push(`--bind=${loop}:/dev/disk/by-id/scsi-0HC_Volume_${spec.volumeId}`, `--property=DeviceAllow=${loop} rwm`);
         }
-        this.process = daemon(args, path.join(spec.dir, "console.log"), { env: { SYSTEMD_NSPAWN_UNIFIED_HIERARCHY: "1" } });
+        // Each container gets a cgroup of its own (this machine's init is not systemd, so nspawn keeps
+        // the caller's cgroup); two containers sharing one would see each other's services.
+        const cgroup = `${CGROUP_ROOT}/selfhost-e2e-${spec.name}`;
+        this.cleanup.add(`cgroup ${spec.name}`, () => sh(`[ -d ${cgroup} ] && find ${cgroup} -depth -type d -exec rmdir {} +`));
+        this.process = daemon(["bash", "-c", `mkdir -p ${cgroup} && echo $$ > ${cgroup}/cgroup.procs && exec "$@"`, "nspawn", ...args],
+            path.join(spec.dir, "console.log"), { env: { SYSTEMD_NSPAWN_UNIFIED_HIERARCHY: "1" } });
         this.cleanup.add(`container ${spec.name}`, () => this.stop());
         await waitFor(`${spec.name} to boot`, 120, () => this.exec("systemctl is-system-running").stdout.trim().match(/running|degraded/) !== null);
     }
