@@ -11,6 +11,7 @@ import { Dns } from "./components/dns";
 import { Base } from "./components/base";
 import * as tls from "./components/tls";
 import * as web from "./components/web";
+import * as mail from "./components/mail";
 import { portOf } from "./services/catalog";
 
 const settings = loadSettings();
@@ -23,9 +24,14 @@ const dns = new Dns("dns", {
 });
 
 const connection = host.connection;
-const base = new Base("base", { connection, packages: [...tls.packages, ...web.packages], dependsOn: [host.volumeAttachment] });
+const base = new Base("base", {
+    connection, packages: [...tls.packages, ...web.packages, ...mail.packages(settings)], dependsOn: [host.volumeAttachment],
+});
 const certificate = new tls.Tls("tls", { settings, connection, dependsOn: [base.step, dns] });
 new web.Web("web", { settings, connection, dependsOn: [certificate.step] });
+const mailServer = new mail.Mail("mail", {
+    settings, connection, ipv4: host.ipv4, ipv6: host.ipv6, dkimPrivateKeyPem: dkim.privateKeyPem, dependsOn: [certificate.step],
+});
 
 export const hostname = settings.hostname;
 export const ipv4 = host.ipv4;
@@ -34,6 +40,7 @@ export const nameservers = dns.nameservers;
 export const records = dns.records;
 export const zoneFile = dns.zoneFile;
 export const dkimRecord = dns.records.apply(rs => rs.find(r => r.name === `${settings.dkimSelector}._domainkey`));
+export const mailPasswords = mailServer.passwords;
 export const caCertificate = certificate.caCertificate;
 export const sshCommand = pulumi.interpolate`ssh -p ${settings.sshPort} ${settings.adminUser}@${host.ipv4}`;
 export const mailSettings = {

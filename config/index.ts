@@ -15,6 +15,7 @@ export const DNS_PROVIDERS = ["gandi", "hetzner", "none"] as const;
 export const TLS_MODES = ["acme", "private-ca"] as const;
 export const DMARC_POLICIES = ["none", "quarantine", "reject"] as const;
 export const MTA_STS_MODES = ["testing", "enforce", "none"] as const;
+export const UNKNOWN_RDNS = ["score", "reject"] as const;
 
 /** Local parts every domain must have (RFC 2142); they always go to adminEmail. */
 export const RESERVED_LOCAL_PARTS = ["postmaster", "abuse"] as const;
@@ -67,6 +68,8 @@ export interface Settings {
     readonly acmeServer: string;
     /** CAA issuer domain, derived from acmeServer unless set; empty for private-ca. */
     readonly caaIssuer: string;
+    readonly dnsbls: readonly string[];
+    readonly unknownRdns: typeof UNKNOWN_RDNS[number];
     readonly users: readonly MailUser[];
 }
 
@@ -228,13 +231,16 @@ export function validate(raw: Record<string, unknown>): Settings {
     }
 
     const users = mailUsers(raw.users, domain, bad);
+    const dnsbls = ((raw.dnsbls as unknown[]) ?? []).map(String);
+    dnsbls.forEach((d, i) => { if (!isDomainName(d)) bad(`dnsbls[${i}]`, `"${d}" is not a DNS zone, e.g. zen.spamhaus.org.`); });
+    const unknownRdns = oneOf("unknownRdns", UNKNOWN_RDNS);
 
     if (problems.length) throw new ConfigError(problems);
     return {
         domain, hostname, adminUser, adminEmail, sshPublicKeys: sshPublicKeys.map(k => String(k).trim()), sshPort,
         serverType, location, image, volumeSizeGb, protectData: raw.protectData as boolean,
         protectServer: raw.protectServer as boolean, dnsProvider, dnsTtl, dkimSelector, dmarcPolicy, mtaStsMode,
-        tlsMode, acmeServer, caaIssuer, users,
+        tlsMode, acmeServer, caaIssuer, dnsbls, unknownRdns, users,
     };
 }
 

@@ -68,6 +68,12 @@ function makeKey(name: string, algorithm: string): Record<string, string> {
     return key;
 }
 
+const passwordCache = new Map<string, string>();
+function makePassword(name: string, length: number): string {
+    if (!passwordCache.has(name)) passwordCache.set(name, crypto.randomBytes(length).toString("base64url").slice(0, length));
+    return passwordCache.get(name)!;
+}
+
 /** Real certificates for the tls provider's resources, made with openssl as the provider would. */
 function openssl(args: string[], files: Record<string, string>): string {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "selfhost-cert-"));
@@ -105,6 +111,8 @@ function mockState(type: string, name: string, wrapped: Record<string, any>, clo
             return { ...inputs, certPem: openssl(["x509", "-req", "-in", "csr.pem", "-CA", "ca.pem", "-CAkey", "ca.key", "-set_serial", "1",
                 "-days", days(inputs.validityPeriodHours), "-copy_extensions", "copy"],
                 { "csr.pem": inputs.certRequestPem, "ca.pem": inputs.caCertPem, "ca.key": inputs.caPrivateKeyPem }) };
+        case "random:index/randomPassword:RandomPassword":
+            return { ...inputs, result: makePassword(name, inputs.length) };
         case "hcloud:index/zone:Zone":
             return { ...inputs, authoritativeNameservers: { assigneds: ["hydrogen.ns.hetzner.com.", "oxygen.ns.hetzner.com."] } };
         default:

@@ -11,8 +11,18 @@ BACKUP=$(mktemp -d /run/selfhost-backup.XXXXXX)
 trap 'rm -rf "$SECRETS" "$BACKUP"' EXIT
 CHANGED=()
 INSTALLED=()
+# The files this step installed last time: one it no longer declares is removed (prune).
+OWNED_FILE=/var/lib/selfhost/files/$STEP
+OWNED=()
+[ -f "$OWNED_FILE" ] && mapfile -t OWNED < <(grep . "$OWNED_FILE")
+DECLARED=()
+# Changes an earlier run installed but did not get to act on (it failed after its check passed).
+PENDING_FILE=/var/lib/selfhost/pending/$STEP
+PENDING=()
+[ -f "$PENDING_FILE" ] && mapfile -t PENDING < <(grep . "$PENDING_FILE")
 
 log() { printf '[%s] %s\n' "$STEP" "$*"; }
+trap 'log "failed (exit $?) at line $LINENO: $BASH_COMMAND" >&2' ERR
 
 # Secrets arrive on stdin only, one "name base64" line each; they land in a root-only tmpfs dir.
 while read -r name value; do
@@ -23,6 +33,7 @@ done
 put() {
   local path=$1 mode=$2 owner=$3 dir new
   dir=$(dirname "$path")
+  DECLARED+=("$path")
   mkdir -p "$dir"
   new=$(mktemp "$dir/.selfhost-new.XXXXXX")
   cat > "$new"
@@ -43,10 +54,34 @@ put() {
   CHANGED+=("$path")
 }
 
+# prune — remove the files an earlier version of this step installed and this one no longer declares.
+prune() {
+  local path
+  for path in "${OWNED[@]}"; do
+    [[ " ${DECLARED[*]} " == *" $path "* ]] && continue
+    [ -e "$path" ] || continue
+    mkdir -p "$BACKUP$(dirname "$path")"
+    cp -a "$path" "$BACKUP$path"
+    rm -f "$path"
+    CHANGED+=("$path")
+  done
+}
+
 # put_secret NAME PATH MODE OWNER:GROUP — like put, with the content of a secret from stdin.
 put_secret() { put "$2" "$3" "$4" < "$SECRETS/$1"; }
 
-changed() { [ ${#CHANGED[@]} -gt 0 ] || [ ${#INSTALLED[@]} -gt 0 ]; }
+changed() { [ ${#CHANGED[@]} -gt 0 ] || [ ${#INSTALLED[@]} -gt 0 ] || [ ${#PENDING[@]} -gt 0 ]; }
+
+# changed_in DIR… — did a file under one of these directories change (or any package get installed)?
+changed_in() {
+  local path dir
+  [ ${#INSTALLED[@]} -gt 0 ] && return 0
+  for path in "${CHANGED[@]}" "${PENDING[@]}"; do
+    [[ $path == package:* ]] && return 0
+    for dir in "$@"; do [[ $path == "$dir"/* ]] && return 0; done
+  done
+  return 1
+}
 
 rollback() {
   local path
@@ -81,4 +116,17 @@ ensure_packages() {
   INSTALLED+=("${missing[@]}")
 }
 
-finish() { log "done: ${#CHANGED[@]} file(s) changed${CHANGED[*]:+ (${CHANGED[*]})}, ${#INSTALLED[@]} package(s) installed"; }
+# commit — the new files passed their check; remember them until the step has acted on them.
+commit() {
+  mkdir -p "$(dirname "$OWNED_FILE")"
+  printf '%s\n' "${DECLARED[@]}" > "$OWNED_FILE"
+  if changed; then
+    mkdir -p "$(dirname "$PENDING_FILE")"
+    printf '%s\n' "${CHANGED[@]}" "${PENDING[@]}" "${INSTALLED[@]/#/package:}" > "$PENDING_FILE"
+  fi
+}
+
+finish() {
+  rm -f "$PENDING_FILE"
+  log "done: ${#CHANGED[@]} file(s) changed${CHANGED[*]:+ (${CHANGED[*]})}, ${#INSTALLED[@]} package(s) installed"
+}

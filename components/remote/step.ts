@@ -48,6 +48,8 @@ export interface RemoteStepArgs {
     readonly files?: readonly StepFile[];
     /** Files whose content is secret: sent on stdin, never in the command line. */
     readonly secretFiles?: readonly SecretFile[];
+    /** Secret values the script reads from "$SECRETS/<name>" (sent on stdin, never installed as such). */
+    readonly secrets?: Record<string, pulumi.Input<string>>;
     /** The daemon's own checker, as `check CMD ARGS…` lines; a failure restores the previous files. */
     readonly check?: string;
     /** Shell run once the files passed the check: enable, reload (`changed &&` …), issue certificates. */
@@ -67,7 +69,7 @@ const MAX_SCRIPT_BYTES = 120 * 1024;
 type PlainFile = StepFile & { readonly content: string };
 
 /** The full script of a step, as it runs on the server (as root). Pure, for tests and the e2e target. */
-export function stepScript(name: string, args: Omit<RemoteStepArgs, "connection" | "dependsOn" | "files"> & { files?: readonly PlainFile[] }): string {
+export function stepScript(name: string, args: Omit<RemoteStepArgs, "connection" | "dependsOn" | "files" | "secrets"> & { files?: readonly PlainFile[] }): string {
     const put = (f: PlainFile) => {
         const content = f.content.endsWith("\n") ? f.content : `${f.content}\n`;
         const end = terminator(content);
@@ -82,7 +84,9 @@ export function stepScript(name: string, args: Omit<RemoteStepArgs, "connection"
         args.prepare ?? "",
         ...(args.files ?? []).map(put),
         ...(args.secretFiles ?? []).map(putSecret),
+        "prune",
         args.check ?? "",
+        "commit",
         args.run ?? "",
         "finish",
         "",
@@ -102,10 +106,14 @@ export class RemoteStep extends pulumi.ComponentResource {
         const files = args.files ?? [];
         const script = pulumi.all(files.map(f => f.content)).apply(contents =>
             stepScript(name, { ...args, files: files.map((f, i) => ({ ...f, content: contents[i] })) }));
-        // stdin: one "sN base64" line per secret file, matching put_secret's names.
-        const stdin = args.secretFiles?.length
-            ? pulumi.secret(pulumi.all(args.secretFiles.map(f => f.content)).apply(contents =>
-                contents.map((v, i) => `s${i} ${Buffer.from(v).toString("base64")}\n`).join("")))
+        // stdin: one "name base64" line per secret; secret files are named sN, matching put_secret.
+        const secrets: Record<string, pulumi.Input<string>> = {
+            ...args.secrets,
+            ...Object.fromEntries((args.secretFiles ?? []).map((f, i) => [`s${i}`, f.content])),
+        };
+        const stdin = Object.keys(secrets).length
+            ? pulumi.secret(pulumi.output(secrets).apply(all =>
+                Object.entries(all).map(([k, v]) => `${k} ${Buffer.from(v).toString("base64")}\n`).join("")))
             : undefined;
         this.command = new command.remote.Command(name, {
             connection: {

@@ -11,11 +11,13 @@ import { runProgram, ProgramRun, unsecret } from "../program";
 import { firstAddress } from "../../components/host";
 import { sh, must, Cleanup } from "./sh";
 import { NET, sweep, network, startDns, startAcme } from "./world";
-import { TestServer } from "./server";
+import { TestServer, sweepServers } from "./server";
 import { declaredSteps, applyStep, Step } from "./steps";
 import { e2eConfig, changedOption, SERVER } from "./config";
 import { Checks } from "./checks";
 import { benchBaseline, memoryTable } from "./bench";
+import { startPeer, peerZone } from "./peer";
+import { mailChecks } from "./mail";
 
 const SERVER_IPV6 = firstAddress(SERVER.ipv6Network);
 const bench = process.argv.includes("--bench");
@@ -47,6 +49,7 @@ async function main(): Promise<number> {
     const checks = new Checks();
     const figures: [string, string][] = [];
     try {
+        sweepServers();
         sweep();
         const work = fs.mkdtempSync(path.join(os.tmpdir(), "selfhost-e2e-"));
         cleanup.add("work dir", () => fs.rmSync(work, { recursive: true, force: true }));
@@ -64,11 +67,23 @@ async function main(): Promise<number> {
 
         console.log("simulated internet");
         network(cleanup);
-        const ptrs = Object.fromEntries(program.all("hcloud:index/rdns:Rdns").map(r => [r.inputs.ipAddress, r.inputs.dnsPtr]));
+        const ptrs = {
+            ...Object.fromEntries(program.all("hcloud:index/rdns:Rdns").map(r => [r.inputs.ipAddress, r.inputs.dnsPtr])),
+            [NET.peer.ipv4]: NET.peer.domain, [NET.peer.ipv6]: NET.peer.domain,
+        };
+        const listed = NET.client.listed.split(".").reverse().join(".");
         await startDns(path.join(work, "dns"), {
             domain: "example.test", zoneFile: program.outputs.zoneFile, ptrs, extra: { acme: NET.inet.ipv4 },
+            zones: {
+                [NET.peer.domain]: peerZone(),
+                // A stand-in for Spamhaus: lists one client address (and the usual 127.0.0.2 test entry).
+                "zen.spamhaus.org": [`${listed} 300 IN A 127.0.0.2`, "2.0.0.127 300 IN A 127.0.0.2"],
+            },
         }, cleanup);
         const acme = await startAcme(path.join(work, "acme"), ["acme.example.test"], cleanup);
+
+        console.log("the peer mail server");
+        const peer = await startPeer(path.join(work, "peer"), [acme.apiCa], cleanup);
 
         console.log("first boot");
         const started = Date.now();
@@ -149,6 +164,9 @@ async function main(): Promise<number> {
         };
         runAllChecks();
 
+        console.log("mail, with real clients and the peer");
+        await mailChecks({ checks, server, peer, root, work, serverIp: SERVER.ipv4, serverIpv6: SERVER_IPV6, passwords: program.outputs.mailPasswords });
+
         console.log("idempotency: every step again");
         // Master and worker PIDs: a restart changes the master, a reload replaces the workers.
         const nginxPid = () => server.exec("pgrep -d, nginx | sort").stdout.trim();
@@ -217,7 +235,8 @@ async function main(): Promise<number> {
     } catch (e) {
         checks.check("the local target ran to the end", () => String(e instanceof Error ? e.message : e));
     } finally {
-        cleanup.run();
+        // E2E_KEEP=1 leaves the world running to look around (nsenter into the server); the next run sweeps it.
+        if (process.env.E2E_KEEP) console.log("E2E_KEEP: left running"); else cleanup.run();
     }
     console.log(`\n${checks.summary()}`);
     return checks.failed.length === 0 ? 0 : 1;

@@ -32,6 +32,16 @@ export function rootfs(): string {
     return tarball;
 }
 
+/** Stops containers, loop devices, cgroups and work dirs an earlier run left (E2E_KEEP or a crash). */
+export function sweepServers(): void {
+    sh("pkill -9 -f 'systemd-nspawn -D /tmp/selfhost-e2e-'");
+    // A container's processes outlive a killed nspawn; its cgroup can end them all at once.
+    sh(`for d in ${CGROUP_ROOT}/selfhost-e2e-*; do [ -f "$d/cgroup.kill" ] && echo 1 > "$d/cgroup.kill"; done; sleep 1`);
+    sh("losetup -nO NAME,BACK-FILE | awk '$2 ~ /selfhost-e2e-/ {print $1}' | xargs -r -n1 losetup -d");
+    sh(`for d in ${CGROUP_ROOT}/selfhost-e2e-*; do [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} +; done`);
+    sh("rm -rf /tmp/selfhost-e2e-*");
+}
+
 export interface ServerSpec {
     readonly name: string;
     readonly dir: string;
@@ -96,7 +106,8 @@ export class TestServer {
         // Each container gets a cgroup of its own (this machine's init is not systemd, so nspawn keeps
         // the caller's cgroup); two containers sharing one would see each other's services.
         const cgroup = `${CGROUP_ROOT}/selfhost-e2e-${spec.name}`;
-        this.cleanup.add(`cgroup ${spec.name}`, () => sh(`[ -d ${cgroup} ] && find ${cgroup} -depth -type d -exec rmdir {} +`));
+        this.cleanup.add(`cgroup ${spec.name}`, () =>
+            sh(`[ -d ${cgroup} ] && { echo 1 > ${cgroup}/cgroup.kill; sleep 0.5; find ${cgroup} -depth -type d -exec rmdir {} +; }`));
         this.process = daemon(["bash", "-c", `mkdir -p ${cgroup} && echo $$ > ${cgroup}/cgroup.procs && exec "$@"`, "nspawn", ...args],
             path.join(spec.dir, "console.log"), { env: { SYSTEMD_NSPAWN_UNIFIED_HIERARCHY: "1" } });
         this.cleanup.add(`container ${spec.name}`, () => this.stop());

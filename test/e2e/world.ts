@@ -13,7 +13,8 @@ export const NET = {
     gateway4: "198.51.100.1",
     gateway6: "2001:db8:10::fe",
     inet: { ns: "sh-inet", ipv4: "198.51.100.2", ipv6: "2001:db8:10::2" },
-    client: { ns: "sh-client", ipv4: "198.51.100.30", ipv6: "2001:db8:10::30" },
+    client: { ns: "sh-client", ipv4: "198.51.100.30", ipv6: "2001:db8:10::30", listed: "198.51.100.66" },
+    peer: { ipv4: "198.51.100.20", ipv6: "2001:db8:10::20", domain: "peer.test" },
     nftTable: "selfhost_e2e",
 };
 
@@ -27,6 +28,7 @@ export function sweep(): void {
     sh(`ip link del ${NET.bridge}`);
     for (const ns of [NET.inet.ns, NET.client.ns]) sh(`ip netns pids ${ns} 2>/dev/null | xargs -r kill; ip netns del ${ns}`);
     sh(`nft delete table ip ${NET.nftTable}`);
+    sh(`rm -rf /etc/netns/${NET.client.ns}`);
 }
 
 function addHost(ns: string, ipv4: string, ipv6: string, cleanup: Cleanup): void {
@@ -60,6 +62,12 @@ EOF`);
     cleanup.add("nft table", () => sh(`nft delete table ip ${NET.nftTable}`));
     addHost(NET.inet.ns, NET.inet.ipv4, NET.inet.ipv6, cleanup);
     addHost(NET.client.ns, NET.client.ipv4, NET.client.ipv6, cleanup);
+    // A second client address that the test blocklist lists.
+    must(`ip addr add ${NET.client.listed}/24 dev eth0`, { ns: NET.client.ns });
+    // The client resolves through the simulated internet's DNS (ip netns exec bind-mounts this file).
+    fs.mkdirSync(`/etc/netns/${NET.client.ns}`, { recursive: true });
+    fs.writeFileSync(`/etc/netns/${NET.client.ns}/resolv.conf`, `nameserver ${NET.inet.ipv4}\n`);
+    cleanup.add("client resolv.conf", () => fs.rmSync(`/etc/netns/${NET.client.ns}`, { recursive: true, force: true }));
 }
 
 /** A reverse zone name and relative owner for an address (IPv4 /24, IPv6 /64). */
@@ -85,6 +93,8 @@ export interface DnsData {
     readonly ptrs: Record<string, string>;
     /** Extra A records the simulated internet itself needs (e.g. the CA's name). */
     readonly extra: Record<string, string>;
+    /** Other zones of the simulated internet (the peer's domain, a test blocklist): name → records. */
+    readonly zones: Record<string, string[]>;
 }
 
 const soa = (zone: string) => [
@@ -98,6 +108,7 @@ export function zoneFiles(d: DnsData): Record<string, string> {
     const zones: Record<string, string[]> = {
         [d.domain]: [...soa(d.domain), ...Object.entries(d.extra).map(([n, ip]) => `${n} 300 IN A ${ip}`), d.zoneFile],
     };
+    for (const [zone, records] of Object.entries(d.zones)) zones[zone] = [...soa(zone), ...records];
     for (const [ip, name] of Object.entries(d.ptrs)) {
         const { zone, owner } = reverseName(ip);
         zones[zone] ??= [...soa(zone).slice(0, 2), `@ 300 IN NS ns.${d.domain}.`];

@@ -1,0 +1,147 @@
+/**
+ * Mail: Postfix receives and sends, Dovecot stores (maildir on the data volume) and serves IMAP and
+ * ManageSieve, rspamd filters, signs (the stack's DKIM key) and learns from Junk moves, redis keeps
+ * its Bayes data. Accounts, aliases and forwards come from `users`; passwords from the stack.
+ */
+import * as pulumi from "@pulumi/pulumi";
+import * as random from "@pulumi/random";
+import { Settings, RESERVED_LOCAL_PARTS } from "../config";
+import { DATA_DIR } from "../cloud-init";
+import { RemoteStep, Connection, StepFile } from "./remote/step";
+import { CERT_DIR } from "./tls";
+import { portOf } from "../services/catalog";
+import { renderTemplate } from "../services/template";
+
+export const MAIL_DIR = `${DATA_DIR}/mail`;
+export const REDIS_DIR = `${DATA_DIR}/rspamd/redis`;
+/** Fixed, outside Debian's system range, so the maildirs on the volume keep their owner on any new server. */
+export const VMAIL_UID = 5000;
+const USERS_FILE = "/etc/dovecot/selfhost/users";
+const SIEVE_DIR = "/etc/dovecot/selfhost/sieve";
+const SIEVE_BIN_DIR = "/var/lib/dovecot/selfhost-sieve";
+const DKIM_KEY = "/etc/rspamd/selfhost/dkim.key";
+const MAPS = "/etc/postfix/selfhost";
+
+export function packages(s: Settings): string[] {
+    return ["postfix", "dovecot-imapd", "dovecot-lmtpd", "dovecot-sieve", "dovecot-managesieved", "rspamd", "redis-server",
+        ...(hasForwards(s) ? ["postsrsd"] : [])];
+}
+
+const hasForwards = (s: Settings) => s.users.some(u => u.forwards.length > 0);
+const address = (s: Settings, local: string) => `${local}@${s.domain}`;
+const lines = (rows: string[][]) => rows.map(r => r.join(" ")).join("\n") + "\n";
+
+/** Postfix lookup tables, derived from `users`. */
+export function postfixMaps(s: Settings): Record<string, string> {
+    const mailboxes = s.users.map(u => [address(s, u.name), "OK"]);
+    const aliases = [
+        ...RESERVED_LOCAL_PARTS.map(r => [address(s, r), s.adminEmail]),
+        // Every mailbox maps to itself (plus its forwards), so a catch-all never swallows it.
+        ...s.users.map(u => [address(s, u.name), [address(s, u.name), ...u.forwards].join(", ")]),
+        ...s.users.flatMap(u => u.aliases.map(a => [address(s, a), address(s, u.name)])),
+        ...s.users.filter(u => u.catchAll).map(u => [`@${s.domain}`, address(s, u.name)]),
+    ];
+    // Who may send as which address: a user as themselves and their aliases.
+    const senders = s.users.flatMap(u => [u.name, ...u.aliases].map(a => [address(s, a), address(s, u.name)]));
+    return {
+        mailboxes: lines(mailboxes),
+        aliases: lines(aliases),
+        senders: lines(senders),
+        "own-domains": lines([[s.domain, "REJECT mail from this domain must be sent authenticated"]]),
+    };
+}
+
+export interface MailArgs {
+    readonly settings: Settings;
+    readonly connection: Connection;
+    readonly ipv4: pulumi.Input<string>;
+    readonly ipv6: pulumi.Input<string>;
+    readonly dkimPrivateKeyPem: pulumi.Input<string>;
+    readonly dependsOn: pulumi.Input<pulumi.Resource>[];
+}
+
+export class Mail extends pulumi.ComponentResource {
+    /** Each user's password (login: the full address). Secret. */
+    readonly passwords: pulumi.Output<Record<string, string>>;
+    readonly step: RemoteStep;
+
+    constructor(name: string, args: MailArgs, opts?: pulumi.ComponentResourceOptions) {
+        super("selfhost:index:Mail", name, {}, opts);
+        const s = args.settings;
+        const generated = Object.fromEntries(s.users.map(u => [u.name, new random.RandomPassword(`password-${u.name}`, {
+            length: 24, special: false,
+        }, { parent: this }).result]));
+        this.passwords = pulumi.secret(pulumi.all(generated));
+
+        const values = {
+            domain: s.domain, hostname: s.hostname, adminEmail: s.adminEmail, certDir: CERT_DIR,
+            mydestination: s.hostname === s.domain ? "localhost" : "$myhostname, localhost",
+            messageSizeLimit: 50 * 1024 * 1024,
+            clientRdnsRule: s.unknownRdns === "reject" ? ", reject_unknown_reverse_client_hostname" : "",
+            // Spamhaus answers 127.255.255.x to refused (e.g. public-resolver) queries: only real listings count.
+            dnsblRules: s.dnsbls.map(d => `,\n    reject_rbl_client ${d}=127.0.0.[2..11]`).join(""),
+            srs: hasForwards(s) ? renderTemplate("postfix/srs.cf", {}) : "",
+            mailDir: MAIL_DIR, vmailUid: VMAIL_UID, usersFile: USERS_FILE, sieveDir: SIEVE_DIR, sieveBinDir: SIEVE_BIN_DIR,
+            imapsPort: portOf("imaps"), sievePort: portOf("sieve"),
+            dkimKey: DKIM_KEY, selector: s.dkimSelector, redisDir: REDIS_DIR,
+        };
+        const files: StepFile[] = [
+            { path: "/etc/postfix/main.cf", content: pulumi.all([args.ipv4, args.ipv6]).apply(([ipv4, ipv6]) =>
+                renderTemplate("postfix/main.cf", { ...values, ipv4, ipv6 })) },
+            { path: "/etc/postfix/master.cf", content: renderTemplate("postfix/master.cf", {}) },
+            { path: `${MAPS}/submission-header-checks`, content: renderTemplate("postfix/submission-header-checks", {}) },
+            ...Object.entries(postfixMaps(s)).map(([file, content]) => ({ path: `${MAPS}/${file}`, content })),
+            { path: "/etc/dovecot/dovecot.conf", content: renderTemplate("dovecot/dovecot.conf", values) },
+            ...["spam-to-junk.sieve", "learn-spam.sieve", "learn-ham.sieve"].map(f =>
+                ({ path: `${SIEVE_DIR}/${f}`, content: renderTemplate(`dovecot/sieve/${f}`, {}) })),
+            { path: `${SIEVE_DIR}/rspamd-learn`, mode: "0755", content: renderTemplate("dovecot/sieve/rspamd-learn", {}) },
+            ...["worker-proxy.inc", "worker-normal.inc", "worker-controller.inc", "redis.conf", "classifier-bayes.conf",
+                "actions.conf", "greylist.conf", "options.inc", "multimap.conf", "gtube.map", "milter_headers.conf", "dkim_signing.conf", "arc.conf"].map(f =>
+                ({ path: `/etc/rspamd/local.d/${f}`, content: renderTemplate(`rspamd/${f}`, values) })),
+            { path: "/etc/redis/redis.conf", mode: "0640", owner: "redis:redis", content: renderTemplate("redis/redis.conf", values) },
+            { path: "/etc/systemd/system/redis-server.service.d/selfhost.conf", content: renderTemplate("redis/override.conf", values) },
+        ];
+
+        this.step = new RemoteStep("mail", {
+            connection: args.connection,
+            prepare: [
+                `getent group vmail >/dev/null || groupadd --gid ${VMAIL_UID} vmail`,
+                `getent passwd vmail >/dev/null || useradd --uid ${VMAIL_UID} --gid vmail --home-dir ${MAIL_DIR} --no-create-home --shell /usr/sbin/nologin vmail`,
+                `install -d -o vmail -g vmail -m 0750 ${MAIL_DIR}`,
+                `install -d -o redis -g redis -m 0750 ${REDIS_DIR}`,
+                `install -d -o vmail -g vmail -m 0750 ${SIEVE_BIN_DIR}`,
+                `install -d -m 0755 ${MAPS} ${SIEVE_DIR} /etc/dovecot/selfhost /etc/rspamd/selfhost`,
+                // Hash each password on the server; keep an existing hash while it still matches, so a re-run changes nothing.
+                "while read -r login password; do",
+                `  old=$({ awk -F: -v l="$login" '$1 == l {print $2}' ${USERS_FILE} 2>/dev/null || true; } | sed 's/^{SHA512-CRYPT}//')`,
+                "  salt=$(printf '%s' \"$old\" | cut -d'$' -f3)",
+                "  if [ -n \"$old\" ] && [ \"$(printf '%s' \"$password\" | openssl passwd -6 -salt \"$salt\" -stdin)\" = \"$old\" ]; then hash=$old;",
+                "  else hash=$(printf '%s' \"$password\" | openssl passwd -6 -stdin); fi",
+                "  printf '%s:{SHA512-CRYPT}%s::::::\\n' \"$login\" \"$hash\"",
+                `done < "$SECRETS/passwords" > "$SECRETS/users"`,
+                `put ${USERS_FILE} 0640 root:dovecot < "$SECRETS/users"`,
+            ].join("\n"),
+            files,
+            secrets: { passwords: this.passwords.apply(p => Object.entries(p).map(([u, pw]) => `${address(s, u)} ${pw}`).join("\n") + "\n") },
+            secretFiles: [{ path: DKIM_KEY, content: args.dkimPrivateKeyPem, mode: "0640", owner: "root:_rspamd" }],
+            check: [
+                "check postfix check",
+                "check sh -c '! postconf -n 2>&1 >/dev/null | grep .'",
+                "check doveconf -n",
+                "check rspamadm configtest",
+            ].join("\n"),
+            run: [
+                // Scripts changed: drop their compiled binaries so Dovecot compiles the new ones.
+                `changed_in ${SIEVE_DIR} && rm -f ${SIEVE_BIN_DIR}/*`,
+                "systemctl daemon-reload",
+                "systemctl enable --quiet postfix dovecot rspamd redis-server",
+                "changed_in /etc/redis /etc/systemd/system/redis-server.service.d && systemctl restart redis-server",
+                "changed_in /etc/rspamd && systemctl reload-or-restart rspamd",
+                "changed_in /etc/dovecot && systemctl reload-or-restart dovecot",
+                "changed_in /etc/postfix && systemctl reload-or-restart postfix",
+            ].join("\n"),
+            dependsOn: args.dependsOn,
+        }, { parent: this });
+        this.registerOutputs({ passwords: this.passwords });
+    }
+}

@@ -1,0 +1,192 @@
+/**
+ * Mail checks on the local target, with real clients from outside: swaks (SMTP), Python's imaplib
+ * (IMAP), sieve-connect (ManageSieve), and a peer mail server that verifies what we send.
+ */
+import * as fs from "fs";
+import * as path from "path";
+import { sh, run, Result } from "./sh";
+import { NET } from "./world";
+import { TestServer } from "./server";
+import { Checks } from "./checks";
+import { PEER_USER } from "./peer";
+
+export interface MailContext {
+    readonly checks: Checks;
+    readonly server: TestServer;
+    readonly peer: TestServer;
+    /** CA file that verifies the server's certificates. */
+    readonly root: string;
+    readonly passwords: Record<string, string>;
+    readonly work: string;
+    readonly serverIp: string;
+    readonly serverIpv6: string;
+}
+
+const DOMAIN = "example.test";
+const HOST = `mail.${DOMAIN}`;
+const IMAP = path.join(__dirname, "imap.py");
+const BODY = "Dear friend, this message carries enough ordinary words for a filter to learn from: " +
+    "gardens, rivers, mountains, bicycles, libraries, harbours, orchards, lanterns, meadows and violins.";
+
+export async function mailChecks(c: MailContext): Promise<void> {
+    const { checks, server, peer } = c;
+    const client = (argv: string[], input = ""): Result => run(argv, { ns: NET.client.ns, input, timeoutMs: 60_000 });
+    // Clients introduce themselves properly, so a refusal is for what they ask, not for a bad HELO.
+    const HELO = "client.elsewhere.test";
+    const login = (user: string) => `${user}@${DOMAIN}`;
+    const swaks = (args: string[]) => client(["swaks", "--server", c.serverIp, "--tls-ca-path", c.root,
+        "--tls-verify", "--tls-sni", HOST, "--timeout", "30", "--helo", HELO, ...args]);
+    const submit = (user: string, from: string, to: string, subject: string, port: 587 | 465 = 587) =>
+        swaks(["--port", String(port), port === 587 ? "--tls" : "--tls-on-connect", "--auth", "PLAIN", "--auth-user", login(user),
+            "--auth-password", c.passwords[user], "--from", from, "--to", to, "--header", `Subject: ${subject}`, "--body", BODY]);
+    const imap = (user: string, ...args: string[]) => client(["python3", IMAP, HOST, c.root, login(user), ...args], c.passwords[user]);
+    const waitInMailbox = async (user: string, mailbox: string, subject: string, seconds = 30): Promise<boolean> => {
+        for (let i = 0; i < seconds * 2; i++) {
+            if (imap(user, "list", mailbox).stdout.includes(`Subject: ${subject}`)) return true;
+            await new Promise(r => setTimeout(r, 500));
+        }
+        return false;
+    };
+    const ok = (r: Result) => r.code === 0 ? undefined : `exit ${r.code}\n${(r.stdout + r.stderr).split("\n").slice(-12).join("\n")}`;
+
+    checks.check("postfix check, postconf and doveconf -n and rspamadm configtest are clean", () => {
+        const r = server.exec("postfix check 2>&1 && ! postconf -n 2>&1 >/dev/null | grep . && doveconf -n >/dev/null && rspamadm configtest");
+        return ok(r);
+    });
+    checks.check("every mailbox exists with its special-use flag", () => {
+        const out = imap("alice", "mailboxes").stdout;
+        const missing = ["Drafts", "Sent", "Junk", "Trash", "Archive"].filter(m => !new RegExp(`\\\\${m}\\b.*\\b${m}$`, "m").test(out));
+        return missing.length ? `missing: ${missing.join(", ")}\n${out}` : undefined;
+    });
+
+    // Submission, both ports, to a user, an alias and a +tag address; then read over IMAPS.
+    const sent: [string, string, string, 587 | 465][] = [
+        ["alice", "bob@example.test", "e2e 587 to bob", 587],
+        ["bob", "info@example.test", "e2e 465 to alias info", 465],
+        ["alice", "bob+news@example.test", "e2e to bob plus tag", 587],
+    ];
+    for (const [user, to, subject, port] of sent) {
+        checks.check(`submission on ${port} as ${user} to ${to} is accepted`, () => ok(submit(user, login(user), to, subject, port)));
+    }
+    for (const [owner, subject] of [["bob", "e2e 587 to bob"], ["alice", "e2e 465 to alias info"], ["bob", "e2e to bob plus tag"]]) {
+        const arrived = await waitInMailbox(owner, "INBOX", subject);
+        checks.check(`"${subject}" is in ${owner}'s INBOX, read over IMAPS`, () => arrived ? undefined : imap(owner, "list", "INBOX").stdout);
+    }
+    checks.check("submitted mail does not carry the sender's IP address", () => {
+        const headers = imap("bob", "show", "INBOX", "e2e 587 to bob").stdout;
+        return headers.includes(NET.client.ipv4) ? `client IP in headers:\n${headers}` : undefined;
+    });
+
+    // GTUBE goes first (it may be greylisted for a minute; the peer retries) and is checked at the end.
+    peer.exec(`printf 'Subject: e2e gtube\\n\\nXJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X\\n' | sendmail -f ${PEER_USER}@peer.test bob@${DOMAIN}`);
+
+    // Peer → us, and us → peer (verified by the peer's rspamd).
+    peer.exec(`printf 'Subject: e2e from the peer\\n\\n${BODY}\\n' | sendmail -f ${PEER_USER}@peer.test alice@${DOMAIN}`);
+    const fromPeer = await waitInMailbox("alice", "INBOX", "e2e from the peer", 60);
+    checks.check("mail from the peer's server arrives in alice's INBOX", () => fromPeer ? undefined :
+        server.exec("journalctl -u postfix@- --since -3min --no-pager | tail -15").stdout);
+    checks.check("submission to the peer is accepted", () => ok(submit("alice", login("alice"), `${PEER_USER}@peer.test`, "e2e to the peer")));
+    let received = "";
+    for (let i = 0; i < 60 && !received.includes("e2e to the peer"); i++) {
+        await new Promise(r => setTimeout(r, 500));
+        received = peer.exec(`cat /var/mail/${PEER_USER} 2>/dev/null`).stdout;
+    }
+    const results = received.match(/^Authentication-Results:[^\n]*(\n\s+[^\n]*)*/m)?.[0] ?? "";
+    for (const method of ["spf", "dkim", "dmarc"]) {
+        checks.check(`the peer's verifier reports ${method}=pass`, () =>
+            new RegExp(`\\b${method}=pass\\b`).test(results) ? undefined : `Authentication-Results: ${results || "(none)"}\n${received.slice(0, 1500)}`);
+    }
+    checks.check("the peer saw our forward-confirmed hostname", () =>
+        new RegExp(`from ${HOST} \\(${HOST} \\[(${c.serverIp}|IPv6:${c.serverIpv6})\\]\\)`).test(received) ? undefined :
+            received.split("\n").filter(l => /^Received|^\s/.test(l)).slice(0, 6).join("\n"));
+
+    // Spam: moving mail in and out of Junk teaches Bayes.
+    const learned = (kind: "spam" | "ham") => {
+        const out = server.exec("rspamc --connect 127.0.0.1:11334 stat").stdout;
+        const m = out.match(new RegExp(`BAYES_${kind.toUpperCase()} .*?learned: (\\d+)`));
+        return m ? Number(m[1]) : -1;
+    };
+    const teaches = async (kind: "spam" | "ham", from: string, to: string) => {
+        const before = learned(kind);
+        const moved = imap("alice", "move", from, to, "e2e from the peer");
+        for (let i = 0; i < 60 && learned(kind) <= before; i++) await new Promise(r => setTimeout(r, 1000));
+        const after = learned(kind);
+        return after > before ? undefined : `${kind} learned ${before} → ${after}; ${moved.stdout}${moved.stderr}`;
+    };
+    const spam = await teaches("spam", "INBOX", "Junk");
+    checks.check("moving a message into Junk teaches rspamd spam", () => spam);
+    const ham = await teaches("ham", "Junk", "INBOX");
+    checks.check("moving it out of Junk teaches rspamd ham", () => ham);
+
+    // ManageSieve: a user's script takes effect on delivery.
+    const script = path.join(c.work, "filter.sieve");
+    fs.writeFileSync(script, 'require ["fileinto", "mailbox"];\nif header :contains "Subject" "e2e sieve" { fileinto :create "Filtered"; stop; }\n');
+    const manageSieve = (...action: string[]) => client(["sieve-connect", "--server", HOST, "--port", "4190", "--user", login("alice"),
+        "--passwordfd", "0", "--tlscafile", c.root, "--remotesieve", "e2e", ...action], c.passwords.alice);
+    const upload = manageSieve("--upload", "--localsieve", script);
+    const activate = manageSieve("--activate");
+    checks.check("a Sieve script uploads and activates over ManageSieve", () => ok(upload) ?? ok(activate));
+    submit("bob", login("bob"), login("alice"), "e2e sieve test");
+    const filtered = await waitInMailbox("alice", "Filtered", "e2e sieve test");
+    checks.check("the uploaded Sieve script files matching mail", () => filtered ? undefined : imap("alice", "list", "INBOX").stdout);
+
+    // What must be refused.
+    checks.check("AUTH is not offered before STARTTLS on 587, nor at all on 25", () => {
+        const plain = client(["swaks", "--server", c.serverIp, "--port", "587", "--quit-after", "EHLO"]);
+        const mx = client(["swaks", "--server", c.serverIp, "--port", "25", "--tls", "--tls-ca-path", c.root, "--quit-after", "AUTH", "--tls-sni", HOST]);
+        const problems = [];
+        if (/250[- ]AUTH/.test(plain.stdout)) problems.push("587 offers AUTH in clear");
+        if (/250[- ]AUTH/.test(mx.stdout)) problems.push("25 offers AUTH");
+        return problems.join("; ") || undefined;
+    });
+    checks.check("an authenticated user cannot send as somebody else", () => {
+        const r = submit("alice", login("bob"), `${PEER_USER}@peer.test`, "e2e forged");
+        return r.code !== 0 && /not owned by user/.test(r.stdout) ? undefined : `exit ${r.code}\n${r.stdout.slice(-600)}`;
+    });
+    checks.check("nobody outside may send as our domain on port 25", () => {
+        const r = swaks(["--port", "25", "--from", login("alice"), "--to", login("bob"), "--quit-after", "RCPT"]);
+        return r.code !== 0 && /authenticated/.test(r.stdout) ? undefined : r.stdout.slice(-500);
+    });
+    checks.check("a client on the DNS blocklist is refused", () => {
+        const r = swaks(["--port", "25", "--local-interface", NET.client.listed, "--from", "someone@peer.test", "--to", login("bob"), "--quit-after", "RCPT"]);
+        return r.code !== 0 && /zen\.spamhaus\.org/.test(r.stdout) ? undefined : r.stdout.slice(-500);
+    });
+    const relays: [string, string, string[]][] = [
+        ["plain relay", "x@peer.test", ["victim@elsewhere.test"]],
+        ["relay with our own domain as sender", login("alice"), ["victim@elsewhere.test"]],
+        ["null sender relay", "<>", ["victim@elsewhere.test"]],
+        ["%-hack", "x@peer.test", [`victim%elsewhere.test@${DOMAIN}`]],
+        ["%-hack via the hostname", "x@peer.test", [`victim%elsewhere.test@${HOST}`]],
+        ["!-path", "x@peer.test", [`elsewhere.test!victim@${DOMAIN}`]],
+        ["bare !-path", "x@peer.test", ["elsewhere.test!victim"]],
+        ["source route", "x@peer.test", [`@${DOMAIN}:victim@elsewhere.test`]],
+        ["source route via the hostname", "x@peer.test", [`@${HOST}:victim@elsewhere.test`]],
+        ["quoted local part", "x@peer.test", [`"victim@elsewhere.test"@${DOMAIN}`]],
+        ["quoted %-hack", "x@peer.test", [`"victim%elsewhere.test"@${DOMAIN}`]],
+        ["double @", "x@peer.test", [`victim@elsewhere.test@${DOMAIN}`]],
+        ["IP literal", "x@peer.test", [`victim@[${NET.peer.ipv4}]`]],
+        ["upper-case foreign domain", "x@peer.test", ["victim@ELSEWHERE.TEST"]],
+        ["trailing dot", "x@peer.test", ["victim@elsewhere.test."]],
+        ["a subdomain of ours", "x@peer.test", [`victim@sub.${DOMAIN}`]],
+        ["localhost", "x@peer.test", ["victim@localhost"]],
+        ["HELO as our own hostname", "x@peer.test", ["victim@elsewhere.test", "--helo", HOST]],
+    ];
+    for (const [what, from, [to, ...extra]] of relays) {
+        checks.check(`open relay attempt refused: ${what}`, () => {
+            const r = client(["swaks", "--server", c.serverIp, "--port", "25", "--helo", HELO, "--from", from, "--to", to,
+                "--quit-after", "RCPT", ...extra]);
+            const refused = r.code !== 0 && /<\*\* +[45]\d\d/.test(r.stdout) && !/Helo command rejected/.test(r.stdout);
+            return refused ? undefined : `exit ${r.code}\n${r.stdout.slice(-400)}`;
+        });
+    }
+    checks.check("open relay attempt refused: unauthenticated on the submission port", () => {
+        const r = swaks(["--port", "587", "--tls", "--from", "x@peer.test", "--to", "victim@elsewhere.test", "--quit-after", "RCPT"]);
+        return r.code !== 0 ? undefined : r.stdout.slice(-400);
+    });
+    peer.exec("postqueue -f");
+    const junked = await waitInMailbox("bob", "Junk", "e2e gtube", 90);
+    checks.check("GTUBE from the peer is filed into bob's Junk (not rejected, not in INBOX)", () =>
+        junked && !imap("bob", "list", "INBOX").stdout.includes("e2e gtube") ? undefined :
+            server.exec("journalctl -u postfix@- --since -5min --no-pager | grep -i carol | tail -5").stdout || "not in Junk");
+    checks.check("no plaintext IMAP on 143", () => sh(`nc -z -w 3 ${c.serverIp} 143`, { ns: NET.client.ns }).code !== 0 ? undefined : "143 is open");
+}
