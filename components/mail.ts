@@ -98,6 +98,7 @@ export class Mail extends pulumi.ComponentResource {
             ...["worker-proxy.inc", "worker-normal.inc", "worker-controller.inc", "redis.conf", "classifier-bayes.conf",
                 "actions.conf", "greylist.conf", "options.inc", "multimap.conf", "gtube.map", "milter_headers.conf", "dkim_signing.conf", "arc.conf"].map(f =>
                 ({ path: `/etc/rspamd/local.d/${f}`, content: renderTemplate(`rspamd/${f}`, values) })),
+            ...(hasForwards(s) ? [{ path: "/etc/default/postsrsd", content: renderTemplate("postfix/postsrsd", values) }] : []),
             { path: "/etc/redis/redis.conf", mode: "0640", owner: "redis:redis", content: renderTemplate("redis/redis.conf", values) },
             { path: "/etc/systemd/system/redis-server.service.d/selfhost.conf", content: renderTemplate("redis/override.conf", values) },
         ];
@@ -123,7 +124,13 @@ export class Mail extends pulumi.ComponentResource {
             ].join("\n"),
             files,
             secrets: { passwords: this.passwords.apply(p => Object.entries(p).map(([u, pw]) => `${address(s, u)} ${pw}`).join("\n") + "\n") },
-            secretFiles: [{ path: DKIM_KEY, content: args.dkimPrivateKeyPem, mode: "0640", owner: "root:_rspamd" }],
+            secretFiles: [
+                { path: DKIM_KEY, content: args.dkimPrivateKeyPem, mode: "0640", owner: "root:_rspamd" },
+                // The SRS key is the stack's, so addresses rewritten before a server move still bounce back after it.
+                ...(hasForwards(s) ? [{ path: "/etc/postsrsd.secret", content: new random.RandomPassword("srs-secret", {
+                    length: 32, special: false,
+                }, { parent: this }).result }] : []),
+            ],
             check: [
                 "check postfix check",
                 "check sh -c '! postconf -n 2>&1 >/dev/null | grep .'",
@@ -137,6 +144,7 @@ export class Mail extends pulumi.ComponentResource {
                 "systemctl enable --quiet postfix dovecot rspamd redis-server",
                 "changed_in /etc/redis /etc/systemd/system/redis-server.service.d && systemctl restart redis-server",
                 "changed_in /etc/rspamd && systemctl reload-or-restart rspamd",
+                ...(hasForwards(s) ? ["changed_in /etc/default /etc/postsrsd.secret && systemctl restart postsrsd"] : []),
                 "changed_in /etc/dovecot && systemctl reload-or-restart dovecot",
                 "changed_in /etc/postfix && systemctl reload-or-restart postfix",
             ].join("\n"),

@@ -47,6 +47,9 @@ export class Tls extends pulumi.ComponentResource {
         ].join("\n");
         const check = "check nginx -t";
         const nginx = ["systemctl enable --quiet nginx", "changed && systemctl reload-or-restart nginx"];
+        // Point CERT_DIR at a certificate; when that changes what services read, the deploy hook reloads them.
+        const useCert = (dir: string) =>
+            `if [ "$(readlink ${CERT_DIR} || true)" != ${dir} ]; then ln -sfn ${dir} ${CERT_DIR}; ${DEPLOY_HOOK}; fi`;
 
         if (s.tlsMode === "acme") {
             this.caCertificate = pulumi.output(undefined);
@@ -66,7 +69,7 @@ export class Tls extends pulumi.ComponentResource {
                         `--deploy-hook ${DEPLOY_HOOK}`,
                         ...names.map(n => `-d ${n}`),
                     ].join(" "),
-                    `ln -sfn /etc/letsencrypt/live/selfhost ${CERT_DIR}`,
+                    useCert("/etc/letsencrypt/live/selfhost"),
                     "systemctl enable --quiet --now certbot.timer",
                 ].join("\n"),
                 dependsOn: args.dependsOn,
@@ -93,7 +96,7 @@ export class Tls extends pulumi.ComponentResource {
                 files: [...common, { path: `${dir}/fullchain.pem`, content: pulumi.interpolate`${cert.certPem}${ca.certPem}` }],
                 secretFiles: [{ path: `${dir}/privkey.pem`, content: key.privateKeyPem }],
                 check,
-                run: [...nginx, `ln -sfn ${dir} ${CERT_DIR}`, `changed && ${DEPLOY_HOOK}`].join("\n"),
+                run: [...nginx, `changed_in ${dir} && ${DEPLOY_HOOK}`, useCert(dir)].join("\n"),
                 dependsOn: args.dependsOn,
             }, { parent: this });
         }

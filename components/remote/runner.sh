@@ -54,11 +54,13 @@ put() {
   CHANGED+=("$path")
 }
 
-# prune — remove the files an earlier version of this step installed and this one no longer declares.
+# prune — remove the config files an earlier version of this step installed and this one no longer
+# declares. Files on the data volume are data (certificates, keys): a step never deletes those.
 prune() {
   local path
   for path in "${OWNED[@]}"; do
     [[ " ${DECLARED[*]} " == *" $path "* ]] && continue
+    [[ $path == "$DATA_DIR"/* ]] && continue
     [ -e "$path" ] || continue
     mkdir -p "$BACKUP$(dirname "$path")"
     cp -a "$path" "$BACKUP$path"
@@ -72,13 +74,13 @@ put_secret() { put "$2" "$3" "$4" < "$SECRETS/$1"; }
 
 changed() { [ ${#CHANGED[@]} -gt 0 ] || [ ${#INSTALLED[@]} -gt 0 ] || [ ${#PENDING[@]} -gt 0 ]; }
 
-# changed_in DIR… — did a file under one of these directories change (or any package get installed)?
+# changed_in PATH… — did one of these files, or a file under one of these directories, change (or a package get installed)?
 changed_in() {
   local path dir
   [ ${#INSTALLED[@]} -gt 0 ] && return 0
   for path in "${CHANGED[@]}" "${PENDING[@]}"; do
     [[ $path == package:* ]] && return 0
-    for dir in "$@"; do [[ $path == "$dir"/* ]] && return 0; done
+    for dir in "$@"; do [[ $path == "$dir" || $path == "$dir"/* ]] && return 0; done
   done
   return 1
 }

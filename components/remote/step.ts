@@ -10,6 +10,7 @@ import * as path from "path";
 import * as crypto from "crypto";
 import * as pulumi from "@pulumi/pulumi";
 import * as command from "@pulumi/command";
+import { DATA_DIR } from "../../cloud-init";
 
 const RUNNER = fs.readFileSync(path.join(__dirname, "runner.sh"), "utf8");
 
@@ -78,6 +79,7 @@ export function stepScript(name: string, args: Omit<RemoteStepArgs, "connection"
     const putSecret = (f: SecretFile, i: number) =>
         `put_secret s${i} ${shellQuote(f.path)} ${f.mode ?? "0600"} ${f.owner ?? "root:root"}`;
     const script = [
+        `DATA_DIR=${DATA_DIR}`,
         RUNNER,
         `# --- step ${name} ---`,
         args.packages?.length ? `ensure_packages ${args.packages.join(" ")}` : "",

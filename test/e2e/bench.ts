@@ -40,3 +40,24 @@ export function memoryTable(ours: TestServer, defaults: TestServer): void {
     console.log(`| ${"total".padEnd(14)} | ${(a / 1024).toFixed(1).padStart(6)} | ${(b / 1024).toFixed(1).padStart(8)} |`);
 }
 
+
+/**
+ * Inbound throughput through the whole chain (Postfix → rspamd → Dovecot LMTP → maildir) against
+ * smtp-sink on the same server (the network and SMTP alone), both fed by smtp-source from the peer.
+ */
+export async function throughput(server: TestServer, peer: TestServer, serverIp: string, messages = 200):
+    Promise<{ chainPerSecond: number; sinkPerSecond: number }> {
+    const source = (to: string, port: number) =>
+        `smtp-source -c -s 4 -m ${messages} -l 2048 -S 'e2e throughput' -f carol@peer.test -t ${to} ${serverIp}:${port}`;
+    server.exec("(smtp-sink -u postfix 0.0.0.0:2526 256 >/dev/null 2>&1 &)");
+    await new Promise(r => setTimeout(r, 500));
+    const sink = peer.exec(source("sink@example.test", 2526));
+    server.exec("pkill -f 'smtp-sink -u postfix'");
+    const count = () => Number(server.exec("grep -rl 'e2e throughput' /srv/mail/example.test/alice/Maildir/new 2>/dev/null | wc -l").stdout.trim());
+    const before = count();
+    const started = Date.now();
+    peer.exec(source("alice@example.test", 25));
+    while (count() - before < messages && Date.now() - started < 180_000) await new Promise(r => setTimeout(r, 250));
+    const delivered = count() - before;
+    return { chainPerSecond: delivered / ((Date.now() - started) / 1000), sinkPerSecond: messages / (sink.ms / 1000) };
+}

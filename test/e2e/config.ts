@@ -11,7 +11,7 @@ export const e2eConfig = (userKey: string): Record<string, unknown> => ({
     dnsTtl: 300,
     acmeServer: acmeDirectory(NET.inet.ipv4),
     caaIssuer: "pebble.example",
-    users: [{ name: "alice", aliases: ["info"] }, { name: "bob" }],
+    users: [{ name: "alice", aliases: ["info"] }, { name: "bob", forwards: ["carol@peer.test"] }],
 });
 
 /** One service option changed for the change-locality check: a different CA directory (same pebble, by name). */

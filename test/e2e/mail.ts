@@ -77,6 +77,9 @@ export async function mailChecks(c: MailContext): Promise<void> {
         return headers.includes(NET.client.ipv4) ? `client IP in headers:\n${headers}` : undefined;
     });
 
+    // bob forwards a copy to the peer: mail from a foreign sender needs SRS to keep passing SPF there.
+    peer.exec(`printf 'Subject: e2e forwarded\\n\\n${BODY}\\n' | sendmail -f ${PEER_USER}@peer.test bob@${DOMAIN}`);
+
     // GTUBE goes first (it may be greylisted for a minute; the peer retries) and is checked at the end.
     peer.exec(`printf 'Subject: e2e gtube\\n\\nXJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X\\n' | sendmail -f ${PEER_USER}@peer.test bob@${DOMAIN}`);
 
@@ -99,6 +102,17 @@ export async function mailChecks(c: MailContext): Promise<void> {
     checks.check("the peer saw our forward-confirmed hostname", () =>
         new RegExp(`from ${HOST} \\(${HOST} \\[(${c.serverIp}|IPv6:${c.serverIpv6})\\]\\)`).test(received) ? undefined :
             received.split("\n").filter(l => /^Received|^\s/.test(l)).slice(0, 6).join("\n"));
+
+    let forwarded = "";
+    for (let i = 0; i < 60 && !forwarded.includes("e2e forwarded"); i++) {
+        forwarded = peer.exec(`cat /var/mail/${PEER_USER} 2>/dev/null`).stdout;
+        if (!forwarded.includes("e2e forwarded")) await new Promise(r => setTimeout(r, 500));
+    }
+    // The copy that came back through us (the peer's mbox also holds nothing else with this subject).
+    const copy = forwarded.slice(Math.max(0, forwarded.lastIndexOf("\nFrom ", forwarded.indexOf("e2e forwarded"))));
+    checks.check("bob's forward reaches the peer with an SRS envelope sender, and SPF passes there", () =>
+        /^Return-Path: <SRS0=[^>]*@example\.test>/m.test(copy) && /\bspf=pass\b/.test(copy) ? undefined : copy.slice(0, 1200) || "no forwarded copy");
+    checks.check("bob keeps his own copy", () => imap("bob", "list", "INBOX").stdout.includes("Subject: e2e forwarded") ? undefined : "not in bob's INBOX");
 
     // Spam: moving mail in and out of Junk teaches Bayes.
     const learned = (kind: "spam" | "ham") => {

@@ -15,7 +15,7 @@ import { TestServer, sweepServers } from "./server";
 import { declaredSteps, applyStep, Step } from "./steps";
 import { e2eConfig, changedOption, SERVER } from "./config";
 import { Checks } from "./checks";
-import { benchBaseline, memoryTable } from "./bench";
+import { benchBaseline, memoryTable, throughput } from "./bench";
 import { startPeer, peerZone } from "./peer";
 import { mailChecks } from "./mail";
 
@@ -210,6 +210,31 @@ async function main(): Promise<number> {
             return after && after !== serialBefore && !tlsCheck("mail.example.test", 443) ? undefined : `serial ${serialBefore} → ${after}`;
         });
 
+        console.log("tlsMode private-ca on the same server, then back to ACME");
+        const privateCa = await runProgram({ ...e2eConfig(owner.pub), tlsMode: "private-ca" }, { cloud: SERVER });
+        const caFile = path.join(work, "private-ca.pem");
+        fs.writeFileSync(caFile, privateCa.outputs.caCertificate);
+        const caSteps = stepsThatChanged(program, privateCa);
+        checks.check("switching tlsMode re-runs only the tls step", () =>
+            caSteps.map(s => s.name).join(",") === "tls" ? undefined : caSteps.map(s => s.name).join(", "));
+        applyAll(caSteps, work, "apply private-ca");
+        for (const name of ["example.test", "mail.example.test", "upload.example.test"]) {
+            checks.check(`private-CA certificate for ${name} verifies against the stack's caCertificate output`, () => {
+                const r = fromClient(`openssl s_client -connect ${SERVER.ipv4}:443 -servername ${name} -verify_hostname ${name} ` +
+                    `-CAfile ${caFile} -verify_return_error </dev/null 2>&1`);
+                return r.code === 0 ? undefined : r.stdout.split("\n").slice(-6).join("\n");
+            });
+        }
+        checks.check("the private key reached the server with mode 0600, through stdin only", () => {
+            const r = server.exec("stat -c %a /srv/tls/private-ca/privkey.pem");
+            const tlsStep = caSteps[0];
+            const key = (tlsStep.stdin ?? "").split("\n").find(l => l.startsWith("s0 "));
+            return r.stdout.trim() === "600" && key && !tlsStep.create.includes(Buffer.from(key.split(" ")[1], "base64").toString().split("\n")[1])
+                ? undefined : `mode ${r.stdout.trim()}`;
+        });
+        applyAll(steps.filter(s => s.name === "tls"), work, "back to acme");
+        checks.check("back on ACME, the certificate verifies against the ACME root again", () => tlsCheck("mail.example.test", 443));
+
         figures.push(
             ["server boot to SSH-ready (cloud-init), s", (bootMs / 1000).toFixed(1)],
             ...[...first].map(([name, r]): [string, string] => [`step ${name}, first run, s`, (r.ms / 1000).toFixed(1)]),
@@ -229,6 +254,12 @@ async function main(): Promise<number> {
                 ["ratio without boot: steps / bare apt-get install alone", ((firstBootMs - bootMs) / baseline.installMs).toFixed(2)],
             );
             memoryTable(server, baseline.server);
+            const t = await throughput(server, peer, SERVER.ipv4);
+            figures.push(
+                ["inbound through postfix → rspamd → LMTP, messages/s", t.chainPerSecond.toFixed(1)],
+                ["same messages into smtp-sink on the server, messages/s", t.sinkPerSecond.toFixed(1)],
+                ["ratio: full chain / sink", (t.chainPerSecond / t.sinkPerSecond).toFixed(2)],
+            );
         }
         console.log("\nlocal target figures");
         for (const [k, v] of figures) console.log(`| ${k.padEnd(66)} | ${v.padStart(6)} |`);

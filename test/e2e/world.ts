@@ -131,7 +131,7 @@ export async function startDns(dir: string, d: DnsData, cleanup: Cleanup): Promi
     must(`knotc -c ${dir}/knot.conf conf-check`);
     const knot = daemon(["knotd", "-c", `${dir}/knot.conf`], path.join(dir, "knotd.log"), { ns: NET.inet.ns });
     cleanup.add("knotd", () => knot.pid && sh(`kill ${knot.pid}`));
-    await waitFor("knot to answer", 20, () =>
+    await waitFor("knot to answer", 30, () =>
         sh(`kdig +short @${NET.inet.ipv4} SOA ${d.domain}`, { ns: NET.client.ns }).stdout.trim() !== "");
 }
 
