@@ -47,6 +47,16 @@ export async function mailChecks(c: MailContext): Promise<void> {
         }
         return false;
     };
+    /** The message with this subject in the peer user's mailbox, once it has arrived ("" if it never does). */
+    const atPeer = async (subject: string): Promise<string> => {
+        for (let i = 0; i < 60; i++) {
+            const mbox = peer.exec(`cat /var/mail/${PEER_USER} 2>/dev/null`).stdout;
+            const message = mbox.split(/^(?=From )/m).find(m => m.includes(`Subject: ${subject}`));
+            if (message) return message;
+            await new Promise(r => setTimeout(r, 500));
+        }
+        return "";
+    };
     const ok = (r: Result) => r.code === 0 ? undefined : `exit ${r.code}\n${(r.stdout + r.stderr).split("\n").slice(-12).join("\n")}`;
 
     checks.check("postfix check, postconf and doveconf -n and rspamadm configtest are clean", () => {
@@ -89,11 +99,7 @@ export async function mailChecks(c: MailContext): Promise<void> {
     checks.check("mail from the peer's server arrives in alice's INBOX", () => fromPeer ? undefined :
         server.exec("journalctl -u postfix@- --since -3min --no-pager | tail -15").stdout);
     checks.check("submission to the peer is accepted", () => ok(submit("alice", login("alice"), `${PEER_USER}@peer.test`, "e2e to the peer")));
-    let received = "";
-    for (let i = 0; i < 60 && !received.includes("e2e to the peer"); i++) {
-        await new Promise(r => setTimeout(r, 500));
-        received = peer.exec(`cat /var/mail/${PEER_USER} 2>/dev/null`).stdout;
-    }
+    const received = await atPeer("e2e to the peer");
     const results = received.match(/^Authentication-Results:[^\n]*(\n\s+[^\n]*)*/m)?.[0] ?? "";
     for (const method of ["spf", "dkim", "dmarc"]) {
         checks.check(`the peer's verifier reports ${method}=pass`, () =>
@@ -103,13 +109,7 @@ export async function mailChecks(c: MailContext): Promise<void> {
         new RegExp(`from ${HOST} \\(${HOST} \\[(${c.serverIp}|IPv6:${c.serverIpv6})\\]\\)`).test(received) ? undefined :
             received.split("\n").filter(l => /^Received|^\s/.test(l)).slice(0, 6).join("\n"));
 
-    let forwarded = "";
-    for (let i = 0; i < 60 && !forwarded.includes("e2e forwarded"); i++) {
-        forwarded = peer.exec(`cat /var/mail/${PEER_USER} 2>/dev/null`).stdout;
-        if (!forwarded.includes("e2e forwarded")) await new Promise(r => setTimeout(r, 500));
-    }
-    // The copy that came back through us (the peer's mbox also holds nothing else with this subject).
-    const copy = forwarded.slice(Math.max(0, forwarded.lastIndexOf("\nFrom ", forwarded.indexOf("e2e forwarded"))));
+    const copy = await atPeer("e2e forwarded");
     checks.check("bob's forward reaches the peer with an SRS envelope sender, and SPF passes there", () =>
         /^Return-Path: <SRS0=[^>]*@example\.test>/m.test(copy) && /\bspf=pass\b/.test(copy) ? undefined : copy.slice(0, 1200) || "no forwarded copy");
     checks.check("bob keeps his own copy", () => imap("bob", "list", "INBOX").stdout.includes("Subject: e2e forwarded") ? undefined : "not in bob's INBOX");
