@@ -1,6 +1,6 @@
 /**
  * selfhost: your own mail, web and XMPP server.
- * config → host (server, IPs, volume) → DKIM key → DNS → remote steps (base → tls → web) → outputs.
+ * config → host (server, IPs, volume) → DKIM key → DNS → remote steps (base → hardening → tls → web, mail) → outputs.
  * Each concern is one component; each remote step re-runs only when its own files change.
  */
 import * as pulumi from "@pulumi/pulumi";
@@ -9,6 +9,7 @@ import { Host } from "./components/host";
 import { DkimKey } from "./components/dkim";
 import { Dns } from "./components/dns";
 import { Base } from "./components/base";
+import * as hardening from "./components/hardening";
 import * as tls from "./components/tls";
 import * as web from "./components/web";
 import * as mail from "./components/mail";
@@ -25,9 +26,10 @@ const dns = new Dns("dns", {
 
 const connection = host.connection;
 const base = new Base("base", {
-    connection, packages: [...tls.packages, ...web.packages, ...mail.packages(settings)], dependsOn: [host.volumeAttachment],
+    connection, packages: [...hardening.packages, ...tls.packages, ...web.packages(settings), ...mail.packages(settings)], dependsOn: [host.volumeAttachment],
 });
-const certificate = new tls.Tls("tls", { settings, connection, dependsOn: [base.step, dns] });
+const firewall = new hardening.Hardening("hardening", { settings, connection, dependsOn: [base.step] });
+const certificate = new tls.Tls("tls", { settings, connection, dependsOn: [firewall.step, dns] });
 new web.Web("web", { settings, connection, dependsOn: [certificate.step] });
 const mailServer = new mail.Mail("mail", {
     settings, connection, ipv4: host.ipv4, ipv6: host.ipv6, dkimPrivateKeyPem: dkim.privateKeyPem, dependsOn: [certificate.step],

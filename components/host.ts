@@ -64,8 +64,8 @@ export class Host extends pulumi.ComponentResource {
         const firewall = new hcloud.Firewall("firewall", {
             name: s.hostname, labels,
             rules: [
-                ...publicPorts(s.sshPort).map(p => ({
-                    direction: "in", protocol: p.protocol, port: String(p.port), sourceIps: ANYWHERE, description: p.description,
+                ...publicPorts(s.sshPort, s.adminSources).map(p => ({
+                    direction: "in", protocol: p.protocol, port: String(p.port), sourceIps: [...p.sources ?? ANYWHERE], description: p.description,
                 })),
                 { direction: "in", protocol: "icmp", sourceIps: ANYWHERE, description: "ping, path MTU discovery" },
             ],

@@ -7,7 +7,7 @@ import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
 import { Settings, RESERVED_LOCAL_PARTS } from "../config";
 import { DATA_DIR } from "../cloud-init";
-import { RemoteStep, Connection, StepFile } from "./remote/step";
+import { RemoteStep, ServiceArgs, StepFile } from "./remote/step";
 import { CERT_DIR } from "./tls";
 import { portOf } from "../services/catalog";
 import { renderTemplate } from "../services/template";
@@ -19,15 +19,18 @@ export const VMAIL_UID = 5000;
 const USERS_FILE = "/etc/dovecot/selfhost/users";
 const SIEVE_DIR = "/etc/dovecot/selfhost/sieve";
 const SIEVE_BIN_DIR = "/var/lib/dovecot/selfhost-sieve";
+/** Users' OpenPGP public keys, one `<login>.asc` each (public: plain files, shown in previews). */
+const OPENPGP_DIR = "/etc/dovecot/selfhost/openpgp";
 const DKIM_KEY = "/etc/rspamd/selfhost/dkim.key";
 const MAPS = "/etc/postfix/selfhost";
 
 export function packages(s: Settings): string[] {
     return ["postfix", "dovecot-imapd", "dovecot-lmtpd", "dovecot-sieve", "dovecot-managesieved", "rspamd", "redis-server",
-        ...(hasForwards(s) ? ["postsrsd"] : [])];
+        ...(hasForwards(s) ? ["postsrsd"] : []), ...(encrypting(s).length ? ["gpg"] : [])];
 }
 
 const hasForwards = (s: Settings) => s.users.some(u => u.forwards.length > 0);
+const encrypting = (s: Settings) => s.users.filter(u => u.openpgpKey);
 const address = (s: Settings, local: string) => `${local}@${s.domain}`;
 const lines = (rows: string[][]) => rows.map(r => r.join(" ")).join("\n") + "\n";
 
@@ -51,13 +54,10 @@ export function postfixMaps(s: Settings): Record<string, string> {
     };
 }
 
-export interface MailArgs {
-    readonly settings: Settings;
-    readonly connection: Connection;
+export interface MailArgs extends ServiceArgs {
     readonly ipv4: pulumi.Input<string>;
     readonly ipv6: pulumi.Input<string>;
     readonly dkimPrivateKeyPem: pulumi.Input<string>;
-    readonly dependsOn: pulumi.Input<pulumi.Resource>[];
 }
 
 export class Mail extends pulumi.ComponentResource {
@@ -81,7 +81,7 @@ export class Mail extends pulumi.ComponentResource {
             // Spamhaus answers 127.255.255.x to refused (e.g. public-resolver) queries: only real listings count.
             dnsblRules: s.dnsbls.map(d => `,\n    reject_rbl_client ${d}=127.0.0.[2..11]`).join(""),
             srs: hasForwards(s) ? renderTemplate("postfix/srs.cf", {}) : "",
-            mailDir: MAIL_DIR, vmailUid: VMAIL_UID, usersFile: USERS_FILE, sieveDir: SIEVE_DIR, sieveBinDir: SIEVE_BIN_DIR,
+            mailDir: MAIL_DIR, keyDir: OPENPGP_DIR, vmailUid: VMAIL_UID, usersFile: USERS_FILE, sieveDir: SIEVE_DIR, sieveBinDir: SIEVE_BIN_DIR,
             imapsPort: portOf("imaps"), sievePort: portOf("sieve"),
             dkimKey: DKIM_KEY, selector: s.dkimSelector, redisDir: REDIS_DIR,
         };
@@ -92,9 +92,11 @@ export class Mail extends pulumi.ComponentResource {
             { path: `${MAPS}/submission-header-checks`, content: renderTemplate("postfix/submission-header-checks", {}) },
             ...Object.entries(postfixMaps(s)).map(([file, content]) => ({ path: `${MAPS}/${file}`, content })),
             { path: "/etc/dovecot/dovecot.conf", content: renderTemplate("dovecot/dovecot.conf", values) },
-            ...["spam-to-junk.sieve", "learn-spam.sieve", "learn-ham.sieve"].map(f =>
+            ...["encrypt.sieve", "spam-to-junk.sieve", "learn-spam.sieve", "learn-ham.sieve"].map(f =>
                 ({ path: `${SIEVE_DIR}/${f}`, content: renderTemplate(`dovecot/sieve/${f}`, {}) })),
-            { path: `${SIEVE_DIR}/rspamd-learn`, mode: "0755", content: renderTemplate("dovecot/sieve/rspamd-learn", {}) },
+            ...["rspamd-learn", "openpgp-encrypt"].map(f =>
+                ({ path: `${SIEVE_DIR}/${f}`, mode: "0755", content: renderTemplate(`dovecot/sieve/${f}`, values) })),
+            ...encrypting(s).map(u => ({ path: `${OPENPGP_DIR}/${address(s, u.name)}.asc`, content: u.openpgpKey! })),
             ...["worker-proxy.inc", "worker-normal.inc", "worker-controller.inc", "redis.conf", "classifier-bayes.conf",
                 "actions.conf", "greylist.conf", "options.inc", "multimap.conf", "gtube.map", "milter_headers.conf", "dkim_signing.conf", "arc.conf"].map(f =>
                 ({ path: `/etc/rspamd/local.d/${f}`, content: renderTemplate(`rspamd/${f}`, values) })),
@@ -111,7 +113,7 @@ export class Mail extends pulumi.ComponentResource {
                 `install -d -o vmail -g vmail -m 0750 ${MAIL_DIR}`,
                 `install -d -o redis -g redis -m 0750 ${REDIS_DIR}`,
                 `install -d -o vmail -g vmail -m 0750 ${SIEVE_BIN_DIR}`,
-                `install -d -m 0755 ${MAPS} ${SIEVE_DIR} /etc/dovecot/selfhost /etc/rspamd/selfhost`,
+                `install -d -m 0755 ${MAPS} ${SIEVE_DIR} ${OPENPGP_DIR} /etc/dovecot/selfhost /etc/rspamd/selfhost`,
                 // Hash each password on the server; keep an existing hash while it still matches, so a re-run changes nothing.
                 "while read -r login password; do",
                 `  old=$({ awk -F: -v l="$login" '$1 == l {print $2}' ${USERS_FILE} 2>/dev/null || true; } | sed 's/^{SHA512-CRYPT}//')`,
@@ -136,6 +138,8 @@ export class Mail extends pulumi.ComponentResource {
                 "check sh -c '! postconf -n 2>&1 >/dev/null | grep .'",
                 "check doveconf -n",
                 "check rspamadm configtest",
+                // Each OpenPGP key must be one gpg can encrypt to: the delivery filter itself must succeed with it.
+                ...encrypting(s).map(u => `check sh -c "printf 'Subject: check\\n\\nx\\n' | USER=${address(s, u.name)} ${SIEVE_DIR}/openpgp-encrypt >/dev/null"`),
             ].join("\n"),
             run: [
                 // Scripts changed: drop their compiled binaries so Dovecot compiles the new ones.

@@ -7,7 +7,7 @@ import * as pulumi from "@pulumi/pulumi";
 import * as tls from "@pulumi/tls";
 import { Settings } from "../config";
 import { DATA_DIR } from "../cloud-init";
-import { RemoteStep, Connection } from "./remote/step";
+import { RemoteStep, ServiceArgs } from "./remote/step";
 import { servedNames } from "./dns/records";
 import { renderTemplate } from "../services/template";
 
@@ -21,18 +21,12 @@ const TLS_DATA = `${DATA_DIR}/tls`;
 
 export const packages = ["nginx", "certbot"];
 
-export interface TlsArgs {
-    readonly settings: Settings;
-    readonly connection: Connection;
-    readonly dependsOn: pulumi.Input<pulumi.Resource>[];
-}
-
 export class Tls extends pulumi.ComponentResource {
     readonly step: RemoteStep;
     /** The private CA's certificate (private-ca mode): clients must trust it. */
     readonly caCertificate: pulumi.Output<string | undefined>;
 
-    constructor(name: string, args: TlsArgs, opts?: pulumi.ComponentResourceOptions) {
+    constructor(name: string, args: ServiceArgs, opts?: pulumi.ComponentResourceOptions) {
         super("selfhost:index:Tls", name, {}, opts);
         const s = args.settings;
         const names = servedNames(s);

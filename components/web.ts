@@ -1,37 +1,92 @@
+/**
+ * Web: nginx on one canonical HTTPS host (the domain), the site published by `git push`, users'
+ * public_html, local apps behind a proxy, and what mail servers and clients fetch (MTA-STS policy,
+ * autoconfiguration). Everything that must outlive the server (releases, the repository) is on the volume.
+ */
 import * as pulumi from "@pulumi/pulumi";
 import { Settings } from "../config";
 import { DATA_DIR } from "../cloud-init";
-import { RemoteStep, Connection } from "./remote/step";
-import { servedNames } from "./dns/records";
+import { RemoteStep, ServiceArgs } from "./remote/step";
+import { servedNames, mtaStsPolicy } from "./dns/records";
 import { CERT_DIR } from "./tls";
+import { portOf, SERVICE_SUBDOMAINS } from "../services/catalog";
 import { renderTemplate } from "../services/template";
 
-export const WEB_ROOT = `${DATA_DIR}/www/site`;
-export const packages = ["nginx"];
+const WWW_DIR = `${DATA_DIR}/www`;
+/** The live site: a symlink to the newest release, switched in one rename. */
+export const WEB_ROOT = `${WWW_DIR}/site`;
+export const RELEASES_DIR = `${WWW_DIR}/releases`;
+export const SITE_REPO = `${DATA_DIR}/git/site.git`;
+const GENERATED = "/etc/nginx/selfhost";
+const HOOKS = "/etc/selfhost/git-hooks";
+const BUILD_SCRIPT = "/etc/selfhost/site-build";
 
-export interface WebArgs {
-    readonly settings: Settings;
-    readonly connection: Connection;
-    readonly dependsOn: pulumi.Input<pulumi.Resource>[];
+export const packages = (s: Settings) => ["nginx", "git", ...s.sitePackages];
+
+const INDENT = "    ";
+const indent = (text: string, by: string) => text.split("\n").map(l => l ? by + l : l).join("\n");
+
+/** nginx's HTTPS servers, derived from the settings. */
+export function nginxSite(s: Settings): string {
+    const proxy = (port: number) => `proxy_pass http://127.0.0.1:${port};\ninclude snippets/selfhost-proxy.conf;`;
+    const pathApps = s.apps.filter(a => a.path).map(a =>
+        `\n# app ${a.name}\nlocation ${a.path}/ {\n${indent(proxy(a.port), INDENT)}\n}\nlocation = ${a.path} {\n${INDENT}return 301 ${a.path}/;\n}`);
+    const subdomainApps = s.apps.filter(a => a.subdomain).map(a => [
+        "", `# app ${a.name}`, "server {", `${INDENT}listen 443 ssl;`, `${INDENT}listen [::]:443 ssl;`, `${INDENT}http2 on;`,
+        `${INDENT}server_name ${a.subdomain}.${s.domain};`, `${INDENT}include snippets/selfhost-tls.conf;`,
+        `${INDENT}include snippets/selfhost-headers.conf;`, `${INDENT}location / {`, indent(proxy(a.port), INDENT + INDENT), `${INDENT}}`, "}",
+    ].join("\n"));
+    // Every other name the certificate carries leads to the canonical host (XMPP's names are Prosody's).
+    const own = new Set([s.domain, ...SERVICE_SUBDOMAINS.mail.map(n => `${n}.${s.domain}`),
+        ...SERVICE_SUBDOMAINS.xmpp.map(n => `${n}.${s.domain}`), ...s.apps.flatMap(a => a.subdomain ? [`${a.subdomain}.${s.domain}`] : [])]);
+    return renderTemplate("nginx/https.conf", {
+        domain: s.domain, webRoot: WEB_ROOT, generated: GENERATED,
+        redirected: servedNames(s).filter(n => !own.has(n)).join(" "),
+        locations: indent([...(s.userDirs ? [renderTemplate("nginx/userdirs.conf", {})] : []), ...pathApps].join("\n"), INDENT),
+        appServers: subdomainApps.join("\n"),
+    });
 }
 
-/** nginx over HTTPS with the stack's certificate, serving the site from the data volume. */
 export class Web extends pulumi.ComponentResource {
     readonly step: RemoteStep;
 
-    constructor(name: string, args: WebArgs, opts?: pulumi.ComponentResourceOptions) {
+    constructor(name: string, args: ServiceArgs, opts?: pulumi.ComponentResourceOptions) {
         super("selfhost:index:Web", name, {}, opts);
         const s = args.settings;
+        const admin = s.adminUser;
+        const ports = { imapsPort: portOf("imaps"), submissionsPort: portOf("submissions"), submissionPort: portOf("submission") };
         this.step = new RemoteStep("web", {
             connection: args.connection,
-            // A placeholder page until the owner publishes a site; never overwrites one.
-            prepare: `install -d -m 0755 ${WEB_ROOT}\n[ -e ${WEB_ROOT}/index.html ] || echo '<!doctype html><title>${s.domain}</title><p>${s.domain}</p>' > ${WEB_ROOT}/index.html`,
-            files: [{
-                path: "/etc/nginx/conf.d/selfhost-https.conf",
-                content: renderTemplate("nginx/https.conf", { serverNames: servedNames(s).join(" "), certDir: CERT_DIR, webRoot: WEB_ROOT }),
-            }],
+            prepare: [
+                `install -d -o ${admin} -g ${admin} -m 0755 ${WWW_DIR} ${RELEASES_DIR} ${DATA_DIR}/git`,
+                // The site was a plain directory before releases existed: it becomes the first release.
+                `if [ -d ${WEB_ROOT} ] && [ ! -L ${WEB_ROOT} ]; then mv ${WEB_ROOT} ${RELEASES_DIR}/initial && ln -s ${RELEASES_DIR}/initial ${WEB_ROOT}; fi`,
+                // A placeholder page until the owner pushes a site; never overwrites one.
+                `if [ ! -e ${WEB_ROOT} ]; then install -d -o ${admin} -g ${admin} ${RELEASES_DIR}/placeholder && ` +
+                `echo '<!doctype html><title>${s.domain}</title><p>${s.domain}</p>' > ${RELEASES_DIR}/placeholder/index.html && ` +
+                `ln -s ${RELEASES_DIR}/placeholder ${WEB_ROOT}; fi`,
+                `chown -h ${admin}:${admin} ${WEB_ROOT}`,
+                `[ -d ${SITE_REPO} ] || runuser -u ${admin} -- git init -q --bare -b main ${SITE_REPO}`,
+                `runuser -u ${admin} -- git -C ${SITE_REPO} config core.hooksPath ${HOOKS}`,
+                // nginx (www-data) must reach ~/public_html; the home directory stays unlistable.
+                ...(s.userDirs ? [`chmod o+x "$(getent passwd ${admin} | cut -d: -f6)"`] : []),
+            ].join("\n"),
+            files: [
+                { path: "/etc/nginx/snippets/selfhost-tls.conf", content: renderTemplate("nginx/tls.conf", { certDir: CERT_DIR }) },
+                { path: "/etc/nginx/snippets/selfhost-headers.conf", content: renderTemplate("nginx/headers.conf", {}) },
+                { path: "/etc/nginx/snippets/selfhost-proxy.conf", content: renderTemplate("nginx/proxy.conf", {}) },
+                { path: "/etc/nginx/conf.d/selfhost-https.conf", content: nginxSite(s) },
+                { path: `${GENERATED}/mta-sts.txt`, content: mtaStsPolicy(s) },
+                { path: `${GENERATED}/config-v1.1.xml`, content: renderTemplate("nginx/autoconfig.xml", { domain: s.domain, hostname: s.hostname, ...ports }) },
+                { path: `${GENERATED}/autodiscover.xml`, content: renderTemplate("nginx/autodiscover.xml", { hostname: s.hostname, ...ports }) },
+                { path: "/etc/logrotate.d/nginx", content: renderTemplate("nginx/logrotate.conf", { days: s.webLogDays }) },
+                { path: `${HOOKS}/pre-receive`, mode: "0755", content: renderTemplate("web/pre-receive", {
+                    releases: RELEASES_DIR, site: WEB_ROOT, buildScript: BUILD_SCRIPT, siteDir: s.siteDir, domain: s.domain,
+                }) },
+                { path: BUILD_SCRIPT, content: renderTemplate("web/site-build", { siteBuild: s.siteBuild || "true" }) },
+            ],
             check: "check nginx -t",
-            run: "changed && systemctl reload nginx",
+            run: "changed_in /etc/nginx && systemctl reload nginx",
             dependsOn: args.dependsOn,
         }, { parent: this });
         this.registerOutputs({});

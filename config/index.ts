@@ -5,6 +5,7 @@
 import * as fs from "fs";
 import * as path from "path";
 import * as pulumi from "@pulumi/pulumi";
+import * as net from "net";
 import * as YAML from "yaml";
 import { SERVICE_PORTS, ALL_SERVICE_SUBDOMAINS } from "../services/catalog";
 
@@ -41,6 +42,16 @@ export interface MailUser {
     readonly aliases: readonly string[];
     readonly forwards: readonly string[];
     readonly catchAll: boolean;
+    /** ASCII-armoured OpenPGP public key: incoming mail is encrypted to it at delivery. */
+    readonly openpgpKey?: string;
+}
+
+/** A local web app that nginx proxies to, by path or by subdomain. */
+export interface WebApp {
+    readonly name: string;
+    readonly port: number;
+    readonly path?: string;
+    readonly subdomain?: string;
 }
 
 export type DnsProvider = typeof DNS_PROVIDERS[number];
@@ -53,6 +64,14 @@ export interface Settings {
     readonly adminEmail: string;
     readonly sshPublicKeys: readonly string[];
     readonly sshPort: number;
+    /** CIDR networks; empty means SSH from anywhere. */
+    readonly adminSources: readonly string[];
+    readonly banTime: number;
+    readonly recidiveBanTime: number;
+    readonly restrictOutbound: boolean;
+    readonly outboundPorts: readonly number[];
+    /** HH:MM, or empty for no automatic reboot. */
+    readonly rebootTime: string;
     readonly serverType: string;
     readonly location: typeof LOCATIONS[number];
     readonly image: string;
@@ -71,6 +90,12 @@ export interface Settings {
     readonly dnsbls: readonly string[];
     readonly unknownRdns: typeof UNKNOWN_RDNS[number];
     readonly users: readonly MailUser[];
+    readonly siteBuild: string;
+    readonly siteDir: string;
+    readonly sitePackages: readonly string[];
+    readonly userDirs: boolean;
+    readonly apps: readonly WebApp[];
+    readonly webLogDays: number;
 }
 
 interface Declaration {
@@ -196,6 +221,22 @@ export function validate(raw: Record<string, unknown>): Settings {
     const clash = SERVICE_PORTS.find(p => p.port === sshPort);
     if (clash) bad("sshPort", `${sshPort} is the ${clash.name} port; choose a free port, e.g. 2222.`);
 
+    const adminSources = ((raw.adminSources as unknown[]) ?? []).map((a, i) => {
+        const cidr = toCidr(String(a));
+        if (!cidr) bad(`adminSources[${i}]`, `"${a}" is not an IP address or CIDR network, e.g. 203.0.113.7 or 2001:db8::/48.`);
+        return cidr ?? "";
+    });
+    const banTime = intIn("banTime", 60, 31536000);
+    const recidiveBanTime = intIn("recidiveBanTime", 60, 31536000);
+    const outboundPorts = ((raw.outboundPorts as unknown[]) ?? []).map(Number);
+    outboundPorts.forEach((p, i) => {
+        if (!Number.isInteger(p) || p < 1 || p > 65535) bad(`outboundPorts[${i}]`, `must be a TCP port from 1 to 65535; got ${p}.`);
+    });
+    const rebootTime = String(raw.rebootTime ?? "");
+    if (rebootTime && !/^([01][0-9]|2[0-3]):[0-5][0-9]$/.test(rebootTime)) {
+        bad("rebootTime", `"${rebootTime}" must be a time of day as HH:MM (UTC), e.g. 04:30, or empty for no automatic reboot.`);
+    }
+
     const serverType = String(raw.serverType);
     if (!/^[a-z]+[0-9]+[a-z]*$/.test(serverType)) bad("serverType", `"${serverType}" is not a Hetzner server type, e.g. cx23 or cax11.`);
     const location = oneOf("location", LOCATIONS);
@@ -231,17 +272,43 @@ export function validate(raw: Record<string, unknown>): Settings {
     }
 
     const users = mailUsers(raw.users, domain, bad);
+    const [adminLocal, adminDomain] = adminEmail.split("@");
+    if (adminDomain === domain && !users.some(u => u.name === adminLocal || u.aliases.includes(adminLocal))) {
+        bad("adminEmail", `"${adminEmail}" is in this domain but no user has it; add a user or alias "${adminLocal}", or use an address elsewhere.`);
+    }
     const dnsbls = ((raw.dnsbls as unknown[]) ?? []).map(String);
     dnsbls.forEach((d, i) => { if (!isDomainName(d)) bad(`dnsbls[${i}]`, `"${d}" is not a DNS zone, e.g. zen.spamhaus.org.`); });
     const unknownRdns = oneOf("unknownRdns", UNKNOWN_RDNS);
 
+    const siteBuild = String(raw.siteBuild ?? "");
+    const siteDir = String(raw.siteDir ?? "").replace(/^\.\/|\/$/g, "");
+    if (siteDir && !/^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/.test(siteDir) || siteDir.split("/").includes("..")) {
+        bad("siteDir", `"${siteDir}" must be a relative directory inside the repository, e.g. public.`);
+    }
+    const sitePackages = ((raw.sitePackages as unknown[]) ?? []).map(String);
+    sitePackages.forEach((p, i) => { if (!/^[a-z0-9][a-z0-9+.-]+$/.test(p)) bad(`sitePackages[${i}]`, `"${p}" is not a Debian package name, e.g. hugo.`); });
+    const apps = webApps(raw.apps, [sshPort, ...SERVICE_PORTS.map(p => p.port)], hostname === domain ? "" : hostname.slice(0, -domain.length - 1), bad);
+    const webLogDays = intIn("webLogDays", 1, 365);
+
     if (problems.length) throw new ConfigError(problems);
     return {
         domain, hostname, adminUser, adminEmail, sshPublicKeys: sshPublicKeys.map(k => String(k).trim()), sshPort,
+        adminSources, banTime, recidiveBanTime, restrictOutbound: raw.restrictOutbound as boolean, outboundPorts, rebootTime,
         serverType, location, image, volumeSizeGb, protectData: raw.protectData as boolean,
         protectServer: raw.protectServer as boolean, dnsProvider, dnsTtl, dkimSelector, dmarcPolicy, mtaStsMode,
         tlsMode, acmeServer, caaIssuer, dnsbls, unknownRdns, users,
+        siteBuild, siteDir, sitePackages, userDirs: raw.userDirs as boolean, apps, webLogDays,
     };
+}
+
+/** An address or network as CIDR (a bare address becomes /32 or /128), or undefined if it is neither. */
+export function toCidr(text: string): string | undefined {
+    const [address, prefix, ...rest] = text.trim().split("/");
+    const family = net.isIP(address);
+    const max = family === 4 ? 32 : 128;
+    if (!family || rest.length) return undefined;
+    if (prefix === undefined) return `${address}/${max}`;
+    return /^\d{1,3}$/.test(prefix) && Number(prefix) <= max ? `${address}/${Number(prefix)}` : undefined;
 }
 
 const SSH_KEY_TYPES = ["ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
@@ -268,6 +335,40 @@ export function sshKeyProblem(line: string): string | undefined {
     return undefined;
 }
 
+function webApps(value: unknown, takenPorts: number[], hostLabel: string, bad: (key: string, message: string) => void): WebApp[] {
+    if (!Array.isArray(value)) {
+        bad("apps", "must be a list of {name, port, path?, subdomain?}.");
+        return [];
+    }
+    const seen = new Set<string>();
+    return value.map((entry, i) => {
+        const key = `apps[${i}]`;
+        const e = (typeof entry === "object" && entry !== null ? entry : {}) as Record<string, unknown>;
+        for (const field of Object.keys(e)) {
+            if (!["name", "port", "path", "subdomain"].includes(field)) bad(`${key}.${field}`, "is not an app setting; known: name, port, path, subdomain.");
+        }
+        const name = String(e.name ?? "");
+        if (!LABEL.test(name)) bad(`${key}.name`, `"${name}" must be a short lowercase name, e.g. blog.`);
+        const port = Number(e.port);
+        if (!Number.isInteger(port) || port < 1024 || port > 65535 || takenPorts.includes(port)) {
+            bad(`${key}.port`, `must be the app's local port, 1024-65535 and not a service port; got ${e.port}.`);
+        }
+        const path = e.path === undefined ? undefined : String(e.path).replace(/\/$/, "");
+        const subdomain = e.subdomain === undefined ? undefined : String(e.subdomain);
+        if ((path === undefined) === (subdomain === undefined)) bad(key, "needs exactly one of path (e.g. /blog) or subdomain (e.g. blog).");
+        if (path !== undefined && (!/^(\/[A-Za-z0-9._-]+)+$/.test(path) || /^\/(\.well-known|~)/.test(path))) {
+            bad(`${key}.path`, `"${e.path}" must be a path like /blog (not /, /.well-known or /~user).`);
+        }
+        if (subdomain !== undefined && (!LABEL.test(subdomain) || ALL_SERVICE_SUBDOMAINS.includes(subdomain) || subdomain === hostLabel)) {
+            bad(`${key}.subdomain`, `"${subdomain}" must be one free DNS label (not ${[...ALL_SERVICE_SUBDOMAINS, hostLabel].filter(Boolean).join(", ")}), e.g. blog.`);
+        }
+        const where = path ?? `${subdomain}.`;
+        if (seen.has(where)) bad(key, `${path ? `path ${path}` : `subdomain ${subdomain}`} is used by another app.`);
+        seen.add(where);
+        return { name, port, ...(path !== undefined ? { path } : {}), ...(subdomain !== undefined ? { subdomain } : {}) };
+    });
+}
+
 function mailUsers(value: unknown, domain: string, bad: (key: string, message: string) => void): MailUser[] {
     if (!Array.isArray(value)) {
         bad("users", "must be a list of {name, aliases?, forwards?, catchAll?}.");
@@ -281,7 +382,7 @@ function mailUsers(value: unknown, domain: string, bad: (key: string, message: s
             bad(key, "must be an object like {name: alice, aliases: [ali]}.");
             return;
         }
-        const known = ["name", "aliases", "forwards", "catchAll"];
+        const known = ["name", "aliases", "forwards", "catchAll", "openpgpKey"];
         for (const field of Object.keys(entry)) {
             if (!known.includes(field)) bad(`${key}.${field}`, `is not a user setting; known: ${known.join(", ")}.`);
         }
@@ -309,7 +410,11 @@ function mailUsers(value: unknown, domain: string, bad: (key: string, message: s
         }
         forwards.forEach(f => { if (!EMAIL.test(f)) bad(`${key}.forwards`, `"${f}" is not an email address.`); });
         if (e.catchAll !== undefined && typeof e.catchAll !== "boolean") bad(`${key}.catchAll`, "must be true or false.");
-        users.push({ name, aliases, forwards, catchAll: e.catchAll === true });
+        const openpgpKey = e.openpgpKey === undefined ? undefined : String(e.openpgpKey).trim() + "\n";
+        if (openpgpKey !== undefined && !/^-----BEGIN PGP PUBLIC KEY BLOCK-----\n[\s\S]+\n-----END PGP PUBLIC KEY BLOCK-----\n$/.test(openpgpKey)) {
+            bad(`${key}.openpgpKey`, "must be an ASCII-armoured OpenPGP public key (the output of `gpg --armor --export you@example.org`).");
+        }
+        users.push({ name, aliases, forwards, catchAll: e.catchAll === true, ...(openpgpKey ? { openpgpKey } : {}) });
     });
     if (users.filter(u => u.catchAll).length > 1) bad("users", "has more than one catchAll user; keep at most one.");
     return users;

@@ -11,6 +11,8 @@ export interface ServicePort {
     /** Short name, also used for SRV records and firewall descriptions. */
     readonly name: string;
     readonly description: string;
+    /** CIDR networks that may connect; absent means anywhere. */
+    readonly sources?: readonly string[];
 }
 
 /** Every service port, SSH excluded (its port is configuration; see `publicPorts`). */
@@ -27,9 +29,12 @@ export const SERVICE_PORTS: readonly ServicePort[] = [
     { port: 5269, protocol: "tcp", name: "xmpp-server", description: "XMPP federation" },
 ];
 
-/** All ports open to the world: the service ports plus SSH. ICMP is allowed besides. */
-export function publicPorts(sshPort: number): ServicePort[] {
-    return [{ port: sshPort, protocol: "tcp", name: "ssh", description: "SSH (admin, git push)" }, ...SERVICE_PORTS];
+/** All ports open to the world: the service ports plus SSH (only from `adminSources` when given). ICMP is allowed besides. */
+export function publicPorts(sshPort: number, adminSources: readonly string[] = []): ServicePort[] {
+    return [{
+        port: sshPort, protocol: "tcp", name: "ssh", description: "SSH (admin, git push)",
+        ...(adminSources.length ? { sources: adminSources } : {}),
+    }, ...SERVICE_PORTS];
 }
 
 /** The port of a named service, so no other module writes a port number again. */
@@ -37,6 +42,22 @@ export function portOf(name: string): number {
     const found = SERVICE_PORTS.find(p => p.name === name);
     if (!found) throw new Error(`no service port named ${name}`);
     return found.port;
+}
+
+/** What the services connect out to (restrictOutbound): name service, time, packages and ACME, mail and XMPP peers. */
+export function outboundPorts(acmeServer: string, extra: readonly number[] = []): ServicePort[] {
+    const acmePort = Number(new URL(acmeServer).port || 443);
+    return [
+        { port: 53, protocol: "udp", name: "domain", description: "DNS lookups (DNSBLs, SPF, DKIM, MX)" },
+        { port: 53, protocol: "tcp", name: "domain", description: "DNS lookups, large answers" },
+        { port: 123, protocol: "udp", name: "ntp", description: "time sync" },
+        { port: 80, protocol: "tcp", name: "http", description: "Debian packages" },
+        { port: 443, protocol: "tcp", name: "https", description: "packages, ACME, rspamd maps" },
+        { port: 11335, protocol: "udp", name: "rspamd-fuzzy", description: "rspamd's shared fuzzy hashes" },
+        { ...SERVICE_PORTS.find(p => p.name === "smtp")!, description: "mail to other servers" },
+        { ...SERVICE_PORTS.find(p => p.name === "xmpp-server")!, description: "XMPP federation" },
+        ...[acmePort, ...extra].map(port => ({ port, protocol: "tcp" as const, name: "extra", description: "ACME server or outboundPorts" })),
+    ];
 }
 
 /** Names under the domain that the server answers for, besides the apex and its own hostname. */

@@ -87,6 +87,13 @@ describe("configuration", () => {
         ["an unknown user setting", { users: [{ name: "alice", password: "x" }] }, /users\[0\].password is not a user setting/],
         ["two catch-all users", { users: [{ name: "a1", catchAll: true }, { name: "b1", catchAll: true }] }, /selfhost:users has more than one catchAll/],
         ["users that are not a list", { users: "alice" }, /selfhost:users must be a list/],
+        ["an admin source that is no address", { adminSources: ["my-laptop"] }, /selfhost:adminSources\[0\] "my-laptop" is not an IP address or CIDR network/],
+        ["an admin network with a bad prefix", { adminSources: ["203.0.113.0/33"] }, /selfhost:adminSources\[0\] "203.0.113.0\/33"/],
+        ["a ban time of seconds", { banTime: 5 }, /selfhost:banTime must be a whole number from 60 to 31536000; got 5/],
+        ["an outbound port out of range", { outboundPorts: [0] }, /selfhost:outboundPorts\[0\] must be a TCP port from 1 to 65535; got 0/],
+        ["a reboot time that is no time", { rebootTime: "4am" }, /selfhost:rebootTime "4am" must be a time of day as HH:MM/],
+        ["an OpenPGP key that is a private key", { users: [{ name: "alice", openpgpKey: "-----BEGIN PGP PRIVATE KEY BLOCK-----\nx\n-----END PGP PRIVATE KEY BLOCK-----" }] }, /users\[0\].openpgpKey must be an ASCII-armoured OpenPGP public key/],
+        ["an admin address in the domain that nobody has", { adminEmail: "owner@example.org" }, /selfhost:adminEmail "owner@example.org" is in this domain but no user has it/],
         ["a bad DKIM selector", { dkimSelector: "my selector" }, /selfhost:dkimSelector "my selector" must be one DNS label/],
     ];
     for (const [what, change, message] of cases) {

@@ -1,4 +1,9 @@
 import { strict as assert } from "assert";
+import { spawnSync } from "child_process";
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
+import { renderTemplate } from "../services/template";
 import { runProgram, isSecret, unsecret } from "./program";
 import { baseConfig } from "./fixtures";
 import { validate, schema } from "../config";
@@ -60,5 +65,56 @@ describe("mail", () => {
     it("rejects an invalid blocklist or rDNS mode before declaring anything", () => {
         assert.throws(() => settings({ dnsbls: ["not a zone"] }), /selfhost:dnsbls\[0\] "not a zone" is not a DNS zone/);
         assert.throws(() => settings({ unknownRdns: "drop" }), /selfhost:unknownRdns must be one of score, reject/);
+    });
+});
+
+describe("OpenPGP encryption at delivery", () => {
+    const home = fs.mkdtempSync(path.join(os.tmpdir(), "selfhost-gpg-"));
+    let key = "";
+    before(function () {
+        this.timeout(30_000);
+        const gen = spawnSync("gpg", ["--batch", "--homedir", home, "--passphrase", "", "--quick-gen-key", "dave <dave@example.org>", "future-default", "default", "never"]);
+        if (gen.status !== 0) this.skip();
+        key = spawnSync("gpg", ["--homedir", home, "--armor", "--export", "dave@example.org"], { encoding: "utf8" }).stdout;
+    });
+    after(() => { spawnSync("gpgconf", ["--homedir", home, "--kill", "all"]); fs.rmSync(home, { recursive: true, force: true }); });
+
+    it("installs gpg, the key and a check that encrypts with it, only for users who have a key", async () => {
+        const plain = await runProgram(baseConfig());
+        assert.ok(!unsecret<string>(plain.one("command:remote:Command", "base").inputs.create).includes(" gpg"));
+        const run = await runProgram({ ...baseConfig(), users: [{ name: "alice" }, { name: "dave", openpgpKey: key }] });
+        const create: string = unsecret(run.one("command:remote:Command", "mail").inputs.create);
+        assert.match(unsecret<string>(run.one("command:remote:Command", "base").inputs.create), /^ensure_packages .* gpg\b/m);
+        assert.ok(create.includes("put '\\''/etc/dovecot/selfhost/openpgp/dave@example.org.asc'\\''"));
+        assert.ok(!create.includes("alice@example.org.asc"));
+        assert.match(create, /check sh -c "printf .* USER=dave@example\.org \/etc\/dovecot\/selfhost\/sieve\/openpgp-encrypt/);
+    });
+
+    it("moves the Content headers and body into PGP/MIME, keeps routing headers outside, leaves encrypted mail alone", function () {
+        this.timeout(30_000);
+        const keyDir = fs.mkdtempSync(path.join(os.tmpdir(), "selfhost-keys-"));
+        fs.writeFileSync(path.join(keyDir, "dave@example.org.asc"), key);
+        const script = renderTemplate("dovecot/sieve/openpgp-encrypt", { keyDir });
+        const filter = (user: string, message: string) =>
+            spawnSync("bash", ["-c", script], { input: message, encoding: "utf8", env: { ...process.env, USER: user } });
+        const message = "From: carol@example.net\nTo: dave@example.org\nSubject: plans\nMIME-Version: 1.0\n" +
+            "Content-Type: text/plain;\n charset=utf-8\nContent-Transfer-Encoding: 8bit\n\nmeet at the orchard\n";
+        const out = filter("dave@example.org", message);
+        assert.equal(out.status, 0, out.stderr);
+        const [head] = out.stdout.split("\n\n");
+        assert.match(head, /^From: carol@example\.net\nTo: dave@example\.org\nSubject: plans\nMIME-Version: 1\.0\nContent-Type: multipart\/encrypted; protocol="application\/pgp-encrypted"; boundary="selfhost-[0-9a-f]{24}"$/);
+        assert.ok(!out.stdout.includes("orchard") && !out.stdout.includes("charset=utf-8"));
+        const armored = out.stdout.match(/-----BEGIN PGP MESSAGE-----[\s\S]*?-----END PGP MESSAGE-----/)![0];
+        const inner = spawnSync("gpg", ["--batch", "--homedir", home, "--decrypt"], { input: armored, encoding: "utf8" }).stdout;
+        assert.equal(inner, "Content-Type: text/plain;\n charset=utf-8\nContent-Transfer-Encoding: 8bit\n\nmeet at the orchard\n");
+        const untyped = spawnSync("gpg", ["--batch", "--homedir", home, "--decrypt"], {
+            input: filter("dave@example.org", "Subject: x\n\nbody\n").stdout.match(/-----BEGIN PGP MESSAGE-----[\s\S]*?-----END PGP MESSAGE-----/)![0], encoding: "utf8",
+        }).stdout;
+        assert.equal(untyped, "Content-Type: text/plain; charset=us-ascii\n\nbody\n", "a message without Content-Type gets the RFC 2045 default");
+        const crlf = filter("dave@example.org", message.replace(/\n/g, "\r\n"));
+        assert.match(crlf.stdout, /^Subject: plans\nMIME-Version: 1\.0\nContent-Type: multipart\/encrypted/m, "Dovecot's CRLF input is understood");
+        assert.equal(filter("dave@example.org", out.stdout).status, 1, "already encrypted: declined, stored as it came");
+        assert.equal(filter("alice@example.org", message).status, 1, "no key: declined");
+        fs.rmSync(keyDir, { recursive: true, force: true });
     });
 });

@@ -22,7 +22,7 @@ function runLocally(script: string, stdin = ""): { code: number; out: string } {
 describe("remote steps", () => {
     it("connect as the admin user on sshPort with the deploy key, after the volume is attached, in order", async () => {
         const run = await runProgram({ ...baseConfig(), adminUser: "carol", sshPort: 2345 });
-        assert.deepEqual(commands(run).map(c => c.name), ["base", "tls", "web", "mail"]);
+        assert.deepEqual(commands(run).map(c => c.name), ["base", "hardening", "tls", "web", "mail"]);
         const deployKey = run.one("tls:index/privateKey:PrivateKey", "deploy-key").state.privateKeyOpenssh;
         for (const c of commands(run)) {
             assert.ok(isSecret(c.inputs.connection), "the connection (with its private key) is secret");
@@ -33,7 +33,8 @@ describe("remote steps", () => {
         }
         const deps = (name: string) => run.one("command:remote:Command", name).dependencies;
         assert.ok(deps("base").some(d => d.endsWith("VolumeAttachment::data")));
-        assert.ok(deps("tls").some(d => d.endsWith("Command::base")));
+        assert.ok(deps("hardening").some(d => d.endsWith("Command::base")));
+        assert.ok(deps("tls").some(d => d.endsWith("Command::hardening")), "no service before the firewall");
         assert.ok(deps("tls").some(d => d.includes("zoneRrset:ZoneRrset::A-@")), "certificates wait for the DNS records");
         assert.ok(deps("web").some(d => d.endsWith("Command::tls")));
     });

@@ -57,7 +57,8 @@ export function mtaStsId(s: Settings): string {
 
 /** Every name the server answers for, as FQDNs: apex, hostname, then the service names. */
 export function servedNames(s: Settings): string[] {
-    const names = [s.domain, s.hostname, ...Object.values(SERVICE_SUBDOMAINS).flat().map(n => `${n}.${s.domain}`)];
+    const names = [s.domain, s.hostname, ...Object.values(SERVICE_SUBDOMAINS).flat().map(n => `${n}.${s.domain}`),
+        ...s.apps.flatMap(a => a.subdomain ? [`${a.subdomain}.${s.domain}`] : [])];
     return [...new Set(names)];
 }
 

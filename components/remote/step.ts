@@ -11,6 +11,7 @@ import * as crypto from "crypto";
 import * as pulumi from "@pulumi/pulumi";
 import * as command from "@pulumi/command";
 import { DATA_DIR } from "../../cloud-init";
+import { Settings } from "../../config";
 
 const RUNNER = fs.readFileSync(path.join(__dirname, "runner.sh"), "utf8");
 
@@ -21,6 +22,13 @@ export interface Connection {
     readonly privateKey: pulumi.Input<string>;
     /** The server the step applies to: a new server re-runs every step. */
     readonly serverId: pulumi.Input<string>;
+}
+
+/** What each service component is given: the settings, the way to the server, the steps that come first. */
+export interface ServiceArgs {
+    readonly settings: Settings;
+    readonly connection: Connection;
+    readonly dependsOn: pulumi.Input<pulumi.Resource>[];
 }
 
 export interface StepFile {

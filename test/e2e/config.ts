@@ -3,16 +3,30 @@ import { NET, acmeDirectory } from "./world";
 
 export const SERVER = { ipv4: "198.51.100.10", ipv6Network: "2001:db8:10::/64" };
 
-export const e2eConfig = (userKey: string): Record<string, unknown> => ({
+/** The owner's keys, made fresh for each run: SSH for the admin, OpenPGP for dave's encrypted mailbox. */
+export interface OwnerKeys { readonly ssh: string; readonly openpgp: string }
+
+export const e2eConfig = (keys: OwnerKeys): Record<string, unknown> => ({
     domain: "example.test",
-    adminEmail: "owner@example.test",
-    sshPublicKeys: [userKey],
+    adminEmail: "alice@example.test",
+    sshPublicKeys: [keys.ssh],
     dnsProvider: "none",
     dnsTtl: 300,
     acmeServer: acmeDirectory(NET.inet.ipv4),
     caaIssuer: "pebble.example",
-    users: [{ name: "alice", aliases: ["info"] }, { name: "bob", forwards: ["carol@peer.test"] }],
+    users: [{ name: "alice", aliases: ["info"] }, { name: "bob", forwards: ["carol@peer.test"] }, { name: "dave", openpgpKey: keys.openpgp }],
+    // The harness (the bridge's addresses) and the client; the attackers and the listed client are outside.
+    adminSources: [NET.gateway4, NET.gateway6, NET.client.ipv4, NET.client.ipv6],
+    banTime: 60,
+    // A stand-in build: it fills in a marker, writes the site to public/, and fails when the tree has "broken".
+    siteBuild: "test ! -e broken && mkdir -p public && sed 's/@BUILD@/built by siteBuild/' index.html > public/index.html",
+    siteDir: "public",
+    userDirs: true,
+    apps: [{ name: "echo", port: 8080, path: "/echo" }, { name: "chat", port: 8081, subdomain: "chat" }],
 });
+
+/** The hardening attacks: SSH open to anyone, so failures from anywhere reach sshd and fail2ban. */
+export const openSsh = { adminSources: [] };
 
 /** One service option changed for the change-locality check: a different CA directory (same pebble, by name). */
 export const changedOption = { acmeServer: acmeDirectory("acme.example.test") };

@@ -4,6 +4,7 @@
   imap.py HOST CAFILE USER list MAILBOX            -> one "Subject" line per message
   imap.py HOST CAFILE USER move FROM TO SUBJECT    -> moves the messages with that subject
   imap.py HOST CAFILE USER show MAILBOX SUBJECT    -> the headers of the messages with that subject
+  imap.py HOST CAFILE USER raw MAILBOX SUBJECT     -> the whole messages with that subject, as stored
   imap.py HOST CAFILE USER mailboxes               -> mailbox names with their special-use flags
 The password is read from standard input.
 """
@@ -34,9 +35,10 @@ def main() -> int:
                 headers = email.message_from_bytes(parts[0][1])
                 print(f"Subject: {headers['Subject']}")
             return 0
-        if command == "show":
+        if command in ("show", "raw"):
+            part = "BODY.PEEK[HEADER]" if command == "show" else "BODY.PEEK[]"
             for uid in uids:
-                _, parts = imap.uid("fetch", uid, "(BODY.PEEK[HEADER])")
+                _, parts = imap.uid("fetch", uid, f"({part})")
                 if args[1] in parts[0][1].decode(errors="replace"):
                     print(parts[0][1].decode(errors="replace"))
             return 0

@@ -20,6 +20,8 @@ export interface MailContext {
     readonly work: string;
     readonly serverIp: string;
     readonly serverIpv6: string;
+    /** Keyring with dave's OpenPGP private key. */
+    readonly openpgpHome: string;
 }
 
 const DOMAIN = "example.test";
@@ -202,5 +204,38 @@ export async function mailChecks(c: MailContext): Promise<void> {
     checks.check("GTUBE from the peer is filed into bob's Junk (not rejected, not in INBOX)", () =>
         junked && !imap("bob", "list", "INBOX").stdout.includes("e2e gtube") ? undefined :
             server.exec("journalctl -u postfix@- --since -5min --no-pager | grep -i carol | tail -5").stdout || "not in Junk");
+    await openpgpChecks(c, submit, imap, waitInMailbox);
+
     checks.check("no plaintext IMAP on 143", () => sh(`nc -z -w 3 ${c.serverIp} 143`, { ns: NET.client.ns }).code !== 0 ? undefined : "143 is open");
+}
+
+/** dave has an OpenPGP key: his mail rests encrypted (PGP/MIME), he decrypts it, and encrypted mail is left alone. */
+async function openpgpChecks(c: MailContext, submit: (user: string, from: string, to: string, subject: string) => Result,
+    imap: (user: string, ...args: string[]) => Result, waitInMailbox: (user: string, mailbox: string, subject: string) => Promise<boolean>): Promise<void> {
+    const { checks, server } = c;
+    const marker = "orchards-and-lanterns-7f3a";
+    const plain = "e2e encrypt me";
+    submit("alice", `alice@${DOMAIN}`, `dave@${DOMAIN}`, plain);
+    const arrived = await waitInMailbox("dave", "INBOX", plain);
+    const raw = imap("dave", "raw", "INBOX", plain).stdout;
+    checks.check("mail to a user with an OpenPGP key is stored as PGP/MIME, subject still readable", () =>
+        arrived && /^Content-Type: multipart\/encrypted; protocol="application\/pgp-encrypted"/m.test(raw) && !raw.includes("gardens, rivers")
+            ? undefined : raw.slice(0, 600) || "not delivered");
+    checks.check("the owner's private key decrypts it to the original body", () => {
+        const armored = raw.match(/-----BEGIN PGP MESSAGE-----[\s\S]*?-----END PGP MESSAGE-----/)?.[0] ?? "";
+        const r = run(["gpg", "--batch", "--homedir", c.openpgpHome, "--decrypt"], { input: armored });
+        return r.code === 0 && r.stdout.includes("gardens, rivers") && /^Content-Type: text\/plain/m.test(r.stdout) ? undefined : r.stderr;
+    });
+    checks.check("no plaintext of it on the data volume", () => {
+        const r = server.exec(`grep -rl 'gardens, rivers' /srv/mail/${DOMAIN}/dave || true`);
+        return r.stdout.trim() === "" ? undefined : r.stdout;
+    });
+    const already = "e2e already encrypted";
+    c.peer.exec(`printf 'Subject: ${already}\\n\\n-----BEGIN PGP MESSAGE-----\\n\\nhQEMA${marker}\\n-----END PGP MESSAGE-----\\n' | ` +
+        `sendmail -f ${PEER_USER}@peer.test dave@${DOMAIN}`);
+    const kept = await waitInMailbox("dave", "INBOX", already);
+    checks.check("a message that is already encrypted is stored as it came", () => {
+        const r = imap("dave", "raw", "INBOX", already).stdout;
+        return kept && r.includes(marker) && !/multipart\/encrypted/.test(r) ? undefined : r.slice(0, 600) || "not delivered";
+    });
 }

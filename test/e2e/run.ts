@@ -13,11 +13,13 @@ import { sh, must, Cleanup } from "./sh";
 import { NET, sweep, network, startDns, startAcme } from "./world";
 import { TestServer, sweepServers } from "./server";
 import { declaredSteps, applyStep, Step } from "./steps";
-import { e2eConfig, changedOption, SERVER } from "./config";
+import { e2eConfig, changedOption, openSsh, SERVER } from "./config";
 import { Checks } from "./checks";
 import { benchBaseline, memoryTable, throughput } from "./bench";
 import { startPeer, peerZone } from "./peer";
 import { mailChecks } from "./mail";
+import { hardeningChecks, attackChecks } from "./hardening";
+import { webChecks } from "./web";
 
 const SERVER_IPV6 = firstAddress(SERVER.ipv6Network);
 const bench = process.argv.includes("--bench");
@@ -26,6 +28,14 @@ function ownerKey(dir: string): { pub: string; file: string } {
     const file = path.join(dir, "owner-key");
     must(`ssh-keygen -q -t ed25519 -N '' -C owner@laptop -f ${file}`);
     return { pub: fs.readFileSync(`${file}.pub`, "utf8").trim(), file };
+}
+
+/** dave's OpenPGP key pair, in a keyring of its own under the work dir; returns the keyring and the public key. */
+function openpgpKey(dir: string): { home: string; pub: string } {
+    const home = path.join(dir, "gnupg");
+    fs.mkdirSync(home, { mode: 0o700 });
+    must(`gpg --batch --homedir ${home} --passphrase '' --quick-gen-key 'dave <dave@example.test>' future-default default never`);
+    return { home, pub: must(`gpg --homedir ${home} --armor --export dave@example.test`) };
 }
 
 /** Applies steps in order; stops at the first failure with its output. Returns seconds per step. */
@@ -54,9 +64,12 @@ async function main(): Promise<number> {
         const work = fs.mkdtempSync(path.join(os.tmpdir(), "selfhost-e2e-"));
         cleanup.add("work dir", () => fs.rmSync(work, { recursive: true, force: true }));
         const owner = ownerKey(work);
+        const dave = openpgpKey(work);
+        cleanup.add("gpg agent", () => sh(`gpgconf --homedir ${dave.home} --kill all`));
+        const config = e2eConfig({ ssh: owner.pub, openpgp: dave.pub });
 
         console.log("program under mocks (the embedded test stack)");
-        const program = await runProgram(e2eConfig(owner.pub), { cloud: SERVER });
+        const program = await runProgram(config, { cloud: SERVER });
         const userData: string = program.one("hcloud:index/server:Server").inputs.userData;
         const steps = declaredSteps(program);
         console.log(`  ${program.resources.length} resources, steps in order: ${steps.map(s => s.name).join(" → ")}`);
@@ -165,7 +178,14 @@ async function main(): Promise<number> {
         runAllChecks();
 
         console.log("mail, with real clients and the peer");
-        await mailChecks({ checks, server, peer, root, work, serverIp: SERVER.ipv4, serverIpv6: SERVER_IPV6, passwords: program.outputs.mailPasswords });
+        await mailChecks({ checks, server, peer, root, work, serverIp: SERVER.ipv4, serverIpv6: SERVER_IPV6, passwords: program.outputs.mailPasswords, openpgpHome: dave.home });
+
+        console.log("web, with curl, openssl and git");
+        await webChecks({ checks, server, serverIp: SERVER.ipv4, sshPort, adminUser, root, ownerKey: owner.file, work });
+
+        console.log("hardening: scans and the daemons' checkers");
+        const hardening = { checks, server, serverIp: SERVER.ipv4, serverIpv6: SERVER_IPV6, sshPort, root, passwords: program.outputs.mailPasswords };
+        hardeningChecks(hardening);
 
         console.log("idempotency: every step again");
         // Master and worker PIDs: a restart changes the master, a reload replaces the workers.
@@ -182,19 +202,23 @@ async function main(): Promise<number> {
         checks.check("HTTPS still verifies after the re-run", () => tlsCheck("mail.example.test", 443));
 
         console.log("a broken config is refused and the working one stays");
-        const web = steps.find(s => s.name === "web")!;
-        const broken = { ...web, create: web.create.replace("ssl_protocols TLSv1.2 TLSv1.3;", "ssl_protocols TLSv1.2 TLSv1.3") };
-        const confHash = () => server.exec("sha256sum /etc/nginx/conf.d/selfhost-https.conf").stdout;
-        const [hashBefore, pidBeforeBroken] = [confHash(), nginxPid()];
-        const refused = applyStep(broken, work);
-        checks.check("the step fails with nginx's own message", () =>
-            refused.code !== 0 && /check failed: nginx -t/.test(refused.stderr + refused.stdout) && /\[emerg\]/.test(refused.stderr + refused.stdout)
-                ? undefined : `exit ${refused.code}: ${refused.stdout}${refused.stderr}`);
-        checks.check("the previous config file is back, nginx was not reloaded and still serves HTTPS", () =>
-            confHash() === hashBefore && nginxPid() === pidBeforeBroken && !tlsCheck("www.example.test", 443) ? undefined : "config or service changed");
+        const refuseBroken = (stepName: string, good: string, bad: string, checker: RegExp, state: string, servedStill: () => string | undefined) => {
+            const step = steps.find(s => s.name === stepName)!;
+            const before = server.exec(state).stdout;
+            const refused = applyStep({ ...step, create: step.create.replace(good, bad) }, work);
+            const out = refused.stdout + refused.stderr;
+            checks.check(`a broken ${stepName} file: the step fails with the checker's own message`, () =>
+                refused.code !== 0 && checker.test(out) ? undefined : `exit ${refused.code}: ${out}`);
+            checks.check(`a broken ${stepName} file: the previous file is back, nothing was reloaded, the service still works`, () =>
+                server.exec(state).stdout === before ? servedStill() : "config or running state changed");
+        };
+        refuseBroken("web", "ssl_protocols TLSv1.2 TLSv1.3;", "ssl_protocols TLSv1.2 TLSv1.3", /check failed: nginx -t[\s\S]*\[emerg\]/,
+            "sha256sum /etc/nginx/snippets/selfhost-tls.conf; pgrep -d, nginx | sort", () => tlsCheck("www.example.test", 443));
+        refuseBroken("hardening", "policy drop;", "policy dorp;", /check failed: nft -c -f[\s\S]*Error/,
+            "sha256sum /etc/nftables.conf; nft list chain inet selfhost input; nft list chain inet selfhost output", () => ssh(owner.file, adminUser).code === 0 ? undefined : "SSH fails");
 
         console.log("change locality: one service option changed");
-        const changed = await runProgram({ ...e2eConfig(owner.pub), ...changedOption }, { cloud: SERVER });
+        const changed = await runProgram({ ...config, ...changedOption }, { cloud: SERVER });
         const rerun = stepsThatChanged(program, changed);
         const replaced = serverReplaced(program, changed);
         checks.check(`changing ${Object.keys(changedOption).join(", ")} re-runs exactly the tls step`, () =>
@@ -211,7 +235,7 @@ async function main(): Promise<number> {
         });
 
         console.log("tlsMode private-ca on the same server, then back to ACME");
-        const privateCa = await runProgram({ ...e2eConfig(owner.pub), tlsMode: "private-ca" }, { cloud: SERVER });
+        const privateCa = await runProgram({ ...config, tlsMode: "private-ca" }, { cloud: SERVER });
         const caFile = path.join(work, "private-ca.pem");
         fs.writeFileSync(caFile, privateCa.outputs.caCertificate);
         const caSteps = stepsThatChanged(program, privateCa);
@@ -234,6 +258,16 @@ async function main(): Promise<number> {
         });
         applyAll(steps.filter(s => s.name === "tls"), work, "back to acme");
         checks.check("back on ACME, the certificate verifies against the ACME root again", () => tlsCheck("mail.example.test", 443));
+
+        console.log("hardening: SSH open to anyone, then attacked");
+        const open = await runProgram({ ...config, ...openSsh }, { cloud: SERVER });
+        const openSteps = stepsThatChanged(program, open);
+        checks.check("opening SSH to anyone re-runs exactly the hardening step", () =>
+            openSteps.map(s => s.name).join(",") === "hardening" ? undefined : openSteps.map(s => s.name).join(", "));
+        applyAll(openSteps, work, "apply open SSH");
+        checks.check("SSH is now reachable from an address outside the old allowlist", () =>
+            sh(`nc -s ${NET.client.listed} -z -w 3 ${SERVER.ipv4} ${sshPort}`, { ns: NET.client.ns }).code === 0 ? undefined : "filtered");
+        await attackChecks(hardening, config.banTime as number);
 
         figures.push(
             ["server boot to SSH-ready (cloud-init), s", (bootMs / 1000).toFixed(1)],

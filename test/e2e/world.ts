@@ -13,7 +13,9 @@ export const NET = {
     gateway4: "198.51.100.1",
     gateway6: "2001:db8:10::fe",
     inet: { ns: "sh-inet", ipv4: "198.51.100.2", ipv6: "2001:db8:10::2" },
-    client: { ns: "sh-client", ipv4: "198.51.100.30", ipv6: "2001:db8:10::30", listed: "198.51.100.66" },
+    client: { ns: "sh-client", ipv4: "198.51.100.30", ipv6: "2001:db8:10::30", listed: "198.51.100.66",
+        /** Addresses the hardening checks attack from, one per jail, so each ban is its own. */
+        attackers: ["198.51.100.31", "198.51.100.32", "198.51.100.33"] },
     peer: { ipv4: "198.51.100.20", ipv6: "2001:db8:10::20", domain: "peer.test" },
     nftTable: "selfhost_e2e",
 };
@@ -64,6 +66,7 @@ EOF`);
     addHost(NET.client.ns, NET.client.ipv4, NET.client.ipv6, cleanup);
     // A second client address that the test blocklist lists.
     must(`ip addr add ${NET.client.listed}/24 dev eth0`, { ns: NET.client.ns });
+    for (const a of NET.client.attackers) must(`ip addr add ${a}/24 dev eth0`, { ns: NET.client.ns });
     // The client resolves through the simulated internet's DNS (ip netns exec bind-mounts this file).
     fs.mkdirSync(`/etc/netns/${NET.client.ns}`, { recursive: true });
     fs.writeFileSync(`/etc/netns/${NET.client.ns}/resolv.conf`, `nameserver ${NET.inet.ipv4}\n`);

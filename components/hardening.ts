@@ -1,0 +1,101 @@
+/**
+ * Hardening: SSH with modern algorithms only, a default-deny nftables firewall derived from the same
+ * port list as the Hetzner firewall, fail2ban on the journal, daily security updates, and kernel
+ * network settings. Runs right after base, before any service listens.
+ */
+import * as net from "net";
+import * as pulumi from "@pulumi/pulumi";
+import { Settings } from "../config";
+import { RemoteStep, ServiceArgs } from "./remote/step";
+import { publicPorts, outboundPorts, portOf, ServicePort } from "../services/catalog";
+import { renderTemplate } from "../services/template";
+
+export const packages = ["nftables", "fail2ban", "python3-systemd", "unattended-upgrades"];
+export const NFT_RULESET = "/etc/nftables.conf";
+
+const INDENT = "        ";
+const portSet = (ports: number[]) => ports.length === 1 ? String(ports[0]) : `{ ${[...new Set(ports)].join(", ")} }`;
+
+/** nft rules accepting each protocol's ports; ports with an address allowlist get one rule per family. */
+function acceptRules(ports: readonly ServicePort[], direction: "dport"): string[] {
+    const rules: string[] = [];
+    for (const protocol of ["tcp", "udp"] as const) {
+        const open = ports.filter(p => p.protocol === protocol && !p.sources).map(p => p.port);
+        if (open.length) rules.push(`${protocol} ${direction} ${portSet(open)} accept`);
+        for (const p of ports.filter(q => q.protocol === protocol && q.sources)) {
+            for (const [family, version] of [["ip", 4], ["ip6", 6]] as const) {
+                const sources = p.sources!.filter(s => net.isIP(s.split("/")[0]) === version);
+                if (sources.length) rules.push(`${family} saddr { ${sources.join(", ")} } ${protocol} ${direction} ${p.port} accept`);
+            }
+        }
+    }
+    return rules;
+}
+
+/** The host firewall as nft source: inbound exactly `publicPorts`, outbound what the services need. */
+export function nftRuleset(s: Settings): string {
+    const inbound = [
+        `tcp dport ${s.sshPort} ct state new add @ssh_meter4 { ip saddr limit rate over 10/minute burst 20 packets } drop`,
+        `tcp dport ${s.sshPort} ct state new add @ssh_meter6 { ip6 saddr limit rate over 10/minute burst 20 packets } drop`,
+        ...acceptRules(publicPorts(s.sshPort, s.adminSources), "dport"),
+    ];
+    const outbound = s.restrictOutbound ? acceptRules(outboundPorts(s.acmeServer, s.outboundPorts), "dport") : [];
+    return renderTemplate("hardening/nftables.conf", {
+        inbound: inbound.map(r => INDENT + r).join("\n"),
+        outbound: outbound.map(r => INDENT + r).join("\n"),
+        outputPolicy: s.restrictOutbound ? "drop" : "accept",
+        sshPort: s.sshPort,
+    });
+}
+
+export function jails(s: Settings): string {
+    const ports = (...names: string[]) => names.map(portOf).join(",");
+    return renderTemplate("hardening/jail.local", {
+        banTime: s.banTime, recidiveBanTime: s.recidiveBanTime, sshPort: s.sshPort,
+        ignore: s.adminSources.join(" "),
+        smtpPorts: ports("smtp", "submissions", "submission"),
+        authPorts: ports("submissions", "submission", "imaps", "sieve"),
+    });
+}
+
+export class Hardening extends pulumi.ComponentResource {
+    readonly step: RemoteStep;
+
+    constructor(name: string, args: ServiceArgs, opts?: pulumi.ComponentResourceOptions) {
+        super("selfhost:index:Hardening", name, {}, opts);
+        const s = args.settings;
+        this.step = new RemoteStep("hardening", {
+            connection: args.connection,
+            files: [
+                { path: "/etc/ssh/sshd_config.d/10-selfhost-hardening.conf", content: renderTemplate("hardening/sshd.conf", {}) },
+                { path: NFT_RULESET, mode: "0755", content: nftRuleset(s) },
+                { path: "/etc/fail2ban/jail.d/selfhost.local", content: jails(s) },
+                ...["dovecot-auth", "postfix-sasl"].map(f =>
+                    ({ path: `/etc/fail2ban/filter.d/selfhost-${f}.conf`, content: renderTemplate(`hardening/${f}.conf`, {}) })),
+                { path: "/etc/sysctl.d/90-selfhost.conf", content: renderTemplate("hardening/sysctl.conf", {}) },
+                { path: "/etc/apt/apt.conf.d/20auto-upgrades", content: renderTemplate("hardening/auto-upgrades.conf", {}) },
+                { path: "/etc/apt/apt.conf.d/52selfhost-unattended-upgrades", content: renderTemplate("hardening/unattended-upgrades.conf", {
+                    reboot: s.rebootTime ? "true" : "false", rebootTime: s.rebootTime || "now",
+                }) },
+            ],
+            check: [
+                "check sshd -t",
+                `check nft -c -f ${NFT_RULESET}`,
+                "check fail2ban-client --test",
+                "check sh -c 'apt-config dump >/dev/null'",
+            ].join("\n"),
+            run: [
+                "systemctl enable --quiet nftables fail2ban unattended-upgrades",
+                "changed_in /etc/sysctl.d && sysctl -q -p /etc/sysctl.d/90-selfhost.conf",
+                // One transaction: the running ruleset is swapped whole; open connections (this one) stay.
+                `changed_in ${NFT_RULESET} && nft -f ${NFT_RULESET}`,
+                "changed_in /etc/ssh && systemctl reload ssh",
+                // fail2ban's table must exist after ours was (re)loaded; a restart re-creates its bans from its database.
+                "changed_in /etc/fail2ban && systemctl restart fail2ban",
+                "systemctl is-active --quiet fail2ban || systemctl start fail2ban",
+            ].join("\n"),
+            dependsOn: args.dependsOn,
+        }, { parent: this });
+        this.registerOutputs({});
+    }
+}

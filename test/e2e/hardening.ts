@@ -1,0 +1,142 @@
+/**
+ * Hardening checks on the local target: a port scan (nmap) over IPv4 and IPv6, SSH's algorithms as
+ * offered on the wire, the admin allowlist, the daemons' checkers, and — once SSH is open to anyone —
+ * attacks on SSH, SMTP AUTH and IMAP that fail2ban must ban within seconds and lift after banTime.
+ */
+import { sh, Result } from "./sh";
+import { NET } from "./world";
+import { TestServer } from "./server";
+import { Checks } from "./checks";
+import { publicPorts } from "../../services/catalog";
+
+export interface HardeningContext {
+    readonly checks: Checks;
+    readonly server: TestServer;
+    readonly serverIp: string;
+    readonly serverIpv6: string;
+    readonly sshPort: number;
+    /** CA file that verifies the server's certificates. */
+    readonly root: string;
+    readonly passwords: Record<string, string>;
+}
+
+const fromClient = (cmd: string, timeoutMs = 120_000): Result => sh(cmd, { ns: NET.client.ns, timeoutMs });
+const sleep = (ms: number) => new Promise(r => setTimeout(r, ms));
+
+/** Ports nmap does not see as filtered (open or closed: the firewall let the probe through). */
+function unfiltered(target: string, extra = ""): number[] {
+    const r = fromClient(`nmap ${target.includes(":") ? "-6" : ""} -Pn -n -sS -p- --min-rate 5000 -T4 ${extra} ${target} -oG -`);
+    const ports = r.stdout.match(/Ports: (.*?)(\t|$)/m)?.[1] ?? "";
+    return [...ports.matchAll(/(\d+)\/(open|closed)\/tcp/g)].map(m => Number(m[1])).sort((a, b) => a - b);
+}
+
+const reachable = (from: string, to: string, port: number) => fromClient(`nc -s ${from} -z -w 3 ${to} ${port}`).code === 0;
+
+export function hardeningChecks(c: HardeningContext): void {
+    const { checks, server } = c;
+    const listed = publicPorts(c.sshPort).map(p => p.port).sort((a, b) => a - b);
+    for (const target of [c.serverIp, c.serverIpv6]) {
+        checks.check(`a full port scan of ${target} finds only the listed ports reachable`, () => {
+            const seen = unfiltered(target);
+            return seen.length && seen.every(p => listed.includes(p)) ? undefined : `reachable: ${seen.join(", ")}; listed: ${listed.join(", ")}`;
+        });
+    }
+    checks.check("SSH is filtered for an address outside adminSources, and open to the admin's", () =>
+        !reachable(NET.client.listed, c.serverIp, c.sshPort) && reachable(NET.client.ipv4, c.serverIp, c.sshPort) ? undefined : "allowlist not applied");
+    checks.check("SSH offers only modern algorithms (no SHA-1, CBC, small DH groups, ssh-rsa)", () => {
+        const r = fromClient(`nmap -Pn -n -p ${c.sshPort} --script ssh2-enum-algos ${c.serverIp}`);
+        const algos = [...r.stdout.matchAll(/^\|\s{5,}(\S+)$/gm)].map(m => m[1]);
+        const weak = algos.filter(a => /sha1|cbc|group1-|group14|group-exchange|md5|3des|arcfour|^ssh-rsa$|^ssh-dss$|hmac-sha2-256$|umac-64/.test(a));
+        return algos.length > 10 && weak.length === 0 ? undefined : `weak: ${weak.join(", ")}; offered: ${algos.length}`;
+    });
+    checks.check("a client that only speaks SHA-1 key exchange is turned away", () => {
+        const r = fromClient(`ssh -p ${c.sshPort} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null ` +
+            `-o KexAlgorithms=diffie-hellman-group14-sha1 admin@${c.serverIp} true`);
+        return r.code !== 0 && /no matching key exchange method/.test(r.stderr) ? undefined : r.stderr;
+    });
+    checks.check("sshd -t, nft -c -f and fail2ban-client -t are clean; five jails run", () => {
+        const r = server.exec("sshd -t && nft -c -f /etc/nftables.conf && fail2ban-client -t >/dev/null && fail2ban-client status");
+        return r.code === 0 && /Number of jail:\s+5/.test(r.stdout) ? undefined : r.stdout + r.stderr;
+    });
+    checks.check("forwarding is denied and the kernel ignores redirects and source routes", () => {
+        const r = server.exec("nft list chain inet selfhost forward; sysctl -n net.ipv4.conf.all.accept_redirects net.ipv6.conf.all.accept_redirects " +
+            "net.ipv4.conf.all.accept_source_route net.ipv4.tcp_syncookies net.ipv4.conf.all.rp_filter");
+        const values = r.stdout.trim().split("\n").slice(-5).join(" ");
+        return /policy drop/.test(r.stdout) && values === "0 0 0 1 1" ? undefined : r.stdout;
+    });
+    checks.check("the server cannot connect out to a port its services do not need", () => {
+        // Nothing listens on the peer's 2525: if the packet left, the peer's reset would say "refused".
+        const r = server.exec(`nc -v -z -w 3 ${NET.peer.ipv4} 2525`);
+        const smtp = server.exec(`nc -z -w 3 ${NET.peer.ipv4} 25`);
+        return /timed out|not permitted/i.test(r.stderr) && smtp.code === 0 ? undefined : `2525: ${r.stderr.trim()}; 25: exit ${smtp.code}`;
+    });
+    checks.check("security updates are on: daily timers, unattended-upgrade dry run, the admin mailed on change", () => {
+        const r = server.exec("systemctl is-enabled apt-daily.timer apt-daily-upgrade.timer && apt-config dump | grep -E " +
+            "'^(APT::Periodic::Unattended-Upgrade \"1\"|Unattended-Upgrade::Mail \"root\"|Unattended-Upgrade::MailReport \"on-change\")' | wc -l" +
+            " && unattended-upgrade --dry-run >/dev/null 2>&1 && echo dry-run-ok");
+        return /^3$/m.test(r.stdout) && /dry-run-ok/.test(r.stdout) ? undefined : r.stdout + r.stderr;
+    });
+    checks.check("no version in the SMTP, IMAP or HTTP banners", () => {
+        const smtp = fromClient(`(sleep 1; printf 'QUIT\\r\\n') | nc -w 5 ${c.serverIp} 25`).stdout.split("\n")[0];
+        const imap = fromClient(`openssl s_client -quiet -connect ${c.serverIp}:993 -CAfile ${c.root} </dev/null 2>/dev/null | head -1`).stdout;
+        const http = fromClient(`curl -skI https://${c.serverIp}/ | grep -i '^server:'`).stdout;
+        const all = [smtp, imap, http].join("\n");
+        return /^220 mail\.example\.test ESMTP\r?$/.test(smtp) && /ready\./.test(imap) && !/\d+\.\d+|postfix|dovecot|debian/i.test(all.replace(/mail\.example\.test/g, ""))
+            ? undefined : all;
+    });
+}
+
+/** fail2ban's banned addresses, all jails. */
+const banned = (server: TestServer, jail: string) => server.exec(`fail2ban-client get ${jail} banip`).stdout;
+
+async function bannedWithin(server: TestServer, jails: string[], address: string, seconds: number): Promise<string | undefined> {
+    for (let i = 0; i < seconds * 2; i++) {
+        const jail = jails.find(j => banned(server, j).includes(address));
+        if (jail) return jail;
+        await sleep(500);
+    }
+    return undefined;
+}
+
+export async function attackChecks(c: HardeningContext, banTime: number): Promise<void> {
+    const { checks, server } = c;
+    const [sshAttacker, smtpAttacker, imapAttacker] = NET.client.attackers;
+    const attacks: [string, string, string[], number, () => void][] = [
+        ["6 failed SSH logins", sshAttacker, ["sshd"], c.sshPort, () => {
+            for (let i = 0; i < 6; i++) {
+                fromClient(`ssh -b ${sshAttacker} -p ${c.sshPort} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null ` +
+                    `-o ConnectTimeout=5 intruder${i}@${c.serverIp} true`);
+            }
+        }],
+        ["6 failed SMTP AUTH attempts", smtpAttacker, ["dovecot", "postfix-sasl"], 587, () => {
+            for (let i = 0; i < 6; i++) {
+                fromClient(`swaks --server ${c.serverIp} --local-interface ${smtpAttacker} --port 587 --tls --tls-ca-path ${c.root} ` +
+                    `--tls-sni mail.example.test --helo client.elsewhere.test --auth PLAIN --auth-user alice@example.test ` +
+                    `--auth-password wrong${i} --quit-after AUTH --timeout 30`);
+            }
+        }],
+        ["6 failed IMAP logins", imapAttacker, ["dovecot"], 993, () => {
+            for (let i = 0; i < 6; i++) {
+                fromClient(`curl -s --max-time 20 --interface ${imapAttacker} --cacert ${c.root} --resolve mail.example.test:993:${c.serverIp} ` +
+                    `imaps://mail.example.test/ -u alice@example.test:wrong${i} -o /dev/null`);
+            }
+        }],
+    ];
+    for (const [what, from, jails, port, attack] of attacks) {
+        attack();
+        const jail = await bannedWithin(server, jails, from, 30);
+        checks.check(`${what} from ${from} get it banned (${jail ?? "no jail"}), and only it`, () =>
+            jail && !reachable(from, c.serverIp, port) && reachable(NET.client.ipv4, c.serverIp, port) ? undefined
+                : `banned: ${jails.map(j => banned(server, j).trim()).join(" | ")}`);
+    }
+    checks.check("the right password still works for the user whose password was attacked", () => {
+        const r = fromClient(`curl -s --max-time 20 --cacert ${c.root} --resolve mail.example.test:993:${c.serverIp} ` +
+            `imaps://mail.example.test/ -u alice@example.test:${c.passwords.alice} -o /dev/null -w '%{exitcode}'`);
+        return r.stdout === "0" ? undefined : `curl exit ${r.stdout}`;
+    });
+    const started = Date.now();
+    while (!reachable(sshAttacker, c.serverIp, c.sshPort) && Date.now() - started < (banTime + 30) * 1000) await sleep(2000);
+    const liftedAfter = (Date.now() - started) / 1000;
+    checks.check(`the SSH ban is lifted after banTime (${banTime} s)`, () =>
+        reachable(sshAttacker, c.serverIp, c.sshPort) && !banned(server, "sshd").includes(sshAttacker) ? undefined : `still banned after ${liftedAfter.toFixed(0)} s`);
+}

@@ -1,0 +1,81 @@
+import { strict as assert } from "assert";
+import { spawnSync } from "child_process";
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
+import { runProgram, unsecret } from "./program";
+import { baseConfig } from "./fixtures";
+import { validate, schema } from "../config";
+import { nftRuleset, jails } from "../components/hardening";
+
+const settings = (change: Record<string, unknown> = {}) => {
+    const raw = Object.fromEntries(Object.entries(schema()).map(([k, d]) => [k, d.default]));
+    return validate({ ...raw, ...baseConfig(), ...change });
+};
+
+/** nft's own checker, as the step runs it (needs root, like the test run in CI). */
+function nftCheck(ruleset: string): { code: number; out: string } {
+    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "nft-")), "rules.nft");
+    fs.writeFileSync(file, ruleset);
+    const r = spawnSync("nft", ["-c", "-f", file], { encoding: "utf8" });
+    return { code: r.status ?? -1, out: r.stdout + r.stderr };
+}
+
+const acceptedTcp = (ruleset: string, chain: string) => {
+    const body = ruleset.split(`chain ${chain} {`)[1].split("}\n\n")[0];
+    return [...body.matchAll(/^\s*tcp dport (?:\{ ([\d, ]+) \}|(\d+)) accept$/gm)].flatMap(m => (m[1] ?? m[2]).split(", ").map(Number)).sort((a, b) => a - b);
+};
+
+describe("hardening", () => {
+    it("opens in nftables exactly the TCP ports of the Hetzner firewall, default-deny in and forward", async () => {
+        const run = await runProgram(baseConfig());
+        const firewall = run.one("hcloud:index/firewall:Firewall");
+        const cloudPorts = firewall.inputs.rules.filter((r: { protocol: string }) => r.protocol === "tcp").map((r: { port: string }) => Number(r.port)).sort((a: number, b: number) => a - b);
+        const create: string = unsecret(run.one("command:remote:Command", "hardening").inputs.create);
+        const ruleset = nftRuleset(settings());
+        assert.ok(create.includes(ruleset.split("\n").slice(8, 14).join("\n")), "the step carries the ruleset");
+        assert.deepEqual(acceptedTcp(ruleset, "input"), cloudPorts);
+        assert.match(ruleset, /chain input \{\n\s+type filter hook input priority filter; policy drop;/);
+        assert.match(ruleset, /chain forward \{\n\s+type filter hook forward priority filter; policy drop;/);
+        assert.match(ruleset, /add @ssh_meter4 \{ ip saddr limit rate over 10\/minute burst 20 packets \} drop/);
+        assert.match(ruleset, /^table inet selfhost\ndelete table inet selfhost\n/m, "one transaction replaces only our table");
+    });
+
+    it("passes nft's own checker in every shape, and a broken ruleset does not", function () {
+        if (spawnSync("nft", ["--version"]).status !== 0) this.skip();
+        for (const change of [{}, { adminSources: ["203.0.113.7", "2001:db8::/48"] }, { restrictOutbound: false }, { outboundPorts: [8443, 9000] }]) {
+            const r = nftCheck(nftRuleset(settings(change)));
+            assert.equal(r.code, 0, `${JSON.stringify(change)}: ${r.out}`);
+        }
+        assert.notEqual(nftCheck(nftRuleset(settings()).replace("policy drop;", "policy dorp;")).code, 0);
+    });
+
+    it("with adminSources, lets SSH in only from them, in nftables and the Hetzner firewall, and never bans them", async () => {
+        const adminSources = ["203.0.113.7", "2001:db8::/48"];
+        const run = await runProgram({ ...baseConfig(), adminSources, sshPort: 2345 });
+        const ssh = run.one("hcloud:index/firewall:Firewall").inputs.rules.find((r: { port: string }) => r.port === "2345");
+        assert.deepEqual(ssh.sourceIps, ["203.0.113.7/32", "2001:db8::/48"]);
+        const ruleset = nftRuleset(settings({ adminSources, sshPort: 2345 }));
+        assert.match(ruleset, /ip saddr \{ 203\.0\.113\.7\/32 \} tcp dport 2345 accept/);
+        assert.match(ruleset, /ip6 saddr \{ 2001:db8::\/48 \} tcp dport 2345 accept/);
+        assert.ok(!acceptedTcp(ruleset, "input").includes(2345), "no open rule for SSH");
+        assert.match(jails(settings({ adminSources })), /^ignoreip = 127\.0\.0\.0\/8 ::1 203\.0\.113\.7\/32 2001:db8::\/48$/m);
+    });
+
+    it("lets the server connect out only where its services need to, the ACME server's port included", () => {
+        const ruleset = nftRuleset(settings({ acmeServer: "https://ca.example:14000/dir", caaIssuer: "ca.example", outboundPorts: [8443] }));
+        assert.match(ruleset, /type filter hook output priority filter; policy drop;/);
+        assert.deepEqual(acceptedTcp(ruleset, "output"), [25, 53, 80, 443, 5269, 8443, 14000]);
+        assert.match(ruleset, /udp dport \{ 53, 123, 11335 \} accept/);
+        assert.match(nftRuleset(settings({ restrictOutbound: false })), /hook output priority filter; policy accept;/);
+    });
+
+    it("bans on the journal with the configured times, on the configured SSH port", () => {
+        const conf = jails(settings({ banTime: 600, recidiveBanTime: 86400, sshPort: 2345 }));
+        assert.match(conf, /^backend = systemd$/m);
+        assert.match(conf, /^bantime = 600$/m);
+        assert.match(conf, /\[recidive\][^[]*bantime = 86400/);
+        assert.match(conf, /\[sshd\]\nenabled = true\nport = 2345/);
+        for (const jail of ["sshd", "postfix", "postfix-sasl", "dovecot", "recidive"]) assert.match(conf, new RegExp(`\\[${jail}\\]\\nenabled = true`));
+    });
+});

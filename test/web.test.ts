@@ -1,0 +1,57 @@
+import { strict as assert } from "assert";
+import { runProgram, unsecret } from "./program";
+import { baseConfig } from "./fixtures";
+import { validate, schema } from "../config";
+import { nginxSite } from "../components/web";
+import { mtaStsPolicy, servedNames } from "../components/dns/records";
+
+const settings = (change: Record<string, unknown> = {}) => {
+    const raw = Object.fromEntries(Object.entries(schema()).map(([k, d]) => [k, d.default]));
+    return validate({ ...raw, ...baseConfig(), ...change });
+};
+const apps = [{ name: "blog", port: 2368, path: "/blog" }, { name: "chat", port: 8081, subdomain: "chat" }];
+
+describe("web", () => {
+    it("serves one canonical host and redirects www and the hostname to it", () => {
+        const conf = nginxSite(settings());
+        assert.match(conf, /server_name example\.org;\n/);
+        assert.match(conf, /server_name mail\.example\.org www\.example\.org;\n[\s\S]*?return 301 https:\/\/example\.org\$request_uri;/);
+        assert.match(conf, /server_name mta-sts\.example\.org autoconfig\.example\.org autodiscover\.example\.org;/);
+        assert.ok(!/~\(\[a-z_\]/.test(conf), "no user directories unless asked");
+    });
+
+    it("proxies apps by path and by subdomain, and gives a subdomain app its DNS name and certificate", async () => {
+        const conf = nginxSite(settings({ apps, userDirs: true }));
+        assert.match(conf, /location \/blog\/ \{\n\s+proxy_pass http:\/\/127\.0\.0\.1:2368;\n\s+include snippets\/selfhost-proxy\.conf;/);
+        assert.match(conf, /server_name chat\.example\.org;[\s\S]*?proxy_pass http:\/\/127\.0\.0\.1:8081;/);
+        assert.match(conf, /alias \/home\/\$1\/public_html\$2;/);
+        assert.ok(servedNames(settings({ apps })).includes("chat.example.org"));
+        const run = await runProgram({ ...baseConfig(), apps });
+        const records = run.all("hcloud:index/zoneRrset:ZoneRrset").map(r => `${r.inputs.name} ${r.inputs.type}`);
+        assert.ok(records.includes("chat A") && records.includes("chat AAAA"));
+        assert.match(unsecret<string>(run.one("command:remote:Command", "tls").inputs.create), /chat\.example\.org/);
+    });
+
+    it("serves the very MTA-STS policy whose hash is in DNS, and autoconfig with the catalog's ports", async () => {
+        const run = await runProgram(baseConfig());
+        const create: string = unsecret(run.one("command:remote:Command", "web").inputs.create);
+        const policy = mtaStsPolicy(settings());
+        assert.ok(create.includes(policy), "the policy file is the DNS model's policy, byte for byte");
+        assert.match(create, /<port>993<\/port>[\s\S]*<port>465<\/port>[\s\S]*<port>587<\/port>/);
+        assert.match(create, /<hostname>mail\.example\.org<\/hostname>/);
+    });
+
+    it("rejects bad apps and site settings, naming the key", () => {
+        const cases: [Record<string, unknown>, RegExp][] = [
+            [{ apps: [{ name: "x", port: 80, path: "/x" }] }, /selfhost:apps\[0\]\.port must be the app's local port/],
+            [{ apps: [{ name: "x", port: 3000 }] }, /selfhost:apps\[0\] needs exactly one of path/],
+            [{ apps: [{ name: "x", port: 3000, subdomain: "www" }] }, /selfhost:apps\[0\]\.subdomain "www" must be one free DNS label/],
+            [{ apps: [{ name: "x", port: 3000, path: "/.well-known/x" }] }, /selfhost:apps\[0\]\.path/],
+            [{ apps: [{ name: "a", port: 3000, path: "/a" }, { name: "b", port: 3001, path: "/a" }] }, /selfhost:apps\[1\] path \/a is used by another app/],
+            [{ siteDir: "../etc" }, /selfhost:siteDir "\.\.\/etc" must be a relative directory/],
+            [{ sitePackages: ["Hugo Extended"] }, /selfhost:sitePackages\[0\] "Hugo Extended" is not a Debian package name/],
+            [{ webLogDays: 0 }, /selfhost:webLogDays must be a whole number from 1 to 365/],
+        ];
+        for (const [change, message] of cases) assert.throws(() => settings(change), (e: Error) => e.name === "ConfigError" && message.test(e.message), JSON.stringify(change));
+    });
+});
