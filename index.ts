@@ -1,6 +1,6 @@
 /**
  * selfhost: your own mail, web and XMPP server.
- * config → host (server, IPs, volume) → DKIM key → DNS → remote steps (base → hardening → tls → web, mail) → outputs.
+ * config → host (server, IPs, volume) → DKIM key → DNS → remote steps (base → hardening → tls → web, mail → xmpp) → outputs.
  * Each concern is one component; each remote step re-runs only when its own files change.
  */
 import * as pulumi from "@pulumi/pulumi";
@@ -13,6 +13,7 @@ import * as hardening from "./components/hardening";
 import * as tls from "./components/tls";
 import * as web from "./components/web";
 import * as mail from "./components/mail";
+import * as xmpp from "./components/xmpp";
 import { portOf } from "./services/catalog";
 
 const settings = loadSettings();
@@ -26,7 +27,7 @@ const dns = new Dns("dns", {
 
 const connection = host.connection;
 const base = new Base("base", {
-    connection, packages: [...hardening.packages, ...tls.packages, ...web.packages(settings), ...mail.packages(settings)], dependsOn: [host.volumeAttachment],
+    connection, packages: [...hardening.packages, ...tls.packages, ...web.packages(settings), ...mail.packages(settings), ...xmpp.packages], dependsOn: [host.volumeAttachment],
 });
 const firewall = new hardening.Hardening("hardening", { settings, connection, dependsOn: [base.step] });
 const certificate = new tls.Tls("tls", { settings, connection, dependsOn: [firewall.step, dns] });
@@ -34,6 +35,8 @@ new web.Web("web", { settings, connection, dependsOn: [certificate.step] });
 const mailServer = new mail.Mail("mail", {
     settings, connection, ipv4: host.ipv4, ipv6: host.ipv6, dkimPrivateKeyPem: dkim.privateKeyPem, dependsOn: [certificate.step],
 });
+
+new xmpp.Xmpp("xmpp", { settings, connection, passwords: mailServer.passwords, dependsOn: [mailServer.step] });
 
 export const hostname = settings.hostname;
 export const ipv4 = host.ipv4;

@@ -55,6 +55,7 @@ export function jails(s: Settings): string {
         ignore: s.adminSources.join(" "),
         smtpPorts: ports("smtp", "submissions", "submission"),
         authPorts: ports("submissions", "submission", "imaps", "sieve"),
+        xmppPorts: ports("xmpp-client", "xmpps-client"),
     });
 }
 
@@ -70,7 +71,7 @@ export class Hardening extends pulumi.ComponentResource {
                 { path: "/etc/ssh/sshd_config.d/10-selfhost-hardening.conf", content: renderTemplate("hardening/sshd.conf", {}) },
                 { path: NFT_RULESET, mode: "0755", content: nftRuleset(s) },
                 { path: "/etc/fail2ban/jail.d/selfhost.local", content: jails(s) },
-                ...["dovecot-auth", "postfix-sasl"].map(f =>
+                ...["dovecot-auth", "postfix-sasl", "prosody-auth"].map(f =>
                     ({ path: `/etc/fail2ban/filter.d/selfhost-${f}.conf`, content: renderTemplate(`hardening/${f}.conf`, {}) })),
                 { path: "/etc/sysctl.d/90-selfhost.conf", content: renderTemplate("hardening/sysctl.conf", {}) },
                 { path: "/etc/apt/apt.conf.d/20auto-upgrades", content: renderTemplate("hardening/auto-upgrades.conf", {}) },

@@ -16,7 +16,7 @@ export const MAIL_DIR = `${DATA_DIR}/mail`;
 export const REDIS_DIR = `${DATA_DIR}/rspamd/redis`;
 /** Fixed, outside Debian's system range, so the maildirs on the volume keep their owner on any new server. */
 export const VMAIL_UID = 5000;
-const USERS_FILE = "/etc/dovecot/selfhost/users";
+export const USERS_FILE = "/etc/dovecot/selfhost/users";
 const SIEVE_DIR = "/etc/dovecot/selfhost/sieve";
 const SIEVE_BIN_DIR = "/var/lib/dovecot/selfhost-sieve";
 /** Users' OpenPGP public keys, one `<login>.asc` each (public: plain files, shown in previews). */

@@ -32,7 +32,7 @@ export class Tls extends pulumi.ComponentResource {
         const names = servedNames(s);
         const common = [
             { path: "/etc/nginx/conf.d/selfhost-acme.conf", content: renderTemplate("tls/acme-http.conf", { acmeWebroot: ACME_WEBROOT }) },
-            { path: DEPLOY_HOOK, mode: "0755", content: renderTemplate("tls/deployed.sh", { consumers: TLS_CONSUMERS.join(" ") }) },
+            { path: DEPLOY_HOOK, mode: "0755", content: renderTemplate("tls/deployed.sh", { consumers: TLS_CONSUMERS.join(" "), certDir: CERT_DIR }) },
         ];
         const prepare = [
             `install -d -m 0755 ${TLS_DATA} ${ACME_WEBROOT} $(dirname ${CERT_DIR})`,

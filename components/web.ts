@@ -9,8 +9,9 @@ import { DATA_DIR } from "../cloud-init";
 import { RemoteStep, ServiceArgs } from "./remote/step";
 import { servedNames, mtaStsPolicy } from "./dns/records";
 import { CERT_DIR } from "./tls";
-import { portOf, SERVICE_SUBDOMAINS } from "../services/catalog";
+import { portOf, SERVICE_SUBDOMAINS, LOCAL_PORTS } from "../services/catalog";
 import { renderTemplate } from "../services/template";
+import { uploadServer } from "./xmpp";
 
 const WWW_DIR = `${DATA_DIR}/www`;
 /** The live site: a symlink to the newest release, switched in one rename. */
@@ -20,8 +21,11 @@ export const SITE_REPO = `${DATA_DIR}/git/site.git`;
 const GENERATED = "/etc/nginx/selfhost";
 const HOOKS = "/etc/selfhost/git-hooks";
 const BUILD_SCRIPT = "/etc/selfhost/site-build";
+/** The statistics report is derived from logs on the root disk: it need not outlive the server. */
+const STATS_DIR = "/var/lib/selfhost/webstats";
+const STATS_UNIT = "selfhost-webstats";
 
-export const packages = (s: Settings) => ["nginx", "git", ...s.sitePackages];
+export const packages = (s: Settings) => ["nginx", "git", ...(s.webStats ? ["goaccess"] : []), ...s.sitePackages];
 
 const INDENT = "    ";
 const indent = (text: string, by: string) => text.split("\n").map(l => l ? by + l : l).join("\n");
@@ -43,7 +47,8 @@ export function nginxSite(s: Settings): string {
         domain: s.domain, webRoot: WEB_ROOT, generated: GENERATED,
         redirected: servedNames(s).filter(n => !own.has(n)).join(" "),
         locations: indent([...(s.userDirs ? [renderTemplate("nginx/userdirs.conf", {})] : []), ...pathApps].join("\n"), INDENT),
-        appServers: subdomainApps.join("\n"),
+        appServers: [...subdomainApps, uploadServer(s),
+            ...(s.webStats ? [renderTemplate("web/stats.nginx.conf", { statsDir: STATS_DIR, statsPort: LOCAL_PORTS.webStats })] : [])].join("\n"),
     });
 }
 
@@ -70,6 +75,7 @@ export class Web extends pulumi.ComponentResource {
                 `runuser -u ${admin} -- git -C ${SITE_REPO} config core.hooksPath ${HOOKS}`,
                 // nginx (www-data) must reach ~/public_html; the home directory stays unlistable.
                 ...(s.userDirs ? [`chmod o+x "$(getent passwd ${admin} | cut -d: -f6)"`] : []),
+                ...(s.webStats ? [`install -d -m 0755 ${STATS_DIR}`] : []),
             ].join("\n"),
             files: [
                 { path: "/etc/nginx/snippets/selfhost-tls.conf", content: renderTemplate("nginx/tls.conf", { certDir: CERT_DIR }) },
@@ -84,9 +90,21 @@ export class Web extends pulumi.ComponentResource {
                     releases: RELEASES_DIR, site: WEB_ROOT, buildScript: BUILD_SCRIPT, siteDir: s.siteDir, domain: s.domain,
                 }) },
                 { path: BUILD_SCRIPT, content: renderTemplate("web/site-build", { siteBuild: s.siteBuild || "true" }) },
+                ...(s.webStats ? [
+                    { path: `/etc/systemd/system/${STATS_UNIT}.service`, content: renderTemplate("web/stats.service", { statsDir: STATS_DIR }) },
+                    { path: `/etc/systemd/system/${STATS_UNIT}.timer`, content: renderTemplate("web/stats.timer", {}) },
+                ] : []),
             ],
             check: "check nginx -t",
-            run: "changed_in /etc/nginx && systemctl reload nginx",
+            run: [
+                "changed_in /etc/nginx && systemctl reload nginx",
+                ...(s.webStats ? [
+                    "systemctl daemon-reload",
+                    `systemctl enable --quiet --now ${STATS_UNIT}.timer`,
+                    // The first report now, not tomorrow.
+                    `[ -e ${STATS_DIR}/index.html ] || systemctl start ${STATS_UNIT}.service`,
+                ] : []),
+            ].join("\n"),
             dependsOn: args.dependsOn,
         }, { parent: this });
         this.registerOutputs({});

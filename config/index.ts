@@ -7,7 +7,7 @@ import * as path from "path";
 import * as pulumi from "@pulumi/pulumi";
 import * as net from "net";
 import * as YAML from "yaml";
-import { SERVICE_PORTS, ALL_SERVICE_SUBDOMAINS } from "../services/catalog";
+import { SERVICE_PORTS, ALL_SERVICE_SUBDOMAINS, LOCAL_PORTS } from "../services/catalog";
 
 export const PROJECT = "selfhost";
 
@@ -96,6 +96,10 @@ export interface Settings {
     readonly userDirs: boolean;
     readonly apps: readonly WebApp[];
     readonly webLogDays: number;
+    readonly webStats: boolean;
+    readonly xmppUploadLimitMb: number;
+    readonly xmppUploadExpiresDays: number;
+    readonly xmppUploadQuotaMb: number;
 }
 
 interface Declaration {
@@ -287,8 +291,11 @@ export function validate(raw: Record<string, unknown>): Settings {
     }
     const sitePackages = ((raw.sitePackages as unknown[]) ?? []).map(String);
     sitePackages.forEach((p, i) => { if (!/^[a-z0-9][a-z0-9+.-]+$/.test(p)) bad(`sitePackages[${i}]`, `"${p}" is not a Debian package name, e.g. hugo.`); });
-    const apps = webApps(raw.apps, [sshPort, ...SERVICE_PORTS.map(p => p.port)], hostname === domain ? "" : hostname.slice(0, -domain.length - 1), bad);
+    const apps = webApps(raw.apps, [sshPort, ...SERVICE_PORTS.map(p => p.port), ...Object.values(LOCAL_PORTS)], hostname === domain ? "" : hostname.slice(0, -domain.length - 1), bad);
     const webLogDays = intIn("webLogDays", 1, 365);
+    const xmppUploadLimitMb = intIn("xmppUploadLimitMb", 1, 10240);
+    const xmppUploadExpiresDays = intIn("xmppUploadExpiresDays", 1, 3650);
+    const xmppUploadQuotaMb = intIn("xmppUploadQuotaMb", 1, 1048576);
 
     if (problems.length) throw new ConfigError(problems);
     return {
@@ -297,7 +304,8 @@ export function validate(raw: Record<string, unknown>): Settings {
         serverType, location, image, volumeSizeGb, protectData: raw.protectData as boolean,
         protectServer: raw.protectServer as boolean, dnsProvider, dnsTtl, dkimSelector, dmarcPolicy, mtaStsMode,
         tlsMode, acmeServer, caaIssuer, dnsbls, unknownRdns, users,
-        siteBuild, siteDir, sitePackages, userDirs: raw.userDirs as boolean, apps, webLogDays,
+        siteBuild, siteDir, sitePackages, userDirs: raw.userDirs as boolean, apps, webLogDays, webStats: raw.webStats as boolean,
+        xmppUploadLimitMb, xmppUploadExpiresDays, xmppUploadQuotaMb,
     };
 }
 
@@ -351,7 +359,7 @@ function webApps(value: unknown, takenPorts: number[], hostLabel: string, bad: (
         if (!LABEL.test(name)) bad(`${key}.name`, `"${name}" must be a short lowercase name, e.g. blog.`);
         const port = Number(e.port);
         if (!Number.isInteger(port) || port < 1024 || port > 65535 || takenPorts.includes(port)) {
-            bad(`${key}.port`, `must be the app's local port, 1024-65535 and not a service port; got ${e.port}.`);
+            bad(`${key}.port`, `must be the app's local port, 1024-65535, not a service port nor ${Object.values(LOCAL_PORTS).join(" or ")}; got ${e.port}.`);
         }
         const path = e.path === undefined ? undefined : String(e.path).replace(/\/$/, "");
         const subdomain = e.subdomain === undefined ? undefined : String(e.subdomain);

@@ -44,6 +44,14 @@ export function portOf(name: string): number {
     return found.port;
 }
 
+/** Loopback-only ports of our own services (never in the firewall); apps may not take them. */
+export const LOCAL_PORTS = {
+    /** Prosody's HTTP (file sharing), behind nginx as https://upload.<domain>/. */
+    xmppHttp: 5280,
+    /** The web statistics report, reached through an SSH tunnel. */
+    webStats: 8089,
+} as const;
+
 /** What the services connect out to (restrictOutbound): name service, time, packages and ACME, mail and XMPP peers. */
 export function outboundPorts(acmeServer: string, extra: readonly number[] = []): ServicePort[] {
     const acmePort = Number(new URL(acmeServer).port || 443);

@@ -76,6 +76,6 @@ describe("hardening", () => {
         assert.match(conf, /^bantime = 600$/m);
         assert.match(conf, /\[recidive\][^[]*bantime = 86400/);
         assert.match(conf, /\[sshd\]\nenabled = true\nport = 2345/);
-        for (const jail of ["sshd", "postfix", "postfix-sasl", "dovecot", "recidive"]) assert.match(conf, new RegExp(`\\[${jail}\\]\\nenabled = true`));
+        for (const jail of ["sshd", "postfix", "postfix-sasl", "dovecot", "prosody", "recidive"]) assert.match(conf, new RegExp(`\\[${jail}\\]\\nenabled = true`));
     });
 });

@@ -22,7 +22,7 @@ function runLocally(script: string, stdin = ""): { code: number; out: string } {
 describe("remote steps", () => {
     it("connect as the admin user on sshPort with the deploy key, after the volume is attached, in order", async () => {
         const run = await runProgram({ ...baseConfig(), adminUser: "carol", sshPort: 2345 });
-        assert.deepEqual(commands(run).map(c => c.name), ["base", "hardening", "tls", "web", "mail"]);
+        assert.deepEqual(commands(run).map(c => c.name), ["base", "hardening", "tls", "web", "mail", "xmpp"]);
         const deployKey = run.one("tls:index/privateKey:PrivateKey", "deploy-key").state.privateKeyOpenssh;
         for (const c of commands(run)) {
             assert.ok(isSecret(c.inputs.connection), "the connection (with its private key) is secret");
@@ -61,7 +61,7 @@ describe("remote steps", () => {
         assert.equal(Buffer.from(value, "base64").toString(), key);
         assert.match(scriptOf(create(run, "tls")), /put_secret s0 '\/srv\/tls\/private-ca\/privkey.pem' 0600/);
         assert.ok(run.outputs.caCertificate.startsWith("-----BEGIN CERTIFICATE-----"));
-        for (const c of commands(run).filter(c => !["tls", "mail"].includes(c.name))) assert.equal(c.inputs.stdin, undefined);
+        for (const c of commands(run).filter(c => !["tls", "mail", "xmpp"].includes(c.name))) assert.equal(c.inputs.stdin, undefined);
     });
 
     it("change only when their own content changes", async () => {

@@ -41,10 +41,21 @@ describe("web", () => {
         assert.match(create, /<hostname>mail\.example\.org<\/hostname>/);
     });
 
+    it("serves the statistics report on loopback only, when asked, from a daily timer", async () => {
+        assert.ok(!/listen 127\.0\.0\.1:8089/.test(nginxSite(settings())));
+        assert.match(nginxSite(settings({ webStats: true })), /listen 127\.0\.0\.1:8089;/);
+        const run = await runProgram({ ...baseConfig(), webStats: true });
+        const web: string = unsecret(run.one("command:remote:Command", "web").inputs.create);
+        assert.match(web, /systemctl enable --quiet --now selfhost-webstats\.timer/);
+        assert.match(web, /goaccess - --log-format=COMBINED --no-global-config --anonymize-ip/);
+        assert.match(unsecret<string>(run.one("command:remote:Command", "base").inputs.create), /^ensure_packages .*\bgoaccess\b/m);
+    });
+
     it("rejects bad apps and site settings, naming the key", () => {
         const cases: [Record<string, unknown>, RegExp][] = [
             [{ apps: [{ name: "x", port: 80, path: "/x" }] }, /selfhost:apps\[0\]\.port must be the app's local port/],
             [{ apps: [{ name: "x", port: 3000 }] }, /selfhost:apps\[0\] needs exactly one of path/],
+            [{ apps: [{ name: "x", port: 5280, path: "/x" }] }, /selfhost:apps\[0\]\.port .* not a service port nor 5280 or 8089/],
             [{ apps: [{ name: "x", port: 3000, subdomain: "www" }] }, /selfhost:apps\[0\]\.subdomain "www" must be one free DNS label/],
             [{ apps: [{ name: "x", port: 3000, path: "/.well-known/x" }] }, /selfhost:apps\[0\]\.path/],
             [{ apps: [{ name: "a", port: 3000, path: "/a" }, { name: "b", port: 3001, path: "/a" }] }, /selfhost:apps\[1\] path \/a is used by another app/],

@@ -22,6 +22,7 @@ export const e2eConfig = (keys: OwnerKeys): Record<string, unknown> => ({
     siteBuild: "test ! -e broken && mkdir -p public && sed 's/@BUILD@/built by siteBuild/' index.html > public/index.html",
     siteDir: "public",
     userDirs: true,
+    webStats: true,
     apps: [{ name: "echo", port: 8080, path: "/echo" }, { name: "chat", port: 8081, subdomain: "chat" }],
 });
 

@@ -54,9 +54,9 @@ export function hardeningChecks(c: HardeningContext): void {
             `-o KexAlgorithms=diffie-hellman-group14-sha1 admin@${c.serverIp} true`);
         return r.code !== 0 && /no matching key exchange method/.test(r.stderr) ? undefined : r.stderr;
     });
-    checks.check("sshd -t, nft -c -f and fail2ban-client -t are clean; five jails run", () => {
+    checks.check("sshd -t, nft -c -f and fail2ban-client -t are clean; six jails run", () => {
         const r = server.exec("sshd -t && nft -c -f /etc/nftables.conf && fail2ban-client -t >/dev/null && fail2ban-client status");
-        return r.code === 0 && /Number of jail:\s+5/.test(r.stdout) ? undefined : r.stdout + r.stderr;
+        return r.code === 0 && /Number of jail:\s+6/.test(r.stdout) ? undefined : r.stdout + r.stderr;
     });
     checks.check("forwarding is denied and the kernel ignores redirects and source routes", () => {
         const r = server.exec("nft list chain inet selfhost forward; sysctl -n net.ipv4.conf.all.accept_redirects net.ipv6.conf.all.accept_redirects " +
@@ -78,7 +78,7 @@ export function hardeningChecks(c: HardeningContext): void {
     });
     checks.check("no version in the SMTP, IMAP or HTTP banners", () => {
         const smtp = fromClient(`(sleep 1; printf 'QUIT\\r\\n') | nc -w 5 ${c.serverIp} 25`).stdout.split("\n")[0];
-        const imap = fromClient(`openssl s_client -quiet -connect ${c.serverIp}:993 -CAfile ${c.root} </dev/null 2>/dev/null | head -1`).stdout;
+        const imap = fromClient(`sleep 1 | openssl s_client -quiet -no_ign_eof -connect ${c.serverIp}:993 -CAfile ${c.root} 2>/dev/null | head -1`).stdout;
         const http = fromClient(`curl -skI https://${c.serverIp}/ | grep -i '^server:'`).stdout;
         const all = [smtp, imap, http].join("\n");
         return /^220 mail\.example\.test ESMTP\r?$/.test(smtp) && /ready\./.test(imap) && !/\d+\.\d+|postfix|dovecot|debian/i.test(all.replace(/mail\.example\.test/g, ""))

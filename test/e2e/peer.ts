@@ -1,13 +1,31 @@
 /**
- * The peer: somebody else's mail server on the simulated internet (peer.test), a plain Debian Postfix
- * with rspamd as its verifier. It writes Authentication-Results into what it receives, so the test
- * reads SPF, DKIM and DMARC verdicts exactly as a receiving server reached them.
+ * The peer: somebody else's server on the simulated internet (peer.test): a plain Debian Postfix
+ * with rspamd as its verifier (it writes Authentication-Results into what it receives, so the test
+ * reads SPF, DKIM and DMARC verdicts exactly as a receiving server reached them), and a plain Prosody
+ * with a certificate from a CA of its own, for federation.
  */
-import { Cleanup } from "./sh";
+import * as fs from "fs";
+import * as path from "path";
+import { Cleanup, must } from "./sh";
 import { TestServer } from "./server";
 import { NET } from "./world";
 
 export const PEER_USER = "carol";
+/** carol's XMPP password on the peer (a test fixture of somebody else's server). */
+export const PEER_XMPP_PASSWORD = "carol-on-the-peer";
+
+/** A CA of the peer's own and a certificate for peer.test from it; the test server trusts this CA. */
+export function peerCa(dir: string): { ca: string; cert: string; key: string } {
+    fs.mkdirSync(dir, { recursive: true });
+    const f = (n: string) => path.join(dir, n);
+    const d = NET.peer.domain;
+    must(`openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj '/CN=peer test CA' ` +
+        `-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign -keyout ${f("ca.key")} -out ${f("ca.pem")} 2>/dev/null`);
+    must(`openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=${d} -keyout ${f("peer.key")} -out ${f("peer.csr")} 2>/dev/null`);
+    fs.writeFileSync(f("ext"), `subjectAltName=DNS:${d}\nextendedKeyUsage=serverAuth,clientAuth\n`);
+    must(`openssl x509 -req -in ${f("peer.csr")} -CA ${f("ca.pem")} -CAkey ${f("ca.key")} -CAcreateserial -days 30 -extfile ${f("ext")} -out ${f("peer.pem")} 2>/dev/null`);
+    return { ca: f("ca.pem"), cert: fs.readFileSync(f("peer.pem"), "utf8"), key: fs.readFileSync(f("peer.key"), "utf8") };
+}
 
 /** The peer's DNS: its own zone, and its PTR (added by the caller). */
 export const peerZone = (): string[] => [
@@ -17,9 +35,11 @@ export const peerZone = (): string[] => [
     `@ 300 IN TXT "v=spf1 ip4:${NET.peer.ipv4} ip6:${NET.peer.ipv6} -all"`,
 ];
 
-export async function startPeer(dir: string, trust: string[], cleanup: Cleanup): Promise<TestServer> {
+export async function startPeer(dir: string, trust: string[], tls: { cert: string; key: string }, cleanup: Cleanup): Promise<TestServer> {
     const peer = new TestServer({ name: "peer", dir, ipv4: NET.peer.ipv4, ipv6: NET.peer.ipv6, trust }, cleanup);
     await peer.boot();
+    fs.writeFileSync(path.join(peer.root, "etc/ssl/peer.pem"), tls.cert);
+    fs.writeFileSync(path.join(peer.root, "etc/ssl/peer.key"), tls.key);
     const d = NET.peer.domain;
     const r = peer.exec([
         "set -e",
@@ -29,7 +49,7 @@ export async function startPeer(dir: string, trust: string[], cleanup: Cleanup):
         `echo 'postfix postfix/mailname string ${d}' | debconf-set-selections`,
         "export DEBIAN_FRONTEND=noninteractive",
         "apt-get -q update >/dev/null",
-        "apt-get -q install -y --no-install-recommends postfix rspamd swaks >/dev/null",
+        "apt-get -q install -y --no-install-recommends postfix rspamd swaks prosody >/dev/null",
         `useradd -m ${PEER_USER}`,
         `postconf -e myhostname=${d} mydestination=${d},localhost inet_protocols=all smtp_tls_security_level=may` +
         " smtpd_milters=inet:127.0.0.1:11332 milter_default_action=accept milter_protocol=6" +
@@ -39,6 +59,14 @@ export async function startPeer(dir: string, trust: string[], cleanup: Cleanup):
         // The peer's verifier must not greylist or reject the mail it is asked to judge.
         "echo 'greylist = null; reject = null;' > /etc/rspamd/local.d/actions.conf",
         "systemctl restart rspamd postfix",
+        // Prosody for peer.test: federation only with verified certificates, like ours.
+        "install -m 0644 /etc/ssl/peer.pem /etc/prosody/certs/peer.crt && install -m 0640 -g prosody /etc/ssl/peer.key /etc/prosody/certs/peer.key",
+        `printf '%s\\n' 'log = { info = "*syslog" }' 'pidfile = "/run/prosody/prosody.pid"' ` +
+        `'modules_enabled = { "roster"; "saslauth"; "tls"; "dialback"; "disco"; "ping" }' 's2s_secure_auth = true' ` +
+        `'c2s_require_encryption = true' 'ssl = { certificate = "/etc/prosody/certs/peer.crt"; key = "/etc/prosody/certs/peer.key" }' ` +
+        `'VirtualHost "${d}"' > /etc/prosody/prosody.cfg.lua`,
+        `prosodyctl register ${PEER_USER} ${d} ${PEER_XMPP_PASSWORD}`,
+        "systemctl restart prosody",
     ].join("\n"));
     if (r.code !== 0) throw new Error(`peer set-up failed: ${r.stdout}${r.stderr}`);
     return peer;

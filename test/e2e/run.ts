@@ -16,10 +16,11 @@ import { declaredSteps, applyStep, Step } from "./steps";
 import { e2eConfig, changedOption, openSsh, SERVER } from "./config";
 import { Checks } from "./checks";
 import { benchBaseline, memoryTable, throughput } from "./bench";
-import { startPeer, peerZone } from "./peer";
+import { startPeer, peerZone, peerCa, PEER_XMPP_PASSWORD } from "./peer";
 import { mailChecks } from "./mail";
 import { hardeningChecks, attackChecks } from "./hardening";
 import { webChecks } from "./web";
+import { xmppChecks, xmppClient } from "./xmpp";
 
 const SERVER_IPV6 = firstAddress(SERVER.ipv6Network);
 const bench = process.argv.includes("--bench");
@@ -96,13 +97,15 @@ async function main(): Promise<number> {
         const acme = await startAcme(path.join(work, "acme"), ["acme.example.test"], cleanup);
 
         console.log("the peer mail server");
-        const peer = await startPeer(path.join(work, "peer"), [acme.apiCa], cleanup);
+        const peerTls = peerCa(path.join(work, "peer-ca"));
+        const peer = await startPeer(path.join(work, "peer"), [acme.apiCa], peerTls, cleanup);
 
         console.log("first boot");
         const started = Date.now();
         const server = new TestServer({
             name: "mail", dir: path.join(work, "server"), ipv4: SERVER.ipv4, ipv6: SERVER_IPV6, userData,
-            volumeId: program.one("hcloud:index/volume:Volume").id, trust: [acme.apiCa],
+            // The simulated internet's CAs: pebble's (for its API) and the peer's own.
+            volumeId: program.one("hcloud:index/volume:Volume").id, trust: [acme.apiCa, fs.readFileSync(peerTls.ca, "utf8")],
         }, cleanup);
         await server.boot();
         const bootMs = Date.now() - started;
@@ -110,6 +113,9 @@ async function main(): Promise<number> {
         const firstBootMs = Date.now() - started;
         const root = path.join(work, "acme-root.pem");
         must(`curl -sf --cacert ${path.join(work, "acme", "api-ca.pem")} ${acme.rootUrl} -o ${root}`, { ns: NET.client.ns });
+        // The peer trusts the ACME CA's root the way the world trusts Let's Encrypt's.
+        fs.copyFileSync(root, path.join(peer.root, "usr/local/share/ca-certificates/acme-root.crt"));
+        peer.exec("update-ca-certificates >/dev/null 2>&1 && systemctl restart prosody");
 
         console.log("checks from the client host");
         const fromClient = (cmd: string) => sh(cmd, { ns: NET.client.ns, timeoutMs: 60_000 });
@@ -182,6 +188,30 @@ async function main(): Promise<number> {
 
         console.log("web, with curl, openssl and git");
         await webChecks({ checks, server, serverIp: SERVER.ipv4, sshPort, adminUser, root, ownerKey: owner.file, work });
+
+        console.log("XMPP, with slixmpp and the peer's Prosody");
+        const xmpp = { checks, server, serverIp: SERVER.ipv4, root, passwords: program.outputs.mailPasswords, work,
+            peer: { ip: NET.peer.ipv4, ca: peerTls.ca, password: PEER_XMPP_PASSWORD } };
+        xmppChecks(xmpp);
+        console.log("a mail password changes; XMPP follows when the steps re-run");
+        const passwordSteps = steps.filter(s => s.name === "mail" || s.name === "xmpp");
+        const newPassword = `changed-${Date.now()}`;
+        const withPassword = (step: Step, user: string, password: string): Step => ({
+            ...step, stdin: (step.stdin ?? "").split("\n").map(line => {
+                const [name, value] = line.split(" ");
+                if (name !== "passwords") return line;
+                const lines = Buffer.from(value, "base64").toString().split("\n")
+                    .map(l => l.startsWith(`${user}@`) ? `${user}@example.test ${password}` : l);
+                return `${name} ${Buffer.from(lines.join("\n")).toString("base64")}`;
+            }).join("\n"),
+        });
+        applyAll(passwordSteps.map(step => withPassword(step, "bob", newPassword)), work, "new password");
+        const bobLogin = (password: string) => xmppClient(xmpp, { ...program.outputs.mailPasswords, bob: password }, ["login", "5222", "bob@example.test"]);
+        checks.check("bob's new mail password logs in to XMPP, the old one no longer does", () => {
+            const [fresh, old] = [bobLogin(newPassword), bobLogin(program.outputs.mailPasswords.bob)];
+            return fresh.code === 0 && old.code !== 0 ? undefined : `new: exit ${fresh.code} ${fresh.stderr}; old: exit ${old.code}`;
+        });
+        applyAll(passwordSteps, work, "password back");
 
         console.log("hardening: scans and the daemons' checkers");
         const hardening = { checks, server, serverIp: SERVER.ipv4, serverIpv6: SERVER_IPV6, sshPort, root, passwords: program.outputs.mailPasswords };

@@ -11,7 +11,7 @@ import { sh, Result } from "./sh";
 import { NET } from "./world";
 import { TestServer } from "./server";
 import { Checks } from "./checks";
-import { portOf } from "../../services/catalog";
+import { portOf, LOCAL_PORTS } from "../../services/catalog";
 
 export interface WebContext {
     readonly checks: Checks;
@@ -131,6 +131,14 @@ export async function webChecks(c: WebContext): Promise<void> {
             `-H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==' https://chat.${DOMAIN}/socket`);
         return /^HTTP\/1\.1 101/m.test(r.stdout) && /sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK\+xOo=/i.test(r.stdout) && r.stdout.includes("hi chat")
             ? undefined : r.stdout.slice(0, 400);
+    });
+    checks.check("the statistics report is served on the server's loopback, reached through an SSH tunnel", () => {
+        const tunnel = fromClient(`ssh -f -N -o ExitOnForwardFailure=yes -i ${c.ownerKey} -p ${c.sshPort} -o BatchMode=yes ` +
+            `-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -L 18089:127.0.0.1:${LOCAL_PORTS.webStats} ${c.adminUser}@${c.serverIp}`);
+        const report = fromClient("curl -s --max-time 10 http://127.0.0.1:18089/");
+        fromClient("pkill -f 'L 18089:127.0.0.1'");
+        const timer = server.exec("systemctl is-enabled selfhost-webstats.timer").stdout.trim();
+        return tunnel.code === 0 && /goaccess/i.test(report.stdout) && timer === "enabled" ? undefined : `tunnel ${tunnel.code} ${tunnel.stderr}, timer ${timer}, ${report.stdout.slice(0, 200)}`;
     });
     checks.check("nginx -t is clean and logs are kept 14 days", () => {
         const r = server.exec("nginx -t 2>&1 && logrotate -d /etc/logrotate.d/nginx 2>&1 | grep -c 'error' ; grep -c 'rotate 14' /etc/logrotate.d/nginx");

@@ -1,0 +1,85 @@
+/**
+ * XMPP: Prosody with the mail domain as its host, so every mail address is also a chat address, with
+ * the same password (synced from the mail accounts whenever a password changes). Group chat at
+ * conference.<domain>, file sharing at upload.<domain> behind nginx, archive, carbons, stream management.
+ */
+import * as pulumi from "@pulumi/pulumi";
+import { Settings } from "../config";
+import { DATA_DIR } from "../cloud-init";
+import { RemoteStep, ServiceArgs } from "./remote/step";
+import { DEPLOY_HOOK } from "./tls";
+import { USERS_FILE } from "./mail";
+import { portOf, LOCAL_PORTS } from "../services/catalog";
+import { renderTemplate } from "../services/template";
+
+/** Without lua-unbound (only recommended), Prosody resolves through /etc/resolv.conf like Postfix and rspamd do;
+ * with it, libunbound answered NXDOMAIN for names the system resolver knows. */
+export const packages = ["prosody", "prosody-modules"];
+export const XMPP_DIR = `${DATA_DIR}/prosody`;
+const HTTP_PORT = LOCAL_PORTS.xmppHttp;
+/** The mail account hash each XMPP password was last set from: a new hash means a new password. */
+const SYNCED_DIR = "/var/lib/selfhost/xmpp-synced";
+
+const MB = 1024 * 1024;
+const uploadValues = (s: Settings) => ({
+    domain: s.domain, httpPort: HTTP_PORT,
+    uploadLimit: s.xmppUploadLimitMb * MB, uploadExpires: s.xmppUploadExpiresDays * 86400, uploadQuota: s.xmppUploadQuotaMb * MB,
+});
+
+/** nginx's server for upload.<domain>; the web step includes it so one nginx config is checked as a whole. */
+export const uploadServer = (s: Settings) => renderTemplate("prosody/upload.nginx.conf", uploadValues(s));
+
+export interface XmppArgs extends ServiceArgs {
+    /** The mail passwords (secret): XMPP logins are the mail logins. */
+    readonly passwords: pulumi.Input<Record<string, string>>;
+}
+
+export class Xmpp extends pulumi.ComponentResource {
+    readonly step: RemoteStep;
+
+    constructor(name: string, args: XmppArgs, opts?: pulumi.ComponentResourceOptions) {
+        super("selfhost:index:Xmpp", name, {}, opts);
+        const s = args.settings;
+        const config = renderTemplate("prosody/prosody.cfg.lua", {
+            ...uploadValues(s), adminEmail: s.adminEmail, dataDir: XMPP_DIR,
+            c2sPort: portOf("xmpp-client"), c2sTlsPort: portOf("xmpps-client"), s2sPort: portOf("xmpp-server"),
+        });
+        const logins = s.users.map(u => `${u.name}@${s.domain}`);
+        this.step = new RemoteStep("xmpp", {
+            connection: args.connection,
+            prepare: [
+                `install -d -o prosody -g prosody -m 0750 ${XMPP_DIR}`,
+                `install -d -m 0700 ${SYNCED_DIR}`,
+                // The certificate copy Prosody reads, if the deploy hook has not made it yet.
+                `[ -e /etc/prosody/certs/selfhost.key ] || ${DEPLOY_HOOK}`,
+            ].join("\n"),
+            files: [{ path: "/etc/prosody/prosody.cfg.lua", mode: "0640", owner: "root:prosody", content: config }],
+            secrets: { passwords: pulumi.output(args.passwords).apply(p =>
+                Object.entries(p).map(([u, pw]) => `${u}@${s.domain} ${pw}`).join("\n") + "\n") },
+            check: "check prosodyctl check config",
+            run: [
+                "systemctl enable --quiet prosody",
+                "changed_in /etc/prosody && systemctl restart prosody",
+                "systemctl is-active --quiet prosody || systemctl start prosody",
+                // prosodyctl shell reads commands on stdin (passwords never in a command line) and answers "OK:" on success.
+                `xmpp_admin() { local out; out=$(printf '%s\\n' "$1" | prosodyctl shell 2>&1); [[ $out == *"OK:"* ]]; }`,
+                // After a (re)start the console socket takes a moment to appear.
+                `for _ in $(seq 40); do xmpp_admin "server:version()" && break; sleep 0.25; done`,
+                // Same password as mail: set it when the mail account's hash changed since the last sync.
+                "while read -r login password; do",
+                `  hash=$(awk -F: -v l="$login" '$1 == l {print $2}' ${USERS_FILE})`,
+                `  [ -n "$hash" ] && [ "$hash" = "$(cat ${SYNCED_DIR}/"$login" 2>/dev/null)" ] && continue`,
+                `  xmpp_admin "user:password('$login', [==[$password]==])" || xmpp_admin "user:create('$login', [==[$password]==])" ||`,
+                `    { log "cannot set the XMPP password of $login"; exit 1; }`,
+                `  xmpp_admin "user:enable('$login')" || true`,
+                `  printf '%s' "$hash" > ${SYNCED_DIR}/"$login"; log "XMPP password of $login set from its mail account"`,
+                `done < "$SECRETS/passwords"`,
+                // An account no longer in users can no longer log in (its data stays, like its mailbox).
+                `for f in ${SYNCED_DIR}/*; do [ -e "$f" ] || continue; login=$(basename "$f"); ` +
+                `case " ${logins.join(" ")} " in *" $login "*) ;; *) xmpp_admin "user:disable('$login')" && rm -f "$f" && log "XMPP account $login disabled";; esac; done`,
+            ].join("\n"),
+            dependsOn: args.dependsOn,
+        }, { parent: this });
+        this.registerOutputs({});
+    }
+}
