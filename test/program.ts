@@ -69,8 +69,12 @@ function makeKey(name: string, algorithm: string): Record<string, string> {
 }
 
 const passwordCache = new Map<string, string>();
+/** Like random.RandomPassword with special: false: letters and digits only. */
+const PASSWORD_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 function makePassword(name: string, length: number): string {
-    if (!passwordCache.has(name)) passwordCache.set(name, crypto.randomBytes(length).toString("base64url").slice(0, length));
+    if (!passwordCache.has(name)) {
+        passwordCache.set(name, Array.from({ length }, () => PASSWORD_ALPHABET[crypto.randomInt(PASSWORD_ALPHABET.length)]).join(""));
+    }
     return passwordCache.get(name)!;
 }
 
