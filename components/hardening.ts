@@ -17,15 +17,15 @@ const INDENT = "        ";
 const portSet = (ports: number[]) => ports.length === 1 ? String(ports[0]) : `{ ${[...new Set(ports)].join(", ")} }`;
 
 /** nft rules accepting each protocol's ports; ports with an address allowlist get one rule per family. */
-function acceptRules(ports: readonly ServicePort[], direction: "dport"): string[] {
+function acceptRules(ports: readonly ServicePort[]): string[] {
     const rules: string[] = [];
     for (const protocol of ["tcp", "udp"] as const) {
         const open = ports.filter(p => p.protocol === protocol && !p.sources).map(p => p.port);
-        if (open.length) rules.push(`${protocol} ${direction} ${portSet(open)} accept`);
+        if (open.length) rules.push(`${protocol} dport ${portSet(open)} accept`);
         for (const p of ports.filter(q => q.protocol === protocol && q.sources)) {
             for (const [family, version] of [["ip", 4], ["ip6", 6]] as const) {
                 const sources = p.sources!.filter(s => net.isIP(s.split("/")[0]) === version);
-                if (sources.length) rules.push(`${family} saddr { ${sources.join(", ")} } ${protocol} ${direction} ${p.port} accept`);
+                if (sources.length) rules.push(`${family} saddr { ${sources.join(", ")} } ${protocol} dport ${p.port} accept`);
             }
         }
     }
@@ -37,9 +37,9 @@ export function nftRuleset(s: Settings): string {
     const inbound = [
         `tcp dport ${s.sshPort} ct state new add @ssh_meter4 { ip saddr limit rate over 10/minute burst 20 packets } drop`,
         `tcp dport ${s.sshPort} ct state new add @ssh_meter6 { ip6 saddr limit rate over 10/minute burst 20 packets } drop`,
-        ...acceptRules(publicPorts(s.sshPort, s.adminSources), "dport"),
+        ...acceptRules(publicPorts(s.sshPort, s.adminSources)),
     ];
-    const outbound = s.restrictOutbound ? acceptRules(outboundPorts(s.acmeServer, s.outboundPorts), "dport") : [];
+    const outbound = s.restrictOutbound ? acceptRules(outboundPorts(s.acmeServer, s.outboundPorts)) : [];
     return renderTemplate("hardening/nftables.conf", {
         inbound: inbound.map(r => INDENT + r).join("\n"),
         outbound: outbound.map(r => INDENT + r).join("\n"),

@@ -7,7 +7,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { Settings } from "../config";
 import { DATA_DIR } from "../cloud-init";
 import { RemoteStep, ServiceArgs } from "./remote/step";
-import { servedNames, mtaStsPolicy } from "./dns/records";
+import { mtaStsPolicy } from "./dns/records";
 import { CERT_DIR } from "./tls";
 import { portOf, SERVICE_SUBDOMAINS, LOCAL_PORTS } from "../services/catalog";
 import { renderTemplate } from "../services/template";
@@ -32,20 +32,15 @@ const indent = (text: string, by: string) => text.split("\n").map(l => l ? by + 
 
 /** nginx's HTTPS servers, derived from the settings. */
 export function nginxSite(s: Settings): string {
-    const proxy = (port: number) => `proxy_pass http://127.0.0.1:${port};\ninclude snippets/selfhost-proxy.conf;`;
     const pathApps = s.apps.filter(a => a.path).map(a =>
-        `\n# app ${a.name}\nlocation ${a.path}/ {\n${indent(proxy(a.port), INDENT)}\n}\nlocation = ${a.path} {\n${INDENT}return 301 ${a.path}/;\n}`);
-    const subdomainApps = s.apps.filter(a => a.subdomain).map(a => [
-        "", `# app ${a.name}`, "server {", `${INDENT}listen 443 ssl;`, `${INDENT}listen [::]:443 ssl;`, `${INDENT}http2 on;`,
-        `${INDENT}server_name ${a.subdomain}.${s.domain};`, `${INDENT}include snippets/selfhost-tls.conf;`,
-        `${INDENT}include snippets/selfhost-headers.conf;`, `${INDENT}location / {`, indent(proxy(a.port), INDENT + INDENT), `${INDENT}}`, "}",
-    ].join("\n"));
-    // Every other name the certificate carries leads to the canonical host (XMPP's names are Prosody's).
-    const own = new Set([s.domain, ...SERVICE_SUBDOMAINS.mail.map(n => `${n}.${s.domain}`),
-        ...SERVICE_SUBDOMAINS.xmpp.map(n => `${n}.${s.domain}`), ...s.apps.flatMap(a => a.subdomain ? [`${a.subdomain}.${s.domain}`] : [])]);
+        `\n# app ${a.name}\nlocation ${a.path}/ {\n${INDENT}proxy_pass http://127.0.0.1:${a.port};\n${INDENT}include snippets/selfhost-proxy.conf;\n}\n` +
+        `location = ${a.path} {\n${INDENT}return 301 ${a.path}/;\n}`);
+    const subdomainApps = s.apps.filter(a => a.subdomain).map(a =>
+        renderTemplate("nginx/proxied-host.conf", { what: `app ${a.name}, on loopback port ${a.port}`, name: `${a.subdomain}.${s.domain}`, port: a.port, extra: "" }));
     return renderTemplate("nginx/https.conf", {
         domain: s.domain, webRoot: WEB_ROOT, generated: GENERATED,
-        redirected: servedNames(s).filter(n => !own.has(n)).join(" "),
+        // www and the hostname lead to the canonical host; every other name has a server of its own.
+        redirected: [s.hostname, ...SERVICE_SUBDOMAINS.web.map(n => `${n}.${s.domain}`)].filter(n => n !== s.domain).join(" "),
         locations: indent([...(s.userDirs ? [renderTemplate("nginx/userdirs.conf", {})] : []), ...pathApps].join("\n"), INDENT),
         appServers: [...subdomainApps, uploadServer(s),
             ...(s.webStats ? [renderTemplate("web/stats.nginx.conf", { statsDir: STATS_DIR, statsPort: LOCAL_PORTS.webStats })] : [])].join("\n"),

@@ -26,8 +26,11 @@ const uploadValues = (s: Settings) => ({
     uploadLimit: s.xmppUploadLimitMb * MB, uploadExpires: s.xmppUploadExpiresDays * 86400, uploadQuota: s.xmppUploadQuotaMb * MB,
 });
 
-/** nginx's server for upload.<domain>; the web step includes it so one nginx config is checked as a whole. */
-export const uploadServer = (s: Settings) => renderTemplate("prosody/upload.nginx.conf", uploadValues(s));
+/** nginx's server for upload.<domain> (XEP-0363); the web step includes it so one nginx config is checked as a whole. */
+export const uploadServer = (s: Settings) => renderTemplate("nginx/proxied-host.conf", {
+    what: "XMPP file sharing (XEP-0363), served by Prosody on loopback", name: `upload.${s.domain}`, port: HTTP_PORT,
+    extra: `    client_max_body_size ${uploadValues(s).uploadLimit};\n    proxy_request_buffering off;`,
+});
 
 export interface XmppArgs extends ServiceArgs {
     /** The mail passwords (secret): XMPP logins are the mail logins. */
