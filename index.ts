@@ -1,6 +1,6 @@
 /**
  * selfhost: your own mail, web and XMPP server.
- * config → host (server, IPs, volume) → DKIM key → DNS → remote steps (base → hardening → tls → web, mail → xmpp) → outputs.
+ * config → host (server, IPs, volume) → DKIM key → DNS → remote steps (base → backup → hardening → tls → web, mail → xmpp) → outputs.
  * Each concern is one component; each remote step re-runs only when its own files change.
  */
 import * as pulumi from "@pulumi/pulumi";
@@ -14,6 +14,7 @@ import * as tls from "./components/tls";
 import * as web from "./components/web";
 import * as mail from "./components/mail";
 import * as xmpp from "./components/xmpp";
+import * as backup from "./components/backup";
 import { portOf } from "./services/catalog";
 
 const settings = loadSettings();
@@ -27,9 +28,14 @@ const dns = new Dns("dns", {
 
 const connection = host.connection;
 const base = new Base("base", {
-    connection, packages: [...hardening.packages, ...tls.packages, ...web.packages(settings), ...mail.packages(settings), ...xmpp.packages], dependsOn: [host.volumeAttachment],
+    connection,
+    packages: [...backup.packages(settings), ...hardening.packages, ...tls.packages, ...web.packages(settings), ...mail.packages(settings), ...xmpp.packages],
+    dataUnits: [...web.dataUnits, ...mail.dataUnits, ...xmpp.dataUnits],
+    dependsOn: [host.volumeAttachment],
 });
-const firewall = new hardening.Hardening("hardening", { settings, connection, dependsOn: [base.step] });
+// Before any service is configured: an empty volume gets the latest snapshot back.
+const backups = new backup.Backup("backup", { settings, connection, dependsOn: [base.step] });
+const firewall = new hardening.Hardening("hardening", { settings, connection, dependsOn: [backups.step] });
 const certificate = new tls.Tls("tls", { settings, connection, dependsOn: [firewall.step, dns] });
 new web.Web("web", { settings, connection, dependsOn: [certificate.step] });
 const mailServer = new mail.Mail("mail", {
@@ -47,6 +53,9 @@ export const zoneFile = dns.zoneFile;
 export const dkimRecord = dns.records.apply(rs => rs.find(r => r.name === `${settings.dkimSelector}._domainkey`));
 export const mailPasswords = mailServer.passwords;
 export const caCertificate = certificate.caCertificate;
+export const backupRepository = backups.repository;
+export const backupPassword = backups.password;
+export const backupSshPublicKey = backups.sshPublicKey;
 export const sshCommand = pulumi.interpolate`ssh -p ${settings.sshPort} ${settings.adminUser}@${host.ipv4}`;
 export const mailSettings = {
     imap: { host: settings.hostname, port: portOf("imaps"), security: "TLS" },

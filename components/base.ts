@@ -7,13 +7,16 @@ export interface BaseArgs {
     readonly connection: Connection;
     /** Every Debian package the enabled services need, installed in one go. */
     readonly packages: readonly string[];
+    /** systemd units that keep data on the volume: they wait for its mount. */
+    readonly dataUnits: readonly string[];
     /** The volume must be attached before the step mounts it. */
     readonly dependsOn: pulumi.Input<pulumi.Resource>[];
 }
 
 /**
  * The first remote step: waits for first boot to finish, makes sure the data volume is mounted,
- * installs every package the services need, and sets time sync, locale and journal limits.
+ * installs every package the services need, makes the services that keep data there wait for its
+ * mount, and sets time sync, locale and journal limits.
  */
 export class Base extends pulumi.ComponentResource {
     readonly step: RemoteStep;
@@ -32,10 +35,14 @@ export class Base extends pulumi.ComponentResource {
             files: [
                 { path: "/etc/systemd/journald.conf.d/selfhost.conf", content: renderTemplate("base/journald.conf", {}) },
                 { path: "/etc/default/locale", content: renderTemplate("base/locale", {}) },
+                ...args.dataUnits.map(unit => ({
+                    path: `/etc/systemd/system/${unit}.service.d/selfhost-data.conf`, content: renderTemplate("base/needs-data.conf", { dataDir: DATA_DIR }),
+                })),
             ],
             run: [
                 "systemctl enable --now systemd-timesyncd >/dev/null 2>&1 || true",
-                "if changed; then systemctl restart systemd-journald; fi",
+                "changed_in /etc/systemd/journald.conf.d && systemctl restart systemd-journald",
+                "changed_in /etc/systemd/system && systemctl daemon-reload",
             ].join("\n"),
             dependsOn: args.dependsOn,
         }, { parent: this });

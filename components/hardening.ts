@@ -39,7 +39,7 @@ export function nftRuleset(s: Settings): string {
         `tcp dport ${s.sshPort} ct state new add @ssh_meter6 { ip6 saddr limit rate over 10/minute burst 20 packets } drop`,
         ...acceptRules(publicPorts(s.sshPort, s.adminSources)),
     ];
-    const outbound = s.restrictOutbound ? acceptRules(outboundPorts(s.acmeServer, s.outboundPorts)) : [];
+    const outbound = s.restrictOutbound ? acceptRules(outboundPorts(s.acmeServer, s.outboundPorts, s.backup.kind === "off" ? undefined : s.backup.port)) : [];
     return renderTemplate("hardening/nftables.conf", {
         inbound: inbound.map(r => INDENT + r).join("\n"),
         outbound: outbound.map(r => INDENT + r).join("\n"),
@@ -47,6 +47,9 @@ export function nftRuleset(s: Settings): string {
         sshPort: s.sshPort,
     });
 }
+
+/** The jails a jail.local defines (its sections but DEFAULT). */
+export const jailNames = (conf: string) => [...conf.matchAll(/^\[([\w-]+)\]$/gm)].map(m => m[1]).filter(n => n !== "DEFAULT");
 
 export function jails(s: Settings): string {
     const ports = (...names: string[]) => names.map(portOf).join(",");
@@ -65,12 +68,13 @@ export class Hardening extends pulumi.ComponentResource {
     constructor(name: string, args: ServiceArgs, opts?: pulumi.ComponentResourceOptions) {
         super("selfhost:index:Hardening", name, {}, opts);
         const s = args.settings;
+        const jailConf = jails(s);
         this.step = new RemoteStep("hardening", {
             connection: args.connection,
             files: [
                 { path: "/etc/ssh/sshd_config.d/10-selfhost-hardening.conf", content: renderTemplate("hardening/sshd.conf", {}) },
                 { path: NFT_RULESET, mode: "0755", content: nftRuleset(s) },
-                { path: "/etc/fail2ban/jail.d/selfhost.local", content: jails(s) },
+                { path: "/etc/fail2ban/jail.d/selfhost.local", content: jailConf },
                 ...["dovecot-auth", "postfix-sasl", "prosody-auth"].map(f =>
                     ({ path: `/etc/fail2ban/filter.d/selfhost-${f}.conf`, content: renderTemplate(`hardening/${f}.conf`, {}) })),
                 { path: "/etc/sysctl.d/90-selfhost.conf", content: renderTemplate("hardening/sysctl.conf", {}) },
@@ -94,6 +98,10 @@ export class Hardening extends pulumi.ComponentResource {
                 // fail2ban's table must exist after ours was (re)loaded; a restart re-creates its bans from its database.
                 "changed_in /etc/fail2ban && systemctl restart fail2ban",
                 "systemctl is-active --quiet fail2ban || systemctl start fail2ban",
+                // A restart returns before the jails are loaded; the step is done only once each one watches.
+                `jails_up() { for j in ${jailNames(jailConf).join(" ")}; do fail2ban-client status "$j" >/dev/null 2>&1 || return 1; done; }`,
+                "for _ in $(seq 60); do jails_up && break; sleep 1; done",
+                `jails_up || { log "fail2ban did not start every jail"; fail2ban-client status >&2 || true; exit 1; }`,
             ].join("\n"),
             dependsOn: args.dependsOn,
         }, { parent: this });

@@ -24,6 +24,9 @@ const OPENPGP_DIR = "/etc/dovecot/selfhost/openpgp";
 const DKIM_KEY = "/etc/rspamd/selfhost/dkim.key";
 const MAPS = "/etc/postfix/selfhost";
 
+/** Mailboxes and the learned spam data live on the volume. */
+export const dataUnits = ["dovecot", "redis-server"];
+
 export function packages(s: Settings): string[] {
     return ["postfix", "dovecot-imapd", "dovecot-lmtpd", "dovecot-sieve", "dovecot-managesieved", "rspamd", "redis-server",
         ...(hasForwards(s) ? ["postsrsd"] : []), ...(encrypting(s).length ? ["gpg"] : [])];

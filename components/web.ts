@@ -25,6 +25,8 @@ const BUILD_SCRIPT = "/etc/selfhost/site-build";
 const STATS_DIR = "/var/lib/selfhost/webstats";
 const STATS_UNIT = "selfhost-webstats";
 
+/** The site, its repository and the certificates nginx serves live on the volume. */
+export const dataUnits = ["nginx"];
 export const packages = (s: Settings) => ["nginx", "git", ...(s.webStats ? ["goaccess"] : []), ...s.sitePackages];
 
 const INDENT = "    ";

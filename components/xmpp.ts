@@ -15,6 +15,7 @@ import { renderTemplate } from "../services/template";
 /** Without lua-unbound (only recommended), Prosody resolves through /etc/resolv.conf like Postfix and rspamd do;
  * with it, libunbound answered NXDOMAIN for names the system resolver knows. */
 export const packages = ["prosody", "prosody-modules"];
+export const dataUnits = ["prosody"];
 export const XMPP_DIR = `${DATA_DIR}/prosody`;
 const HTTP_PORT = LOCAL_PORTS.xmppHttp;
 /** The mail account hash each XMPP password was last set from: a new hash means a new password. */

@@ -54,6 +54,15 @@ export interface WebApp {
     readonly subdomain?: string;
 }
 
+/** Where restic keeps the data volume's snapshots; the port is what the firewall lets out. */
+export type BackupTarget =
+    | { readonly kind: "off" }
+    | { readonly kind: "storagebox"; readonly port: number }
+    | { readonly kind: "sftp"; readonly url: string; readonly port: number };
+
+/** Hetzner Storage Boxes listen for SFTP with keys on port 23. */
+export const STORAGE_BOX_PORT = 23;
+
 export type DnsProvider = typeof DNS_PROVIDERS[number];
 export type TlsMode = typeof TLS_MODES[number];
 
@@ -100,6 +109,11 @@ export interface Settings {
     readonly xmppUploadLimitMb: number;
     readonly xmppUploadExpiresDays: number;
     readonly xmppUploadQuotaMb: number;
+    readonly backup: BackupTarget;
+    readonly backupStorageBoxType: string;
+    /** systemd OnCalendar expression. */
+    readonly backupSchedule: string;
+    readonly backupKeep: { readonly daily: number; readonly weekly: number; readonly monthly: number };
 }
 
 interface Declaration {
@@ -297,6 +311,19 @@ export function validate(raw: Record<string, unknown>): Settings {
     const xmppUploadExpiresDays = intIn("xmppUploadExpiresDays", 1, 3650);
     const xmppUploadQuotaMb = intIn("xmppUploadQuotaMb", 1, 1048576);
 
+    const backup = backupTarget(String(raw.backup ?? ""), bad);
+    const backupStorageBoxType = String(raw.backupStorageBoxType);
+    if (!/^bx[0-9]{2}$/.test(backupStorageBoxType)) bad("backupStorageBoxType", `"${backupStorageBoxType}" is not a Storage Box type, e.g. bx11.`);
+    const backupSchedule = String(raw.backupSchedule);
+    // The server's systemd-analyze has the last word; this catches what cannot be a calendar at all.
+    if (!/^[A-Za-z0-9*:,./~ -]+$/.test(backupSchedule)) {
+        bad("backupSchedule", `"${backupSchedule}" is not a systemd calendar expression, e.g. daily or *-*-* 03:30:00.`);
+    }
+    const backupKeep = { daily: intIn("backupKeepDaily", 0, 3650), weekly: intIn("backupKeepWeekly", 0, 520), monthly: intIn("backupKeepMonthly", 0, 1200) };
+    if (backup.kind !== "off" && backupKeep.daily + backupKeep.weekly + backupKeep.monthly === 0) {
+        bad("backupKeepDaily", "and backupKeepWeekly and backupKeepMonthly are all 0, which would keep no snapshot; keep at least one, e.g. backupKeepDaily 7.");
+    }
+
     if (problems.length) throw new ConfigError(problems);
     return {
         domain, hostname, adminUser, adminEmail, sshPublicKeys: sshPublicKeys.map(k => String(k).trim()), sshPort,
@@ -305,8 +332,19 @@ export function validate(raw: Record<string, unknown>): Settings {
         protectServer: raw.protectServer as boolean, dnsProvider, dnsTtl, dkimSelector, dmarcPolicy, mtaStsMode,
         tlsMode, acmeServer, caaIssuer, dnsbls, unknownRdns, users,
         siteBuild, siteDir, sitePackages, userDirs: raw.userDirs as boolean, apps, webLogDays, webStats: raw.webStats as boolean,
-        xmppUploadLimitMb, xmppUploadExpiresDays, xmppUploadQuotaMb,
+        xmppUploadLimitMb, xmppUploadExpiresDays, xmppUploadQuotaMb, backup, backupStorageBoxType, backupSchedule, backupKeep,
     };
+}
+
+/** `storagebox`, `off`, or a restic sftp repository (`sftp:user@host:/path` or `sftp://user@host:port/path`). */
+function backupTarget(value: string, bad: (key: string, message: string) => void): BackupTarget {
+    if (value === "off") return { kind: "off" };
+    if (value === "storagebox") return { kind: "storagebox", port: STORAGE_BOX_PORT };
+    const url = /^sftp:\/\//.test(value) ? (() => { try { return new URL(value); } catch { return undefined; } })() : undefined;
+    if (url && url.hostname && url.pathname.length > 1) return { kind: "sftp", url: value, port: Number(url.port || 22) };
+    if (/^sftp:([\w.-]+@)?[\w.-]+:.+$/.test(value)) return { kind: "sftp", url: value, port: 22 };
+    bad("backup", `"${value}" must be storagebox, off, or a restic sftp repository such as sftp://user@backup.example.net:23/selfhost.`);
+    return { kind: "off" };
 }
 
 /** An address or network as CIDR (a bare address becomes /32 or /128), or undefined if it is neither. */

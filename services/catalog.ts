@@ -53,7 +53,7 @@ export const LOCAL_PORTS = {
 } as const;
 
 /** What the services connect out to (restrictOutbound): name service, time, packages and ACME, mail and XMPP peers. */
-export function outboundPorts(acmeServer: string, extra: readonly number[] = []): ServicePort[] {
+export function outboundPorts(acmeServer: string, extra: readonly number[] = [], backupPort?: number): ServicePort[] {
     const acmePort = Number(new URL(acmeServer).port || 443);
     return [
         { port: 53, protocol: "udp", name: "domain", description: "DNS lookups (DNSBLs, SPF, DKIM, MX)" },
@@ -64,6 +64,7 @@ export function outboundPorts(acmeServer: string, extra: readonly number[] = [])
         { port: 11335, protocol: "udp", name: "rspamd-fuzzy", description: "rspamd's shared fuzzy hashes" },
         { ...SERVICE_PORTS.find(p => p.name === "smtp")!, description: "mail to other servers" },
         { ...SERVICE_PORTS.find(p => p.name === "xmpp-server")!, description: "XMPP federation" },
+        ...(backupPort ? [{ port: backupPort, protocol: "tcp" as const, name: "backup", description: "the backup repository (SFTP)" }] : []),
         ...[acmePort, ...extra].map(port => ({ port, protocol: "tcp" as const, name: "extra", description: "ACME server or outboundPorts" })),
     ];
 }

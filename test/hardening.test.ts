@@ -6,7 +6,7 @@ import * as path from "path";
 import { runProgram, unsecret } from "./program";
 import { baseConfig } from "./fixtures";
 import { validate, schema } from "../config";
-import { nftRuleset, jails } from "../components/hardening";
+import { nftRuleset, jails, jailNames } from "../components/hardening";
 
 const settings = (change: Record<string, unknown> = {}) => {
     const raw = Object.fromEntries(Object.entries(schema()).map(([k, d]) => [k, d.default]));
@@ -65,7 +65,7 @@ describe("hardening", () => {
     it("lets the server connect out only where its services need to, the ACME server's port included", () => {
         const ruleset = nftRuleset(settings({ acmeServer: "https://ca.example:14000/dir", caaIssuer: "ca.example", outboundPorts: [8443] }));
         assert.match(ruleset, /type filter hook output priority filter; policy drop;/);
-        assert.deepEqual(acceptedTcp(ruleset, "output"), [25, 53, 80, 443, 5269, 8443, 14000]);
+        assert.deepEqual(acceptedTcp(ruleset, "output"), [23, 25, 53, 80, 443, 5269, 8443, 14000]);
         assert.match(ruleset, /udp dport \{ 53, 123, 11335 \} accept/);
         assert.match(nftRuleset(settings({ restrictOutbound: false })), /hook output priority filter; policy accept;/);
     });
@@ -77,5 +77,7 @@ describe("hardening", () => {
         assert.match(conf, /\[recidive\][^[]*bantime = 86400/);
         assert.match(conf, /\[sshd\]\nenabled = true\nport = 2345/);
         for (const jail of ["sshd", "postfix", "postfix-sasl", "dovecot", "prosody", "recidive"]) assert.match(conf, new RegExp(`\\[${jail}\\]\\nenabled = true`));
+        // The step waits for exactly these before it reports done.
+        assert.deepStrictEqual(jailNames(conf), ["sshd", "postfix", "postfix-sasl", "dovecot", "prosody", "recidive"]);
     });
 });

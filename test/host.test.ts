@@ -56,10 +56,10 @@ describe("host", () => {
         for (const r of rules) assert.deepEqual(r.sourceIps, ["0.0.0.0/0", "::/0"]);
     });
 
-    it("makes an ED25519 deploy key and a 2048-bit RSA DKIM key", async () => {
+    it("makes ED25519 deploy and backup keys and a 2048-bit RSA DKIM key", async () => {
         const run = await runProgram(baseConfig());
         const keys = run.all("tls:index/privateKey:PrivateKey").map(k => [k.name, k.inputs.algorithm, k.inputs.rsaBits]);
-        assert.deepEqual(keys.sort(), [["deploy-key", "ED25519", undefined], ["dkim-selfhost", "RSA", 2048]]);
+        assert.deepEqual(keys.sort(), [["backup-key", "ED25519", undefined], ["deploy-key", "ED25519", undefined], ["dkim-selfhost", "RSA", 2048]]);
     });
 
     it("follows protectData and protectServer", async () => {

@@ -117,6 +117,10 @@ function mockState(type: string, name: string, wrapped: Record<string, any>, clo
                 { "csr.pem": inputs.certRequestPem, "ca.pem": inputs.caCertPem, "ca.key": inputs.caPrivateKeyPem }) };
         case "random:index/randomPassword:RandomPassword":
             return { ...inputs, result: makePassword(name, inputs.length) };
+        case "hcloud:index/storageBox:StorageBox":
+            return { ...inputs, username: `u${numericId(type, name)}`, server: `u${numericId(type, name)}.your-storagebox.de` };
+        case "hcloud:index/storageBoxSubaccount:StorageBoxSubaccount":
+            return { ...inputs, username: `u${inputs.storageBoxId}-sub1`, server: `u${inputs.storageBoxId}-sub1.your-storagebox.de` };
         case "hcloud:index/zone:Zone":
             return { ...inputs, authoritativeNameservers: { assigneds: ["hydrogen.ns.hetzner.com.", "oxygen.ns.hetzner.com."] } };
         default:
@@ -213,3 +217,7 @@ export function unsecret<T = any>(v: unknown): T {
 export function resolve<T>(value: pulumi.Input<T>): Promise<T> {
     return new Promise(done => pulumi.output(value).apply(v => { done(v as T); return v; }));
 }
+
+/** The script inside a step's `sudo -n bash -c '…'`, unquoted. */
+export const scriptOf = (createCommand: string): string =>
+    createCommand.match(/^sudo -n bash -c '([\s\S]*)' selfhost-step \S+$/)![1].replace(/'\\''/g, "'");

@@ -3,15 +3,12 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { spawnSync } from "child_process";
-import { runProgram, ProgramRun, isSecret, unsecret } from "./program";
+import { runProgram, ProgramRun, isSecret, unsecret, scriptOf } from "./program";
 import { baseConfig } from "./fixtures";
 import { stepScript } from "../components/remote/step";
 
 const commands = (run: ProgramRun) => run.all("command:remote:Command");
 const create = (run: ProgramRun, name: string): string => unsecret(run.one("command:remote:Command", name).inputs.create);
-/** The script inside `sudo -n bash -c '…'`, unquoted. */
-const scriptOf = (createCommand: string): string =>
-    createCommand.match(/^sudo -n bash -c '([\s\S]*)' selfhost-step \S+$/)![1].replace(/'\\''/g, "'");
 
 /** Runs a step script locally as root, the way sudo runs it on the server. */
 function runLocally(script: string, stdin = ""): { code: number; out: string } {
@@ -22,7 +19,7 @@ function runLocally(script: string, stdin = ""): { code: number; out: string } {
 describe("remote steps", () => {
     it("connect as the admin user on sshPort with the deploy key, after the volume is attached, in order", async () => {
         const run = await runProgram({ ...baseConfig(), adminUser: "carol", sshPort: 2345 });
-        assert.deepEqual(commands(run).map(c => c.name), ["base", "hardening", "tls", "web", "mail", "xmpp"]);
+        assert.deepEqual(commands(run).map(c => c.name), ["base", "backup", "hardening", "tls", "web", "mail", "xmpp"]);
         const deployKey = run.one("tls:index/privateKey:PrivateKey", "deploy-key").state.privateKeyOpenssh;
         for (const c of commands(run)) {
             assert.ok(isSecret(c.inputs.connection), "the connection (with its private key) is secret");
@@ -33,7 +30,8 @@ describe("remote steps", () => {
         }
         const deps = (name: string) => run.one("command:remote:Command", name).dependencies;
         assert.ok(deps("base").some(d => d.endsWith("VolumeAttachment::data")));
-        assert.ok(deps("hardening").some(d => d.endsWith("Command::base")));
+        assert.ok(deps("backup").some(d => d.endsWith("Command::base")));
+        assert.ok(deps("hardening").some(d => d.endsWith("Command::backup")), "an empty volume is restored before any service is configured");
         assert.ok(deps("tls").some(d => d.endsWith("Command::hardening")), "no service before the firewall");
         assert.ok(deps("tls").some(d => d.includes("zoneRrset:ZoneRrset::A-@")), "certificates wait for the DNS records");
         assert.ok(deps("web").some(d => d.endsWith("Command::tls")));
@@ -61,7 +59,7 @@ describe("remote steps", () => {
         assert.equal(Buffer.from(value, "base64").toString(), key);
         assert.match(scriptOf(create(run, "tls")), /put_secret s0 '\/srv\/tls\/private-ca\/privkey.pem' 0600/);
         assert.ok(run.outputs.caCertificate.startsWith("-----BEGIN CERTIFICATE-----"));
-        for (const c of commands(run).filter(c => !["tls", "mail", "xmpp"].includes(c.name))) assert.equal(c.inputs.stdin, undefined);
+        for (const c of commands(run).filter(c => !["tls", "mail", "xmpp", "backup"].includes(c.name))) assert.equal(c.inputs.stdin, undefined);
     });
 
     it("change only when their own content changes", async () => {

@@ -297,6 +297,10 @@ async function main(): Promise<number> {
         applyAll(openSteps, work, "apply open SSH");
         checks.check("SSH is now reachable from an address outside the old allowlist", () =>
             sh(`nc -s ${NET.client.listed} -z -w 3 ${SERVER.ipv4} ${sshPort}`, { ns: NET.client.ns }).code === 0 ? undefined : "filtered");
+        checks.check("the step returned with fail2ban's six jails already watching (it restarted fail2ban)", () => {
+            const r = server.exec("fail2ban-client status");
+            return /Number of jail:\s+6/.test(r.stdout) ? undefined : r.stdout + r.stderr;
+        });
         await attackChecks(hardening, config.banTime as number);
 
         figures.push(

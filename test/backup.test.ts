@@ -1,0 +1,73 @@
+import { strict as assert } from "assert";
+import { runProgram, isSecret, unsecret, scriptOf } from "./program";
+import { baseConfig } from "./fixtures";
+import { sftpLogin, storageBoxLocation } from "../components/backup";
+
+const stdinOf = (step: { inputs: Record<string, any> }) => Object.fromEntries(unsecret<string>(step.inputs.stdin).trim().split("\n")
+    .map(l => l.split(" ")).map(([k, v]) => [k, Buffer.from(v, "base64").toString()]));
+
+describe("backup", () => {
+    it("makes a protected Storage Box in another datacentre and a sub-account confined to this server's directory", async () => {
+        const run = await runProgram({ ...baseConfig(), location: "fsn1" });
+        const box = run.one("hcloud:index/storageBox:StorageBox");
+        assert.deepEqual([box.inputs.location, box.inputs.storageBoxType, box.inputs.deleteProtection], ["hel1", "bx11", true]);
+        assert.deepEqual(box.inputs.accessSettings, { sshEnabled: true, reachableExternally: true });
+        const sub = run.one("hcloud:index/storageBoxSubaccount:StorageBoxSubaccount");
+        assert.equal(sub.inputs.homeDirectory, "selfhost/mail.example.org");
+        assert.equal(run.outputs.backupRepository, `sftp://${sub.state.username}@${sub.state.server}:23/restic`);
+        assert.equal(storageBoxLocation("hel1"), "fsn1");
+    });
+
+    it("exports the repository password as a secret and sends it, the key and the sub-account password on stdin only", async () => {
+        const run = await runProgram(baseConfig());
+        const step = run.one("command:remote:Command", "backup");
+        const create = scriptOf(unsecret(step.inputs.create));
+        const password: string = run.outputs.backupPassword;
+        assert.equal(password.length, 40);
+        const subPassword = run.one("random:index/randomPassword:RandomPassword", "storagebox-subaccount-password").state.result as string;
+        const key = run.one("tls:index/privateKey:PrivateKey", "backup-key").state.privateKeyOpenssh as string;
+        for (const secret of [password, subPassword, key.split("\n")[1]]) assert.ok(!create.includes(secret));
+        assert.ok(isSecret(step.inputs.stdin));
+        const stdin = stdinOf(step);
+        assert.deepEqual([stdin.storageBoxPassword, stdin.s0, stdin.s1], [subPassword, password, key]);
+        assert.match(create, /put_secret s0 '\/etc\/selfhost\/backup\/password' 0600/);
+        assert.match(create, /STORAGE_BOX_PASSWORD_FILE="\$SECRETS\/storageBoxPassword" \/usr\/local\/sbin\/selfhost-backup open/);
+        assert.equal(run.outputs.backupSshPublicKey, run.one("tls:index/privateKey:PrivateKey", "backup-key").state.publicKeyOpenssh.trim());
+    });
+
+    it("schedules backups and checks with the configured retention, and mails the admin when one fails", async () => {
+        const run = await runProgram({ ...baseConfig(), backupSchedule: "*-*-* 01:15:00", backupKeepDaily: 3, backupKeepWeekly: 2, backupKeepMonthly: 12 });
+        const create = scriptOf(unsecret(run.one("command:remote:Command", "backup").inputs.create));
+        assert.match(create, /^OnCalendar=\*-\*-\* 01:15:00$/m);
+        assert.match(create, /--keep-daily 3 --keep-weekly 2 --keep-monthly 12 --prune/);
+        assert.match(create, /check systemd-analyze calendar '\*-\*-\* 01:15:00'/);
+        assert.equal(create.match(/^OnFailure=selfhost-backup-failed@%n\.service$/gm)?.length, 2);
+        assert.match(create, /\/usr\/sbin\/sendmail root/);
+        assert.match(create, /restic backup \/srv --one-file-system/);
+        const base = scriptOf(unsecret(run.one("command:remote:Command", "base").inputs.create));
+        for (const unit of ["dovecot", "redis-server", "nginx", "prosody"]) {
+            assert.match(base, new RegExp(`put '/etc/systemd/system/${unit}\\.service\\.d/selfhost-data\\.conf'[^\\n]*\\n[\\s\\S]*?RequiresMountsFor=/srv`));
+        }
+        assert.match(base, /ensure_packages [^\n]*\brestic\b[^\n]*\bsshpass\b/);
+    });
+
+    it("uses an sftp repository as given, with its port let out of the firewall, and no Storage Box", async () => {
+        const run = await runProgram({ ...baseConfig(), backup: "sftp://restic@backup.example.net:2222/srv/restic" });
+        assert.equal(run.all("hcloud:index/storageBox:StorageBox").length, 0);
+        assert.equal(run.outputs.backupRepository, "sftp://restic@backup.example.net:2222/srv/restic");
+        const create = scriptOf(unsecret(run.one("command:remote:Command", "backup").inputs.create));
+        assert.match(create, /SFTP_LOGIN='restic@backup.example.net' SFTP_PORT=2222/);
+        assert.doesNotMatch(create, /STORAGE_BOX_PASSWORD_FILE=/);
+        assert.match(scriptOf(unsecret(run.one("command:remote:Command", "hardening").inputs.create)), /tcp dport \{[^}]*\b2222\b[^}]*\} accept/);
+        assert.deepEqual(sftpLogin("sftp:me@nas.example.net:/backups"), { sftpLogin: "me@nas.example.net", sftpPort: 22 });
+    });
+
+    it("can be off: no Storage Box, no restic, the timers stopped", async () => {
+        const run = await runProgram({ ...baseConfig(), backup: "off" });
+        assert.equal(run.all("hcloud:index/storageBox:StorageBox").length, 0);
+        const create = scriptOf(unsecret(run.one("command:remote:Command", "backup").inputs.create));
+        assert.match(create, /systemctl disable --quiet --now selfhost-backup\.timer selfhost-backup-check\.timer/);
+        assert.doesNotMatch(scriptOf(unsecret(run.one("command:remote:Command", "base").inputs.create)), /\brestic\b/);
+        assert.equal(run.outputs.backupRepository, "");
+    });
+});
