@@ -15,6 +15,7 @@ import { renderTemplate } from "../services/template";
 
 export const packages = (s: Settings) => s.backup.kind === "off" ? [] : ["restic", ...s.backup.kind === "storagebox" ? ["sshpass"] : []];
 
+export const BACKUP_COMMAND = "/usr/local/sbin/selfhost-backup";
 const CONF_DIR = "/etc/selfhost/backup";
 const KEY_FILE = `${CONF_DIR}/key`;
 const SSH_CONFIG = `${CONF_DIR}/ssh_config`;
@@ -22,7 +23,7 @@ const TIMERS = ["selfhost-backup.timer", "selfhost-backup-check.timer"];
 const UNITS = ["selfhost-backup.service", "selfhost-backup.timer", "selfhost-backup-check.service", "selfhost-backup-check.timer",
     "selfhost-backup-failed@.service"];
 
-/** Storage Boxes live in the European datacentres; the backup goes to another one than the server's. */
+/** Storage Boxes live in the European datacentres; the backup goes to another one than the server's (at creation). */
 export const storageBoxLocation = (serverLocation: string) => serverLocation === "fsn1" ? "hel1" : "fsn1";
 
 /** user@host and port of a restic sftp repository (`sftp://user@host:port/path` or `sftp:user@host:path`). */
@@ -79,7 +80,11 @@ export class Backup extends pulumi.ComponentResource {
                 name: `${s.hostname.replace(/\./g, "-")}-backup`, storageBoxType: s.backupStorageBoxType,
                 location: storageBoxLocation(s.location), password: boxPassword("storagebox-password", this).result,
                 accessSettings: { sshEnabled: true, reachableExternally: true }, deleteProtection: s.protectData, labels,
-            }, kept);
+            }, {
+                ...kept,
+                // Chosen once, away from the server: moving the server later must not move (replace) its backups.
+                ignoreChanges: ["location"],
+            });
             // A sub-account confined to one directory: the server's key reaches this server's backups only.
             const subAccountPassword = boxPassword("storagebox-subaccount-password", this);
             const sub = new hcloud.StorageBoxSubaccount("backup", {
@@ -93,7 +98,7 @@ export class Backup extends pulumi.ComponentResource {
         }
 
         const files: StepFile[] = [
-            { path: "/usr/local/sbin/selfhost-backup", mode: "0755", content: this.repository.apply(repository =>
+            { path: BACKUP_COMMAND, mode: "0755", content: this.repository.apply(repository =>
                 renderTemplate("backup/selfhost-backup", {
                     repository, ...sftpLogin(repository), passwordFile: `${CONF_DIR}/password`, sshConfig: SSH_CONFIG, keyFile: KEY_FILE, dataDir: DATA_DIR,
                     keepDaily: s.backupKeep.daily, keepWeekly: s.backupKeep.weekly, keepMonthly: s.backupKeep.monthly,
@@ -115,11 +120,11 @@ export class Backup extends pulumi.ComponentResource {
             secrets: subPassword ? { storageBoxPassword: subPassword } : undefined,
             check: [
                 `check systemd-analyze calendar '${s.backupSchedule}'`,
-                "check bash -n /usr/local/sbin/selfhost-backup",
+                `check bash -n ${BACKUP_COMMAND}`,
             ].join("\n"),
             run: [
                 "changed_in /etc/systemd/system && systemctl daemon-reload",
-                `${subPassword ? 'STORAGE_BOX_PASSWORD_FILE="$SECRETS/storageBoxPassword" ' : ""}/usr/local/sbin/selfhost-backup open`,
+                `${subPassword ? 'STORAGE_BOX_PASSWORD_FILE="$SECRETS/storageBoxPassword" ' : ""}${BACKUP_COMMAND} open`,
                 `systemctl enable --quiet --now ${TIMERS.join(" ")}`,
             ].join("\n"),
             dependsOn: args.dependsOn,

@@ -2,6 +2,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { RemoteStep, Connection } from "./remote/step";
 import { renderTemplate } from "../services/template";
 import { DATA_DIR } from "../cloud-init";
+import { BACKUP_COMMAND } from "./backup";
 
 export interface BaseArgs {
     readonly connection: Connection;
@@ -43,6 +44,14 @@ export class Base extends pulumi.ComponentResource {
                 "systemctl enable --now systemd-timesyncd >/dev/null 2>&1 || true",
                 "changed_in /etc/systemd/journald.conf.d && systemctl restart systemd-journald",
                 "changed_in /etc/systemd/system && systemctl daemon-reload",
+            ].join("\n"),
+            // The handover: Pulumi deletes the steps (this one last) before the volume is detached and the
+            // server deleted. No new mail after this; the last snapshot holds every message; the volume
+            // leaves cleanly unmounted. A failed backup stops the replacement here, with the services down.
+            delete: [
+                `systemctl stop ${["postfix", ...args.dataUnits].join(" ")} || true`,
+                `if mountpoint -q ${DATA_DIR} && systemctl is-enabled --quiet selfhost-backup.timer 2>/dev/null; then ${BACKUP_COMMAND} run; fi`,
+                `! mountpoint -q ${DATA_DIR} || umount ${DATA_DIR}`,
             ].join("\n"),
             dependsOn: args.dependsOn,
         }, { parent: this });

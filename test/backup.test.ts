@@ -43,12 +43,28 @@ describe("backup", () => {
         assert.match(create, /check systemd-analyze calendar '\*-\*-\* 01:15:00'/);
         assert.equal(create.match(/^OnFailure=selfhost-backup-failed@%n\.service$/gm)?.length, 2);
         assert.match(create, /\/usr\/sbin\/sendmail root/);
-        assert.match(create, /restic backup \/srv --one-file-system/);
+        assert.match(create, /restic backup --quiet \/srv --one-file-system/);
         const base = scriptOf(unsecret(run.one("command:remote:Command", "base").inputs.create));
         for (const unit of ["dovecot", "redis-server", "nginx", "prosody"]) {
             assert.match(base, new RegExp(`put '/etc/systemd/system/${unit}\\.service\\.d/selfhost-data\\.conf'[^\\n]*\\n[\\s\\S]*?RequiresMountsFor=/srv`));
         }
         assert.match(base, /ensure_packages [^\n]*\brestic\b[^\n]*\bsshpass\b/);
+    });
+
+    it("hands the volume over when the server goes: mail stopped, a last snapshot, /srv unmounted (base's delete, run last)", async () => {
+        const run = await runProgram(baseConfig());
+        const steps = run.all("command:remote:Command");
+        assert.deepEqual(steps.filter(s => s.inputs.delete).map(s => s.name), ["base"]);
+        const handover = scriptOf(unsecret<string>(run.one("command:remote:Command", "base").inputs.delete).replace("selfhost-step-delete", "selfhost-step"));
+        const lines = handover.split("\n");
+        assert.deepEqual(lines, [
+            "set -euo pipefail",
+            "systemctl stop postfix nginx dovecot redis-server prosody || true",
+            "if mountpoint -q /srv && systemctl is-enabled --quiet selfhost-backup.timer 2>/dev/null; then /usr/local/sbin/selfhost-backup run; fi",
+            "! mountpoint -q /srv || umount /srv",
+        ]);
+        // Every other step goes first: each depends, directly or not, on base.
+        assert.ok(run.one("command:remote:Command", "backup").dependencies.some(d => d.endsWith("Command::base")));
     });
 
     it("uses an sftp repository as given, with its port let out of the firewall, and no Storage Box", async () => {

@@ -63,6 +63,8 @@ export interface RemoteStepArgs {
     readonly check?: string;
     /** Shell run once the files passed the check: enable, reload (`changed &&` …), issue certificates. */
     readonly run?: string;
+    /** Shell run as root on the server when the step goes: the server is being replaced, or destroyed. */
+    readonly delete?: string;
     readonly dependsOn?: pulumi.Input<pulumi.Input<pulumi.Resource>[]>;
 }
 
@@ -132,6 +134,7 @@ export class RemoteStep extends pulumi.ComponentResource {
                 dialErrorLimit: 60, perDialTimeout: 10,
             },
             create: script.apply(s => `sudo -n bash -c ${shellQuote(s)} selfhost-step ${name}`),
+            delete: args.delete && `sudo -n bash -c ${shellQuote(`set -euo pipefail\n${args.delete}`)} selfhost-step-delete ${name}`,
             stdin,
             triggers: [c.serverId],
         }, { parent: this, dependsOn: args.dependsOn, deleteBeforeReplace: true });

@@ -12,7 +12,7 @@ import { firstAddress } from "../../components/host";
 import { sh, must, Cleanup } from "./sh";
 import { NET, sweep, network, startDns, startAcme } from "./world";
 import { TestServer, sweepServers } from "./server";
-import { declaredSteps, applyStep, Step } from "./steps";
+import { declaredSteps, applyStep, deleteStep, Step } from "./steps";
 import { e2eConfig, changedOption, openSsh, SERVER } from "./config";
 import { Checks } from "./checks";
 import { benchBaseline, memoryTable, throughput } from "./bench";
@@ -21,6 +21,7 @@ import { mailChecks } from "./mail";
 import { hardeningChecks, attackChecks } from "./hardening";
 import { webChecks } from "./web";
 import { xmppChecks, xmppClient } from "./xmpp";
+import { storageBoxOf, startStorageBox, dataChecks } from "./data";
 
 const SERVER_IPV6 = firstAddress(SERVER.ipv6Network);
 const bench = process.argv.includes("--bench");
@@ -86,12 +87,15 @@ async function main(): Promise<number> {
             [NET.peer.ipv4]: NET.peer.domain, [NET.peer.ipv6]: NET.peer.domain,
         };
         const listed = NET.client.listed.split(".").reverse().join(".");
+        const box = storageBoxOf(program);
         await startDns(path.join(work, "dns"), {
             domain: "example.test", zoneFile: program.outputs.zoneFile, ptrs, extra: { acme: NET.inet.ipv4 },
             zones: {
                 [NET.peer.domain]: peerZone(),
                 // A stand-in for Spamhaus: lists one client address (and the usual 127.0.0.2 test entry).
                 "zen.spamhaus.org": [`${listed} 300 IN A 127.0.0.2`, "2.0.0.127 300 IN A 127.0.0.2"],
+                // The Storage Box's name leads to the peer host, which plays it.
+                [box.zone]: box.records,
             },
         }, cleanup);
         const acme = await startAcme(path.join(work, "acme"), ["acme.example.test"], cleanup);
@@ -99,14 +103,16 @@ async function main(): Promise<number> {
         console.log("the peer mail server");
         const peerTls = peerCa(path.join(work, "peer-ca"));
         const peer = await startPeer(path.join(work, "peer"), [acme.apiCa], peerTls, cleanup);
+        startStorageBox(peer, box);
 
         console.log("first boot");
         const started = Date.now();
-        const server = new TestServer({
+        const serverSpec = {
             name: "mail", dir: path.join(work, "server"), ipv4: SERVER.ipv4, ipv6: SERVER_IPV6, userData,
             // The simulated internet's CAs: pebble's (for its API) and the peer's own.
             volumeId: program.one("hcloud:index/volume:Volume").id, trust: [acme.apiCa, fs.readFileSync(peerTls.ca, "utf8")],
-        }, cleanup);
+        };
+        const server = new TestServer(serverSpec, cleanup);
         await server.boot();
         const bootMs = Date.now() - started;
         const first = applyAll(steps, work, "apply");
@@ -329,6 +335,25 @@ async function main(): Promise<number> {
                 ["ratio: full chain / sink", (t.chainPerSecond / t.sinkPerSecond).toFixed(2)],
             );
         }
+
+        console.log("data that outlives the server");
+        const moved = await runProgram({ ...config, location: "hel1" }, { cloud: SERVER });
+        checks.check("a move to another location replaces the server and its volume (a volume cannot follow)", () => {
+            const volumes = [program, moved].map(r => r.one("hcloud:index/volume:Volume").inputs.location);
+            return /location/.test(serverReplaced(program, moved)) && volumes[0] !== volumes[1] ? undefined : `${serverReplaced(program, moved)}; ${volumes}`;
+        });
+        figures.push(...await dataChecks({
+            checks, peer, box, backupSshPublicKey: program.outputs.backupSshPublicKey, passwords: program.outputs.mailPasswords,
+            root, serverIp: SERVER.ipv4, work, bench,
+            boot: async (dir, volumeImage) => {
+                const next = new TestServer({ ...serverSpec, dir: path.join(work, dir), volumeImage }, cleanup);
+                await next.boot();
+                return next;
+            },
+            apply: (s, label) => applyAll(s, work, label),
+            remove: step => deleteStep(step, work),
+        }, server, steps, declaredSteps(moved)));
+
         console.log("\nlocal target figures");
         for (const [k, v] of figures) console.log(`| ${k.padEnd(66)} | ${v.padStart(6)} |`);
     } catch (e) {

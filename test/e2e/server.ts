@@ -51,6 +51,8 @@ export interface ServerSpec {
     readonly userData?: string;
     /** Hetzner volume id: the volume appears at /dev/disk/by-id/scsi-0HC_Volume_<id>. */
     readonly volumeId?: string;
+    /** The volume's image file: an existing one is attached as it is (a volume that outlived its server). */
+    readonly volumeImage?: string;
     /** PEM certificates the machine trusts besides Debian's (the simulated internet's CAs). */
     readonly trust: string[];
 }
@@ -97,8 +99,8 @@ export class TestServer {
         const args = ["systemd-nspawn", "-D", root, "--boot", "--register=no", "--keep-unit", `--machine=${spec.name}`,
             `--network-bridge=${NET.bridge}`, "--console=read-only"];
         if (spec.volumeId) {
-            const image = path.join(spec.dir, "volume.img");
-            must(`truncate -s 2G ${image} && mkfs.ext4 -q ${image}`);
+            const image = spec.volumeImage ?? path.join(spec.dir, "volume.img");
+            if (!fs.existsSync(image)) must(`truncate -s 2G ${image} && mkfs.ext4 -q ${image}`);
             const loop = must(`losetup -f --show ${image}`).trim();
             this.cleanup.add(`loop ${loop}`, () => sh(`losetup -d ${loop}`));
             args.push(`--bind=${loop}:/dev/disk/by-id/scsi-0HC_Volume_${spec.volumeId}`, `--property=DeviceAllow=${loop} rwm`);

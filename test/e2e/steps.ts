@@ -11,6 +11,8 @@ export interface Step {
     readonly name: string;
     readonly urn: string;
     readonly create: string;
+    /** What the provider runs on the old server when the step goes (a replaced server, destroy). */
+    readonly delete?: string;
     readonly stdin?: string;
     readonly connection: { host: string; port: number; user: string; privateKey: string };
     readonly after: string[];
@@ -21,7 +23,7 @@ export function declaredSteps(run: ProgramRun): Step[] {
     const commands = run.all("command:remote:Command");
     const urns = new Set(commands.map(c => c.urn));
     const steps: Step[] = commands.map(c => ({
-        name: c.name, urn: c.urn, create: unsecret(c.inputs.create), stdin: unsecret(c.inputs.stdin),
+        name: c.name, urn: c.urn, create: unsecret(c.inputs.create), delete: unsecret(c.inputs.delete), stdin: unsecret(c.inputs.stdin),
         connection: unsecret(c.inputs.connection), after: c.dependencies.filter(d => urns.has(d)),
     }));
     const ordered: Step[] = [];
@@ -33,6 +35,11 @@ export function declaredSteps(run: ProgramRun): Step[] {
     };
     steps.forEach(s => visit(s, []));
     return ordered;
+}
+
+/** Runs a step's delete command over SSH, as the provider does before the server goes. */
+export function deleteStep(step: Step, workdir: string): Result {
+    return applyStep({ ...step, create: step.delete ?? "true", stdin: undefined }, workdir);
 }
 
 /** Runs one step over SSH; like the provider, it keeps dialling while the server is still booting. */

@@ -1,0 +1,249 @@
+/**
+ * Data that outlives the server, on the local target: a stand-in Storage Box (an SFTP account with a
+ * password on port 23 of the peer host, as Hetzner's sub-accounts are), backups and their failure
+ * mail, the same volume on a new server, and a move to a new, empty volume that restore-on-create fills.
+ */
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
+import { ProgramRun } from "../program";
+import { sh, run, must, Result } from "./sh";
+import { NET } from "./world";
+import { TestServer } from "./server";
+import { Checks } from "./checks";
+import { Step } from "./steps";
+
+/** The repository the program declares, and what the test world needs to host it. */
+export interface StorageBox {
+    readonly user: string;
+    readonly password: string;
+    /** DNS zone and records that send the Storage Box's name to the peer host. */
+    readonly zone: string;
+    readonly records: string[];
+}
+
+export function storageBoxOf(program: ProgramRun): StorageBox {
+    const url = new URL(program.outputs.backupRepository);
+    const [label, ...zone] = url.hostname.split(".");
+    return {
+        user: url.username,
+        password: program.one("random:index/randomPassword:RandomPassword", "storagebox-subaccount-password").state.result,
+        zone: zone.join("."),
+        records: [`${label} 300 IN A ${NET.peer.ipv4}`, `${label} 300 IN AAAA ${NET.peer.ipv6}`],
+    };
+}
+
+/** An SFTP-only account with a password on port 23, empty, like a fresh sub-account. */
+export function startStorageBox(peer: TestServer, box: StorageBox): void {
+    const r = peer.exec([
+        "set -e",
+        `useradd -m -s /bin/sh ${box.user}`,
+        `echo '${box.user}:${box.password}' | chpasswd`,
+        `printf '%s\\n' 'Port 22' 'Port 23' 'Match User ${box.user}' '    PasswordAuthentication yes' '    ForceCommand internal-sftp' ` +
+        "'    AllowTcpForwarding no' > /etc/ssh/sshd_config.d/storagebox.conf",
+        "sshd -t && systemctl restart ssh",
+    ].join("\n"));
+    if (r.code !== 0) throw new Error(`storage box set-up failed: ${r.stdout}${r.stderr}`);
+}
+
+export interface DataContext {
+    readonly checks: Checks;
+    readonly peer: TestServer;
+    readonly box: StorageBox;
+    readonly backupSshPublicKey: string;
+    readonly passwords: Record<string, string>;
+    /** CA file that verifies the server's certificates. */
+    readonly root: string;
+    readonly serverIp: string;
+    readonly work: string;
+    readonly bench: boolean;
+    /** Boots a new server at the same addresses, on the given volume image (made empty if it does not exist). */
+    readonly boot: (dir: string, volumeImage: string) => Promise<TestServer>;
+    readonly apply: (steps: Step[], label: string) => Map<string, { ms: number; out: string }>;
+    /** Runs a step's delete command on the server, as the provider does before the server goes. */
+    readonly remove: (step: Step) => Result;
+}
+
+const MAILDIR = "/srv/mail/example.test";
+
+/** What must survive a server: files found relative to the volume's root, counted and hashed. */
+const FINGERPRINTS: Record<string, string> = {
+    "mail messages": "find mail -type f \\( -path '*/cur/*' -o -path '*/new/*' \\)",
+    "Sieve scripts": "find mail -type f -name '*.sieve'",
+    "XMPP rosters and archives": "find prosody -type f \\( -path '*/roster/*' -o -path '*archive*' \\)",
+    "published site": "find -L www/site/ -type f",
+    "site repository": "find git/site.git/refs git/site.git/objects -type f",
+    "certificate and ACME account": "find tls/letsencrypt/archive tls/letsencrypt/accounts -type f",
+    "spam filter's learned data": "find rspamd/redis -type f -name '*.rdb'",
+};
+
+function fingerprint(exec: (command: string) => { stdout: string }, root: string): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const [what, find] of Object.entries(FINGERPRINTS)) {
+        const list = `/tmp/selfhost-fp-${process.pid}`;
+        out[what] = exec(`cd ${root} && ${find} -print0 | sort -z | xargs -0 -r sha256sum > ${list}; ` +
+            `echo "$(wc -l < ${list}) files, $(sha256sum < ${list} | cut -c1-16)"; rm -f ${list}`).stdout.trim();
+    }
+    return out;
+}
+
+/** The volume as the old server left it: its image, mounted read-only on this machine once that server is off. */
+function volumeFingerprint(image: string): Record<string, string> {
+    const mnt = fs.mkdtempSync(path.join(os.tmpdir(), "selfhost-e2e-volume-"));
+    must(`mount -o ro,loop ${image} ${mnt}`);
+    try {
+        return fingerprint(sh, mnt);
+    } finally {
+        sh(`umount ${mnt} && rmdir ${mnt}`);
+    }
+}
+
+function sameData(checks: Checks, what: string, before: Record<string, string>, server: TestServer): void {
+    const after = fingerprint(cmd => server.exec(cmd), "/srv");
+    for (const key of Object.keys(FINGERPRINTS)) {
+        checks.check(`${what}: ${key} byte-identical (${before[key]})`, () =>
+            before[key] === after[key] && !before[key].startsWith("0 files") ? undefined : `${before[key]} → ${after[key]}`);
+    }
+}
+
+export async function dataChecks(c: DataContext, server: TestServer, steps: Step[], moved: Step[]): Promise<[string, string][]> {
+    const { checks, peer, box } = c;
+    const figures: [string, string][] = [];
+    const client = (argv: string[]) => run(argv, { ns: NET.client.ns, timeoutMs: 60_000 });
+    const send = (subject: string) => client(["swaks", "--server", c.serverIp, "--port", "587", "--tls", "--tls-ca-path", c.root,
+        "--tls-sni", "mail.example.test", "--helo", "client.elsewhere.test", "--auth", "PLAIN", "--auth-user", "bob@example.test",
+        "--auth-password", c.passwords.bob, "--from", "bob@example.test", "--to", "alice@example.test",
+        "--header", `Subject: ${subject}`, "--body", `kept across servers: ${subject}`]);
+    const arrived = async (s: TestServer, subject: string): Promise<boolean> => {
+        for (let i = 0; i < 60; i++) {
+            if (s.exec(`grep -rlqF 'Subject: ${subject}' ${MAILDIR}/alice/Maildir/new ${MAILDIR}/alice/Maildir/cur`).code === 0) return true;
+            await new Promise(r => setTimeout(r, 500));
+        }
+        return false;
+    };
+    // Snapshot ids in the repository (the retention keeps one a day, so a new snapshot replaces today's).
+    const snapshotsOnBox = () => peer.exec(`ls /home/${box.user}/restic/snapshots 2>/dev/null`).stdout.trim().split("\n").filter(Boolean).join(" ");
+    const servedCert = () => sh(`openssl s_client -connect ${c.serverIp}:443 -servername mail.example.test </dev/null 2>/dev/null | ` +
+        "openssl x509 -noout -fingerprint -sha256", { ns: NET.client.ns }).stdout.trim();
+
+    checks.check("first boot created the repository on the Storage Box, through its sub-account, which holds just the stack's backup key", () => {
+        const r = peer.exec(`test -f /home/${box.user}/restic/config && cat /home/${box.user}/.ssh/authorized_keys`);
+        return r.code === 0 && r.stdout.trim() === c.backupSshPublicKey ? undefined : `exit ${r.code}: ${r.stdout}${r.stderr}`;
+    });
+    checks.check("the services that keep data on the volume wait for its mount", () => {
+        const r = server.exec("systemctl show -p RequiresMountsFor dovecot redis-server nginx prosody");
+        return (r.stdout.match(/^RequiresMountsFor=.*\/srv/gm) ?? []).length === 4 ? undefined : r.stdout;
+    });
+    checks.check("backups and repository checks are scheduled, and a snapshot is taken at shutdown", () => {
+        const r = server.exec("systemctl is-enabled selfhost-backup.timer selfhost-backup-check.timer selfhost-backup-on-shutdown.service && " +
+            "systemctl is-active selfhost-backup-on-shutdown.service && systemctl show -p TimersCalendar selfhost-backup.timer");
+        return r.code === 0 && /03:30:00/.test(r.stdout) ? undefined : r.stdout + r.stderr;
+    });
+
+    console.log("backups: one now, then one that cannot open the repository");
+    const backup = server.exec("systemctl start selfhost-backup.service && cat /var/lib/selfhost/backup/last-success && selfhost-backup list");
+    const firstSnapshot = snapshotsOnBox();
+    checks.check("a backup runs: snapshot on the Storage Box, time of the last success recorded", () =>
+        backup.code === 0 && firstSnapshot ? undefined : `exit ${backup.code}, snapshots: ${firstSnapshot}: ${backup.stdout}${backup.stderr}`);
+    const verified = server.exec("systemctl start selfhost-backup-check.service && journalctl -u selfhost-backup-check -o cat | tail -3");
+    checks.check("restic check of the repository (structure and a tenth of the data) is clean", () =>
+        verified.code === 0 && /no errors were found/.test(verified.stdout) ? undefined : verified.stdout + verified.stderr);
+    server.exec("printf wrong-password > /etc/selfhost/backup/password");
+    const broken = server.exec("systemctl start selfhost-backup.service");
+    checks.check("a wrong repository password fails the backup, saying so", () => {
+        const log = server.exec("journalctl -u selfhost-backup -o cat | tail -5").stdout;
+        return broken.code !== 0 && /does not open with the stack's password/.test(log) ? undefined : `exit ${broken.code}: ${log}`;
+    });
+    const mailed = await (async () => {
+        for (let i = 0; i < 60; i++) {
+            if (server.exec(`grep -rlqF 'Subject: selfhost: selfhost-backup.service failed' ${MAILDIR}/alice/Maildir/new`).code === 0) return true;
+            await new Promise(r => setTimeout(r, 500));
+        }
+        return false;
+    })();
+    checks.check("the failure is mailed to the admin, with the log", () => mailed ? undefined : "no failure mail in the admin's inbox");
+    c.apply(steps.filter(s => s.name === "backup"), "re-apply");
+    checks.check("re-running the backup step puts the stack's password back and backups work again", () => {
+        const r = server.exec("systemctl start selfhost-backup.service");
+        return r.code === 0 && snapshotsOnBox() && snapshotsOnBox() !== firstSnapshot ? undefined : `exit ${r.code}, snapshots ${firstSnapshot} → ${snapshotsOnBox()}`;
+    });
+
+    /** What Pulumi does to a server it replaces: the steps' delete commands (base's is the handover), then a power-off. */
+    const replace = (old: TestServer, label: string) => {
+        const snapshots = snapshotsOnBox();
+        const handover = c.remove(steps.find(s => s.name === "base")!);
+        const mounted = old.exec("mountpoint -q /srv").code === 0;
+        const smtp = sh(`nc -z -w 3 ${c.serverIp} 25`, { ns: NET.client.ns }).code === 0;
+        checks.check(`${label}: the handover stopped mail, took a last snapshot and unmounted the volume`, () =>
+            handover.code === 0 && snapshotsOnBox() !== snapshots && !mounted && !smtp ? undefined
+                : `exit ${handover.code}, snapshots ${snapshots} → ${snapshotsOnBox()}, /srv mounted: ${mounted}, port 25 open: ${smtp}\n${handover.stdout}${handover.stderr}`);
+        old.stop();
+    };
+
+    console.log("the same volume on a new server (type or image change, or destroy and recreate)");
+    const volume = path.join(c.work, "server", "volume.img");
+    const certBefore = servedCert();
+    replace(server, "same volume");
+    const before = volumeFingerprint(volume);
+    const second = await c.boot("server-2", volume);
+    const recreated = c.apply(steps, "recreate");
+    checks.check("the new server found its volume and restored nothing", () =>
+        /restoring/.test(recreated.get("backup")!.out) ? recreated.get("backup")!.out : undefined);
+    sameData(checks, "same volume", before, second);
+    checks.check("same volume: the same certificate is served, nothing was re-issued", () => {
+        const after = servedCert();
+        return after && after === certBefore ? undefined : `${certBefore} → ${after}`;
+    });
+
+    console.log("a move: the new server gets a new, empty volume; the old one shuts down cleanly first");
+    send("arrived after the last scheduled backup");
+    const late = await arrived(second, "arrived after the last scheduled backup");
+    checks.check("a message arrives after the last scheduled backup", () => late ? undefined : "not delivered");
+    replace(second, "move");
+    const beforeMove = volumeFingerprint(volume);
+    const third = await c.boot("server-3", path.join(c.work, "server-3", "volume.img"));
+    const movedRun = c.apply(moved, "move");
+    const restoreLine = movedRun.get("backup")!.out.split("\n").find(l => /restored snapshot/.test(l)) ?? "";
+    checks.check("restore-on-create: the backup step restored the latest snapshot, before the mail step ran", () =>
+        restoreLine ? undefined : movedRun.get("backup")!.out);
+    sameData(checks, "moved", beforeMove, third);
+    checks.check("moved: the mail that arrived after the last scheduled backup is there (the handover's snapshot)", () =>
+        third.exec(`grep -rlqF 'Subject: arrived after the last scheduled backup' ${MAILDIR}/alice/Maildir`).code === 0 ? undefined : "missing");
+    checks.check("moved: the same certificate is served, nothing was re-issued", () => {
+        const after = servedCert();
+        return after && after === certBefore ? undefined : `${certBefore} → ${after}`;
+    });
+    send("after the move");
+    const afterMove = await arrived(third, "after the move");
+    checks.check("moved: new mail is delivered and the old password still logs in over IMAP", () => {
+        const r = client(["python3", path.join(__dirname, "imap.py"), "mail.example.test", c.root, "alice@example.test", "list", "INBOX"]);
+        return afterMove && r.stdout.includes("Subject: arrived after the last scheduled backup") ? undefined : `delivered: ${afterMove}; ${r.stdout}${r.stderr}`;
+    });
+
+    if (c.bench) figures.push(...backupBench(third, () => Number(peer.exec(`du -sb /home/${box.user}/restic | cut -f1`).stdout.split("\t")[0])));
+    return figures;
+}
+
+/** Backup and restore of a synthetic 10 000-message mailbox: time and repository growth per 1 000 messages. */
+function backupBench(server: TestServer, repoBytes: () => number): [string, string][] {
+    const N = 10_000;
+    const dir = `${MAILDIR}/bench/Maildir/cur`;
+    // 3.3 KB each, incompressible (base64 of random bytes): the worst case for the repository's size.
+    server.exec(`install -d -o vmail -g vmail ${dir} && cd ${dir} && for i in $(seq ${N}); do ` +
+        `{ printf 'From: a@example.net\\nTo: bench@example.test\\nSubject: bench %s\\n\\n' $i; head -c 2400 /dev/urandom | base64; } > $i.bench:2,S; done && chown -R vmail:vmail ${dir}`);
+    const bytesBefore = repoBytes();
+    const backup = server.exec("selfhost-backup run");
+    const grew = repoBytes() - bytesBefore;
+    const restore = server.exec(`rm -rf /tmp/restore && selfhost-backup restore /tmp/restore ${dir}`);
+    const same = server.exec(`diff -r ${dir} /tmp/restore${dir} >/dev/null && echo same`).stdout.trim();
+    const mailBytes = Number(server.exec(`du -sb ${dir} | cut -f1`).stdout.trim());
+    const per = (x: number) => (x / (N / 1000));
+    return [
+        [`backup of ${N} new messages (${(mailBytes / 1e6).toFixed(0)} MB), s`, (backup.ms / 1000).toFixed(1)],
+        ["  per 1 000 messages, s", per(backup.ms / 1000).toFixed(2)],
+        [`restore of those ${N} messages, s${same === "same" ? " (byte-identical)" : " (DIFFERENT!)"}`, (restore.ms / 1000).toFixed(1)],
+        ["  per 1 000 messages, s", per(restore.ms / 1000).toFixed(2)],
+        ["repository growth, MB", (grew / 1e6).toFixed(1)],
+        ["  per 1 000 messages, MB", per(grew / 1e6).toFixed(2)],
+    ];
+}
