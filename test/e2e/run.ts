@@ -346,7 +346,8 @@ async function main(): Promise<number> {
             checks, peer, box, backupSshPublicKey: program.outputs.backupSshPublicKey, passwords: program.outputs.mailPasswords,
             root, serverIp: SERVER.ipv4, work, bench,
             boot: async (dir, volumeImage) => {
-                const next = new TestServer({ ...serverSpec, dir: path.join(work, dir), volumeImage }, cleanup);
+                // A name of its own: a new machine, and a cgroup the old one's leftovers do not share.
+                const next = new TestServer({ ...serverSpec, name: dir, dir: path.join(work, dir), volumeImage }, cleanup);
                 await next.boot();
                 return next;
             },

@@ -113,7 +113,11 @@ export class TestServer {
         this.process = daemon(["bash", "-c", `mkdir -p ${cgroup} && echo $$ > ${cgroup}/cgroup.procs && exec "$@"`, "nspawn", ...args],
             path.join(spec.dir, "console.log"), { env: { SYSTEMD_NSPAWN_UNIFIED_HIERARCHY: "1" } });
         this.cleanup.add(`container ${spec.name}`, () => this.stop());
-        await waitFor(`${spec.name} to boot`, 120, () => this.exec("systemctl is-system-running").stdout.trim().match(/running|degraded/) !== null);
+        try {
+            await waitFor(`${spec.name} to boot`, 120, () => this.exec("systemctl is-system-running").stdout.trim().match(/running|degraded/) !== null);
+        } catch (e) {
+            throw new Error(`${e instanceof Error ? e.message : e}; console ends:\n${sh(`tail -15 ${path.join(spec.dir, "console.log")}`).stdout}`);
+        }
     }
 
     /** The container's init process, for nsenter. */
