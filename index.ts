@@ -1,6 +1,6 @@
 /**
  * selfhost: your own mail, web and XMPP server.
- * config → host (server, IPs, volume) → DKIM key → DNS → remote steps (base → backup → hardening → tls → web, mail → xmpp) → outputs.
+ * config → host (server, IPs, volume) → DKIM key → DNS → remote steps (base → backup → hardening → tls → web, mail → xmpp → status) → outputs.
  * Each concern is one component; each remote step re-runs only when its own files change.
  */
 import * as pulumi from "@pulumi/pulumi";
@@ -15,6 +15,7 @@ import * as web from "./components/web";
 import * as mail from "./components/mail";
 import * as xmpp from "./components/xmpp";
 import * as backup from "./components/backup";
+import { Status } from "./components/status";
 import { portOf } from "./services/catalog";
 
 const settings = loadSettings();
@@ -42,8 +43,12 @@ const mailServer = new mail.Mail("mail", {
     settings, connection, ipv4: host.ipv4, ipv6: host.ipv6, dkimPrivateKeyPem: dkim.privateKeyPem, dependsOn: [certificate.step],
 });
 
-new xmpp.Xmpp("xmpp", { settings, connection, passwords: mailServer.passwords, dependsOn: [mailServer.step] });
+const chat = new xmpp.Xmpp("xmpp", { settings, connection, passwords: mailServer.passwords, dependsOn: [mailServer.step] });
+new Status("status", {
+    settings, connection, units: [...hardening.units, ...web.dataUnits, ...mail.units, ...xmpp.dataUnits], dependsOn: [chat.step],
+});
 
+export const domain = settings.domain;
 export const hostname = settings.hostname;
 export const ipv4 = host.ipv4;
 export const ipv6 = host.ipv6;

@@ -11,6 +11,7 @@ import { publicPorts, outboundPorts, portOf, ServicePort } from "../services/cat
 import { renderTemplate } from "../services/template";
 
 export const packages = ["nftables", "fail2ban", "python3-systemd", "unattended-upgrades"];
+export const units = ["ssh", "nftables", "fail2ban"];
 export const NFT_RULESET = "/etc/nftables.conf";
 
 const INDENT = "        ";

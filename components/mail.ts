@@ -26,6 +26,7 @@ const MAPS = "/etc/postfix/selfhost";
 
 /** Mailboxes and the learned spam data live on the volume. */
 export const dataUnits = ["dovecot", "redis-server"];
+export const units = ["postfix", "rspamd", ...dataUnits];
 
 export function packages(s: Settings): string[] {
     return ["postfix", "dovecot-imapd", "dovecot-lmtpd", "dovecot-sieve", "dovecot-managesieved", "rspamd", "redis-server",

@@ -114,6 +114,7 @@ export interface Settings {
     /** systemd OnCalendar expression. */
     readonly backupSchedule: string;
     readonly backupKeep: { readonly daily: number; readonly weekly: number; readonly monthly: number };
+    readonly checkSmtpHost: string;
 }
 
 interface Declaration {
@@ -324,6 +325,9 @@ export function validate(raw: Record<string, unknown>): Settings {
         bad("backupKeepDaily", "and backupKeepWeekly and backupKeepMonthly are all 0, which would keep no snapshot; keep at least one, e.g. backupKeepDaily 7.");
     }
 
+    const checkSmtpHost = String(raw.checkSmtpHost);
+    if (!isDomainName(checkSmtpHost)) bad("checkSmtpHost", `"${checkSmtpHost}" is not a host name, e.g. gmail-smtp-in.l.google.com.`);
+
     if (problems.length) throw new ConfigError(problems);
     return {
         domain, hostname, adminUser, adminEmail, sshPublicKeys: sshPublicKeys.map(k => String(k).trim()), sshPort,
@@ -333,6 +337,7 @@ export function validate(raw: Record<string, unknown>): Settings {
         tlsMode, acmeServer, caaIssuer, dnsbls, unknownRdns, users,
         siteBuild, siteDir, sitePackages, userDirs: raw.userDirs as boolean, apps, webLogDays, webStats: raw.webStats as boolean,
         xmppUploadLimitMb, xmppUploadExpiresDays, xmppUploadQuotaMb, backup, backupStorageBoxType, backupSchedule, backupKeep,
+        checkSmtpHost,
     };
 }
 

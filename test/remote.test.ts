@@ -19,7 +19,7 @@ function runLocally(script: string, stdin = ""): { code: number; out: string } {
 describe("remote steps", () => {
     it("connect as the admin user on sshPort with the deploy key, after the volume is attached, in order", async () => {
         const run = await runProgram({ ...baseConfig(), adminUser: "carol", sshPort: 2345 });
-        assert.deepEqual(commands(run).map(c => c.name), ["base", "backup", "hardening", "tls", "web", "mail", "xmpp"]);
+        assert.deepEqual(commands(run).map(c => c.name), ["base", "backup", "hardening", "tls", "web", "mail", "xmpp", "status"]);
         const deployKey = run.one("tls:index/privateKey:PrivateKey", "deploy-key").state.privateKeyOpenssh;
         for (const c of commands(run)) {
             assert.ok(isSecret(c.inputs.connection), "the connection (with its private key) is secret");

@@ -9,6 +9,8 @@ export interface OwnerKeys { readonly ssh: string; readonly openpgp: string }
 export const e2eConfig = (keys: OwnerKeys): Record<string, unknown> => ({
     domain: "example.test",
     adminEmail: "alice@example.test",
+    // The daily report proves outbound SMTP against the peer.
+    checkSmtpHost: "peer.test",
     sshPublicKeys: [keys.ssh],
     dnsProvider: "none",
     dnsTtl: 300,

@@ -22,6 +22,7 @@ import { hardeningChecks, attackChecks } from "./hardening";
 import { webChecks } from "./web";
 import { xmppChecks, xmppClient } from "./xmpp";
 import { storageBoxOf, startStorageBox, dataChecks } from "./data";
+import { statusChecks } from "./status";
 
 const SERVER_IPV6 = firstAddress(SERVER.ipv6Network);
 const bench = process.argv.includes("--bench");
@@ -96,6 +97,8 @@ async function main(): Promise<number> {
                 "zen.spamhaus.org": [`${listed} 300 IN A 127.0.0.2`, "2.0.0.127 300 IN A 127.0.0.2"],
                 // The Storage Box's name leads to the peer host, which plays it.
                 [box.zone]: box.records,
+                // Spamhaus's domain list, listing nothing here.
+                "dbl.spamhaus.org": [],
             },
         }, cleanup);
         const acme = await startAcme(path.join(work, "acme"), ["acme.example.test"], cleanup);
@@ -294,6 +297,13 @@ async function main(): Promise<number> {
         });
         applyAll(steps.filter(s => s.name === "tls"), work, "back to acme");
         checks.check("back on ACME, the certificate verifies against the ACME root again", () => tlsCheck("mail.example.test", 443));
+
+        console.log("npm run check, from the client: green, then one fault at a time");
+        const dnsDir = path.join(work, "dns");
+        statusChecks({
+            checks, server, outputs: program.outputs, root, ownerKey: owner.file, work,
+            zoneFile: path.join(dnsDir, "example.test.zone"), reloadZone: () => must(`knotc -c ${dnsDir}/knot.conf zone-reload example.test`),
+        });
 
         console.log("hardening: SSH open to anyone, then attacked");
         const open = await runProgram({ ...config, ...openSsh }, { cloud: SERVER });

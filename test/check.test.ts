@@ -1,0 +1,96 @@
+import { strict as assert } from "assert";
+import * as net from "net";
+import { runProgram, unsecret, scriptOf } from "./program";
+import { baseConfig } from "./fixtures";
+import { targetOf } from "../check";
+import { render, finding } from "../check/findings";
+import { relayFindings, Target } from "../check/probes";
+import { preflight } from "../check/preflight";
+
+/** A stack config as `pulumi config --json` prints it. */
+const stackConfig = (config: Record<string, unknown>, extra: Record<string, string> = {}) => ({
+    ...Object.fromEntries(Object.entries(config).map(([k, v]) => [`selfhost:${k}`, { value: typeof v === "string" ? v : JSON.stringify(v) }])),
+    ...Object.fromEntries(Object.entries(extra).map(([k, v]) => [k, { value: v, secret: true }])),
+});
+
+/** A one-connection SMTP server on 127.0.0.1:25 that answers RCPT with `rcptReply`. */
+function fakeSmtp(rcptReply: string): Promise<net.Server> {
+    const server = net.createServer(socket => {
+        socket.write("220 fake ESMTP\r\n");
+        socket.on("data", d => {
+            const line = d.toString();
+            if (/^EHLO/i.test(line)) socket.write("250-fake\r\n250 8BITMIME\r\n");
+            else if (/^MAIL/i.test(line)) socket.write("250 2.1.0 Ok\r\n");
+            else if (/^RCPT/i.test(line)) socket.write(`${rcptReply}\r\n`);
+            else if (/^QUIT/i.test(line)) { socket.write("221 Bye\r\n"); socket.end(); }
+        });
+    });
+    return new Promise(resolve => server.listen(25, "127.0.0.1", () => resolve(server)));
+}
+
+describe("check", () => {
+    it("takes everything it checks from the stack's outputs", async () => {
+        const run = await runProgram({ ...baseConfig(), sshPort: 2345, adminUser: "carol" });
+        const t = targetOf(run.outputs);
+        assert.deepEqual([t.domain, t.hostname, t.ipv4, t.sshPort, t.adminUser], ["example.org", "mail.example.org", "198.51.100.10", 2345, "carol"]);
+        assert.equal(t.records, run.outputs.records);
+        assert.throws(() => targetOf({ hostname: "x" }), /not this stack's outputs/);
+    });
+
+    it("reports by area, with a fix under everything that is not ok", () => {
+        const text = render([
+            finding("dns", "MX example.org", "ok", "10 mail.example.org.", "never shown"),
+            finding("dns", "DKIM s._domainkey.example.org", "error", "missing", "pulumi up"),
+            finding("services", "dovecot", "warn", "activating", "journalctl -u dovecot"),
+        ]);
+        assert.match(text, /^dns\n {2}ok {4}MX example\.org/m);
+        assert.match(text, /error DKIM s\._domainkey\.example\.org +missing\n +fix: pulumi up/);
+        assert.doesNotMatch(text, /never shown/);
+        assert.match(text, /^check: 1 ok, 1 warn, 1 error$/m);
+    });
+
+    it("calls a server that relays for strangers an open relay, and one that refuses it fine", async () => {
+        const t = { ipv4: "127.0.0.1" } as Target;
+        for (const [reply, status] of [["554 5.7.1 Relay access denied", "ok"], ["250 2.1.5 Ok", "error"]]) {
+            const server = await fakeSmtp(reply);
+            try {
+                const [f] = await relayFindings(t);
+                assert.equal(f.status, status, f.detail);
+                if (status === "error") assert.match(f.hint, /reject_unauth_destination/);
+            } finally {
+                await new Promise(r => server.close(r));
+            }
+        }
+    });
+
+    it("installs the server's own report with every unit the stack runs, and a daily timer that mails changes", async () => {
+        const run = await runProgram({ ...baseConfig(), checkSmtpHost: "mx.example.net" });
+        const step = run.one("command:remote:Command", "status");
+        assert.ok(step.dependencies.some(d => d.endsWith("Command::xmpp")), "the report comes last, when everything it checks exists");
+        const script = scriptOf(unsecret(step.inputs.create));
+        assert.match(script, /for unit in ssh nftables fail2ban nginx postfix rspamd dovecot redis-server prosody; do/);
+        assert.match(script, /exec 3<>\/dev\/tcp\/mx\.example\.net\/25/);
+        assert.match(script, /check bash -n \/usr\/local\/sbin\/selfhost-status/);
+        assert.match(script, /ExecStart=\/usr\/local\/sbin\/selfhost-status --mail/);
+        assert.match(script, /systemctl enable --quiet --now selfhost-status\.timer/);
+        assert.equal(run.outputs.domain, "example.org");
+    });
+
+    it("preflight: names every bad key with its fix, and a missing token, before anything is created", async () => {
+        const findings = await preflight(stackConfig({ ...baseConfig(), domain: "Example..org", sshPort: 25 }), { offline: true });
+        const errors = findings.filter(f => f.status === "error");
+        assert.deepEqual(errors.map(f => f.name), ["selfhost:domain", "selfhost:sshPort", "hcloud:token"]);
+        assert.match(errors[0].detail, /is not a domain name/);
+        assert.equal(errors[0].hint, "pulumi config set domain <value>");
+        assert.match(errors[2].hint, /pulumi config set --secret hcloud:token/);
+    });
+
+    it("preflight: a good configuration with its token passes, and port 25 is always said", async () => {
+        const findings = await preflight(stackConfig({ ...baseConfig(), dnsProvider: "none" }, { "hcloud:token": "t".repeat(64) }), { offline: true });
+        assert.deepEqual(findings.filter(f => f.status === "error"), []);
+        assert.match(findings.find(f => f.name === "outbound port 25")!.hint, /ask Hetzner support to unblock port 25/);
+        const gandi = await preflight(stackConfig({ ...baseConfig(), dnsProvider: "gandi" }, { "hcloud:token": "t" }), { offline: true, resolver: "127.0.0.1:1" });
+        assert.equal(gandi.find(f => f.name === "gandi:key")!.status, "error");
+        assert.equal(gandi.find(f => f.name === "delegation of example.org")!.status, "warn");
+    });
+});
