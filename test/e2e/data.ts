@@ -183,6 +183,8 @@ export async function dataChecks(c: DataContext, server: TestServer, steps: Step
     console.log("the same volume on a new server (type or image change, or destroy and recreate)");
     const volume = path.join(c.work, "server", "volume.img");
     const certBefore = servedCert();
+    const dkimKey = (s: TestServer) => s.exec("sha256sum < /etc/rspamd/selfhost/dkim.key").stdout.trim();
+    const dkimBefore = dkimKey(server);
     replace(server, "same volume");
     const before = volumeFingerprint(volume);
     const second = await c.boot("server-2", volume);
@@ -190,6 +192,8 @@ export async function dataChecks(c: DataContext, server: TestServer, steps: Step
     checks.check("the new server found its volume and restored nothing", () =>
         /restoring/.test(recreated.get("backup")!.out) ? recreated.get("backup")!.out : undefined);
     sameData(checks, "same volume", before, second);
+    checks.check("same volume: the same DKIM key signs (it comes from the stack, not the server)", () =>
+        dkimBefore && dkimKey(second) === dkimBefore ? undefined : `${dkimBefore} → ${dkimKey(second)}`);
     checks.check("same volume: the same certificate is served, nothing was re-issued", () => {
         const after = servedCert();
         return after && after === certBefore ? undefined : `${certBefore} → ${after}`;
