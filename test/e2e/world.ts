@@ -25,16 +25,19 @@ export const ACME_MGMT_PORT = 15000;
 /** The ACME directory as the server reaches it; a name in the test zone, like a real CA's. */
 export const acmeDirectory = (host = NET.inet.ipv4) => `https://${host}:${ACME_PORT}/dir`;
 
+/** The host side of a namespace host's link (interface names have 15 characters at most). */
+const vethOf = (ns: string) => `v-${ns}`.slice(0, 15);
+
 /** Removes what an earlier, interrupted run may have left. */
 export function sweep(): void {
     sh(`ip link del ${NET.bridge}`);
-    for (const ns of [NET.inet.ns, NET.client.ns]) sh(`ip netns pids ${ns} 2>/dev/null | xargs -r kill; ip netns del ${ns}`);
+    for (const ns of [NET.inet.ns, NET.client.ns]) sh(`ip netns pids ${ns} 2>/dev/null | xargs -r kill; ip netns del ${ns}; ip link del ${vethOf(ns)}`);
     sh(`nft delete table ip ${NET.nftTable}`);
     sh(`rm -rf /etc/netns/${NET.client.ns}`);
 }
 
 function addHost(ns: string, ipv4: string, ipv6: string, cleanup: Cleanup): void {
-    const veth = `v-${ns}`.slice(0, 15);
+    const veth = vethOf(ns);
     must(`ip netns add ${ns}`);
     cleanup.add(`netns ${ns}`, () => sh(`ip netns pids ${ns} | xargs -r kill; ip netns del ${ns}`));
     must(`ip link add ${veth} type veth peer name eth0 netns ${ns} && ip link set ${veth} master ${NET.bridge} up`);
