@@ -95,6 +95,8 @@ export class Hardening extends pulumi.ComponentResource {
                 "changed_in /etc/sysctl.d && sysctl -q -p /etc/sysctl.d/90-selfhost.conf",
                 // One transaction: the running ruleset is swapped whole; open connections (this one) stay.
                 `changed_in ${NFT_RULESET} && nft -f ${NFT_RULESET}`,
+                // The unit loads the same file at boot; started once, it also says the firewall is up.
+                "systemctl is-active --quiet nftables || systemctl start nftables",
                 "changed_in /etc/ssh && systemctl reload ssh",
                 // fail2ban's table must exist after ours was (re)loaded; a restart re-creates its bans from its database.
                 "changed_in /etc/fail2ban && systemctl restart fail2ban",

@@ -79,7 +79,7 @@ export function statusChecks(c: StatusContext): void {
     // Pebble's certificates live for years; a threshold above that makes this one "near expiry".
     fault("a certificate near expiry (warning threshold raised above its lifetime)", "warn", /^tls\//, /^tls\//, "--cert-warn-days 100000");
 
-    server.exec("nft insert rule inet selfhost input tcp dport 3306 accept && systemd-run --quiet --unit=e2e-extra-port systemd-socket-activate -l 3306 cat");
+    server.exec("nft insert rule inet selfhost input tcp dport 3306 accept && systemd-run --quiet --unit=e2e-extra-port systemd-socket-activate --accept -l 3306 cat");
     fault("an extra port opened and listening", "error", /^ports\/closed on/, /^ports\/closed on/);
     server.exec("systemctl stop e2e-extra-port; nft -f /etc/nftables.conf");
     const again = runCheck();
