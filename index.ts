@@ -32,6 +32,8 @@ const base = new Base("base", {
     connection,
     packages: [...backup.packages(settings), ...hardening.packages, ...tls.packages, ...web.packages(settings), ...mail.packages(settings), ...xmpp.packages],
     dataUnits: [...web.dataUnits, ...mail.dataUnits, ...xmpp.dataUnits],
+    // When this server is replaced: its outgoing queue onto the volume, then the last snapshot.
+    handover: [mail.handover, backup.handover],
     dependsOn: [host.volumeAttachment],
 });
 // Before any service is configured: an empty volume gets the latest snapshot back.

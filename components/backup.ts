@@ -16,6 +16,8 @@ import { renderTemplate } from "../services/template";
 export const packages = (s: Settings) => s.backup.kind === "off" ? [] : ["restic", ...s.backup.kind === "storagebox" ? ["sshpass"] : []];
 
 export const BACKUP_COMMAND = "/usr/local/sbin/selfhost-backup";
+/** At the handover, once mail has stopped: the last snapshot, when backups are on. */
+export const handover = `if mountpoint -q ${DATA_DIR} && systemctl is-enabled --quiet selfhost-backup.timer 2>/dev/null; then ${BACKUP_COMMAND} run; fi`;
 const CONF_DIR = "/etc/selfhost/backup";
 const KEY_FILE = `${CONF_DIR}/key`;
 const SSH_CONFIG = `${CONF_DIR}/ssh_config`;

@@ -2,7 +2,6 @@ import * as pulumi from "@pulumi/pulumi";
 import { RemoteStep, Connection } from "./remote/step";
 import { renderTemplate } from "../services/template";
 import { DATA_DIR } from "../cloud-init";
-import { BACKUP_COMMAND } from "./backup";
 
 export interface BaseArgs {
     readonly connection: Connection;
@@ -10,6 +9,8 @@ export interface BaseArgs {
     readonly packages: readonly string[];
     /** systemd units that keep data on the volume: they wait for its mount. */
     readonly dataUnits: readonly string[];
+    /** Shell lines the handover runs once those units have stopped, before the volume is unmounted. */
+    readonly handover: readonly string[];
     /** The volume must be attached before the step mounts it. */
     readonly dependsOn: pulumi.Input<pulumi.Resource>[];
 }
@@ -46,11 +47,11 @@ export class Base extends pulumi.ComponentResource {
                 "changed_in /etc/systemd/system && systemctl daemon-reload",
             ].join("\n"),
             // The handover: Pulumi deletes the steps (this one last) before the volume is detached and the
-            // server deleted. No new mail after this; the last snapshot holds every message; the volume
-            // leaves cleanly unmounted. A failed backup stops the replacement here, with the services down.
+            // server deleted. No new mail after this; the volume gets what must move with it (the last
+            // snapshot, the outgoing queue) and leaves cleanly unmounted. A failure stops the replacement here.
             delete: [
                 `systemctl stop ${["postfix", ...args.dataUnits].join(" ")} || true`,
-                `if mountpoint -q ${DATA_DIR} && systemctl is-enabled --quiet selfhost-backup.timer 2>/dev/null; then ${BACKUP_COMMAND} run; fi`,
+                ...args.handover,
                 `! mountpoint -q ${DATA_DIR} || umount ${DATA_DIR}`,
             ].join("\n"),
             dependsOn: args.dependsOn,

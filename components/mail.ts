@@ -24,6 +24,12 @@ const OPENPGP_DIR = "/etc/dovecot/selfhost/openpgp";
 const DKIM_KEY = "/etc/rspamd/selfhost/dkim.key";
 const MAPS = "/etc/postfix/selfhost";
 
+/** Mail not yet passed on to other servers when the old server hands over: carried on the volume, requeued by the next. */
+const QUEUE_CARRY = `${DATA_DIR}/selfhost/postfix-queue`;
+const QUEUES = "incoming active deferred hold maildrop";
+export const handover = `q=/var/spool/postfix; if mountpoint -q ${DATA_DIR} && [ -n "$(cd $q && find ${QUEUES} -type f -print -quit)" ]; ` +
+    `then mkdir -p ${QUEUE_CARRY} && (cd $q && cp -a ${QUEUES} ${QUEUE_CARRY}/); fi`;
+
 /** Mailboxes and the learned spam data live on the volume. */
 export const dataUnits = ["dovecot", "redis-server"];
 export const units = ["postfix", "rspamd", ...dataUnits];
@@ -155,6 +161,13 @@ export class Mail extends pulumi.ComponentResource {
                 ...(hasForwards(s) ? ["changed_in /etc/default /etc/postsrsd.secret && systemctl restart postsrsd"] : []),
                 "changed_in /etc/dovecot && systemctl reload-or-restart dovecot",
                 "changed_in /etc/postfix && systemctl reload-or-restart postfix",
+                // The previous server's outgoing mail: its queue files get this server's owners and inode-based names.
+                `if [ -d ${QUEUE_CARRY} ]; then`,
+                `  systemctl stop postfix && cp -a ${QUEUE_CARRY}/. /var/spool/postfix/`,
+                "  (cd /var/spool/postfix && chown -R postfix:postfix incoming active deferred hold && chgrp -R postdrop maildrop)",
+                `  postsuper -s && rm -rf ${QUEUE_CARRY} && systemctl start postfix`,
+                `  log "requeued the previous server's outgoing mail: $(postqueue -j | wc -l) message(s)"`,
+                "fi",
             ].join("\n"),
             dependsOn: args.dependsOn,
         }, { parent: this });

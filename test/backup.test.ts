@@ -51,7 +51,7 @@ describe("backup", () => {
         assert.match(base, /ensure_packages [^\n]*\brestic\b[^\n]*\bsshpass\b/);
     });
 
-    it("hands the volume over when the server goes: mail stopped, a last snapshot, /srv unmounted (base's delete, run last)", async () => {
+    it("hands the volume over when the server goes: mail stopped, the outgoing queue and a last snapshot onto it, /srv unmounted (base's delete, run last)", async () => {
         const run = await runProgram(baseConfig());
         const steps = run.all("command:remote:Command");
         assert.deepEqual(steps.filter(s => s.inputs.delete).map(s => s.name), ["base"]);
@@ -60,6 +60,8 @@ describe("backup", () => {
         assert.deepEqual(lines, [
             "set -euo pipefail",
             "systemctl stop postfix nginx dovecot redis-server prosody || true",
+            "q=/var/spool/postfix; if mountpoint -q /srv && [ -n \"$(cd $q && find incoming active deferred hold maildrop -type f -print -quit)\" ]; " +
+                "then mkdir -p /srv/selfhost/postfix-queue && (cd $q && cp -a incoming active deferred hold maildrop /srv/selfhost/postfix-queue/); fi",
             "if mountpoint -q /srv && systemctl is-enabled --quiet selfhost-backup.timer 2>/dev/null; then /usr/local/sbin/selfhost-backup run; fi",
             "! mountpoint -q /srv || umount /srv",
         ]);

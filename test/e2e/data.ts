@@ -12,6 +12,7 @@ import { NET } from "./world";
 import { TestServer } from "./server";
 import { Checks } from "./checks";
 import { Step } from "./steps";
+import { PEER_USER } from "./peer";
 
 /** The repository the program declares, and what the test world needs to host it. */
 export interface StorageBox {
@@ -111,10 +112,17 @@ export async function dataChecks(c: DataContext, server: TestServer, steps: Step
     const { checks, peer, box } = c;
     const figures: [string, string][] = [];
     const client = (argv: string[]) => run(argv, { ns: NET.client.ns, timeoutMs: 60_000 });
-    const send = (subject: string) => client(["swaks", "--server", c.serverIp, "--port", "587", "--tls", "--tls-ca-path", c.root,
-        "--tls-sni", "mail.example.test", "--helo", "client.elsewhere.test", "--auth", "PLAIN", "--auth-user", "bob@example.test",
-        "--auth-password", c.passwords.bob, "--from", "bob@example.test", "--to", "alice@example.test",
+    const send = (subject: string, from = "bob", to = "alice@example.test") => client(["swaks", "--server", c.serverIp, "--port", "587",
+        "--tls", "--tls-ca-path", c.root, "--tls-sni", "mail.example.test", "--helo", "client.elsewhere.test", "--auth", "PLAIN",
+        "--auth-user", `${from}@example.test`, "--auth-password", c.passwords[from], "--from", `${from}@example.test`, "--to", to,
         "--header", `Subject: ${subject}`, "--body", `kept across servers: ${subject}`]);
+    const until = async (seconds: number, probe: () => boolean): Promise<boolean> => {
+        for (let i = 0; i < seconds * 2; i++) {
+            if (probe()) return true;
+            await new Promise(r => setTimeout(r, 500));
+        }
+        return false;
+    };
     const arrived = async (s: TestServer, subject: string): Promise<boolean> => {
         for (let i = 0; i < 60; i++) {
             if (s.exec(`grep -rlqF 'Subject: ${subject}' ${MAILDIR}/alice/Maildir/new ${MAILDIR}/alice/Maildir/cur`).code === 0) return true;
@@ -203,6 +211,12 @@ export async function dataChecks(c: DataContext, server: TestServer, steps: Step
     send("arrived after the last scheduled backup");
     const late = await arrived(second, "arrived after the last scheduled backup");
     checks.check("a message arrives after the last scheduled backup", () => late ? undefined : "not delivered");
+    // Outgoing mail the peer cannot take yet: it waits in the old server's queue at the handover.
+    const peerAddress = `${PEER_USER}@peer.test`;
+    peer.exec("systemctl stop postfix");
+    send("queued at the handover", "alice", peerAddress);
+    const queued = await until(60, () => second.exec("postqueue -j").stdout.includes(peerAddress));
+    checks.check("a message to the peer, which refuses mail for now, waits in the queue", () => queued ? undefined : second.exec("postqueue -p").stdout);
     replace(second, "move");
     const beforeMove = volumeFingerprint(volume);
     const third = await c.boot("server-3", path.join(c.work, "server-3", "volume.img"));
@@ -213,6 +227,13 @@ export async function dataChecks(c: DataContext, server: TestServer, steps: Step
     sameData(checks, "moved", beforeMove, third);
     checks.check("moved: the mail that arrived after the last scheduled backup is there (the handover's snapshot)", () =>
         third.exec(`grep -rlqF 'Subject: arrived after the last scheduled backup' ${MAILDIR}/alice/Maildir`).code === 0 ? undefined : "missing");
+    checks.check("moved: the outgoing message queued at the handover is in the new server's queue", () =>
+        /requeued the previous server's outgoing mail: 1 message/.test(movedRun.get("mail")!.out) && third.exec("postqueue -j").stdout.includes(peerAddress)
+            ? undefined : `${movedRun.get("mail")!.out.split("\n").slice(-3).join("\n")}\n${third.exec("postqueue -p").stdout}`);
+    peer.exec("systemctl start postfix");
+    third.exec("postqueue -f");
+    const handedOn = await until(90, () => peer.exec(`grep -c 'Subject: queued at the handover' /var/mail/${PEER_USER}`).stdout.trim() === "1");
+    checks.check("moved: once the peer takes mail again, that message reaches it, once", () => handedOn ? undefined : third.exec("postqueue -p").stdout);
     checks.check("moved: the same certificate is served, nothing was re-issued", () => {
         const after = servedCert();
         return after && after === certBefore ? undefined : `${certBefore} → ${after}`;
