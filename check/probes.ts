@@ -3,15 +3,14 @@
  * open and closed ports, SSH, an open-relay probe and the blocklists. The inside view comes from the
  * server's own `selfhost-status` over SSH. Each probe returns findings; none throws.
  */
-import * as crypto from "crypto";
 import * as net from "net";
 import * as https from "https";
 import * as tls from "tls";
 import * as fs from "fs";
 import { Resolver } from "dns/promises";
 import { spawnSync } from "child_process";
-import { DnsRecord, untxt } from "../components/dns/records";
-import { SERVICE_PORTS, LOCAL_PORTS } from "../services/catalog";
+import { DnsRecord, untxt, policyId } from "../components/dns/records";
+import { SERVICE_PORTS, LOCAL_PORTS, portOf } from "../services/catalog";
 import { STATUS_COMMAND } from "../components/status";
 import { Finding, finding, Status } from "./findings";
 
@@ -127,7 +126,7 @@ async function mtaStsPolicyFinding(t: Target, o: Options): Promise<Finding[]> {
         req.on("error", () => resolve(""));
         req.on("timeout", () => { req.destroy(); resolve(""); });
     });
-    const hash = crypto.createHash("sha256").update(body).digest("hex").slice(0, 20);
+    const hash = policyId(body);
     return [body && hash === id ? finding("mail", "MTA-STS policy", "ok", `served at https://${host}/, id ${id} matches`)
         : finding("mail", "MTA-STS policy", "error", body ? `served policy hashes to ${hash}, the record says ${id}` : `not served at https://${host}/.well-known/mta-sts.txt`,
             "pulumi up re-runs the web step, which serves the policy the record was made from")];
@@ -172,17 +171,16 @@ function expandIpv6(ip: string): string {
 
 /** Each TLS endpoint (STARTTLS where the protocol has it): a valid certificate for the right name, and its days left. */
 export function tlsFindings(t: Target, o: Options): Finding[] {
-    const port = (name: string) => SERVICE_PORTS.find(p => p.name === name)!.port;
     const webNames = [...new Set(t.records.filter(r => r.type === "A").map(r => fqdn(r.name, t.domain)))];
     const endpoints: [string, number, string, string[]][] = [
-        ...webNames.map((n): [string, number, string, string[]] => [n, port("https"), n, []]),
-        ["SMTP STARTTLS", port("smtp"), t.hostname, ["-starttls", "smtp"]],
-        ["submissions", port("submissions"), t.hostname, []],
-        ["submission STARTTLS", port("submission"), t.hostname, ["-starttls", "smtp"]],
-        ["IMAPS", port("imaps"), t.hostname, []],
-        ["ManageSieve STARTTLS", port("sieve"), t.hostname, ["-starttls", "sieve"]],
-        ["XMPP STARTTLS", port("xmpp-client"), t.domain, ["-starttls", "xmpp", "-xmpphost", t.domain]],
-        ["XMPP direct TLS", port("xmpps-client"), t.domain, []],
+        ...webNames.map((n): [string, number, string, string[]] => [n, portOf("https"), n, []]),
+        ["SMTP STARTTLS", portOf("smtp"), t.hostname, ["-starttls", "smtp"]],
+        ["submissions", portOf("submissions"), t.hostname, []],
+        ["submission STARTTLS", portOf("submission"), t.hostname, ["-starttls", "smtp"]],
+        ["IMAPS", portOf("imaps"), t.hostname, []],
+        ["ManageSieve STARTTLS", portOf("sieve"), t.hostname, ["-starttls", "sieve"]],
+        ["XMPP STARTTLS", portOf("xmpp-client"), t.domain, ["-starttls", "xmpp", "-xmpphost", t.domain]],
+        ["XMPP direct TLS", portOf("xmpps-client"), t.domain, []],
     ];
     return endpoints.map(([what, p, name, extra]) => {
         const label = `${what === name ? "HTTPS" : what} ${name}:${p}`;

@@ -8,13 +8,14 @@ import * as pulumi from "@pulumi/pulumi";
 import * as hcloud from "@pulumi/hcloud";
 import * as random from "@pulumi/random";
 import * as tls from "@pulumi/tls";
-import { Settings, STORAGE_BOX_PORT } from "../config";
+import { Settings, STORAGE_BOX_PORT, sftpLogin } from "../config";
 import { DATA_DIR } from "../cloud-init";
 import { RemoteStep, ServiceArgs, StepFile } from "./remote/step";
 import { renderTemplate } from "../services/template";
 
 export const packages = (s: Settings) => s.backup.kind === "off" ? [] : ["restic", ...s.backup.kind === "storagebox" ? ["sshpass"] : []];
 
+export { sftpLogin };
 export const BACKUP_COMMAND = "/usr/local/sbin/selfhost-backup";
 /** At the handover, once mail has stopped: the last snapshot, when backups are on. */
 export const handover = `if mountpoint -q ${DATA_DIR} && systemctl is-enabled --quiet selfhost-backup.timer 2>/dev/null; then ${BACKUP_COMMAND} run; fi`;
@@ -27,15 +28,6 @@ const UNITS = ["selfhost-backup.service", "selfhost-backup.timer", "selfhost-bac
 
 /** Storage Boxes live in the European datacentres; the backup goes to another one than the server's (at creation). */
 export const storageBoxLocation = (serverLocation: string) => serverLocation === "fsn1" ? "hel1" : "fsn1";
-
-/** user@host and port of a restic sftp repository (`sftp://user@host:port/path` or `sftp:user@host:path`). */
-export function sftpLogin(repository: string): { sftpLogin: string; sftpPort: number } {
-    if (repository.startsWith("sftp://")) {
-        const url = new URL(repository);
-        return { sftpLogin: `${url.username ? `${url.username}@` : ""}${url.hostname}`, sftpPort: Number(url.port || 22) };
-    }
-    return { sftpLogin: repository.replace(/^sftp:/, "").replace(/:.*$/, ""), sftpPort: 22 };
-}
 
 /** A Storage Box password that meets Hetzner's policy (every character class). */
 const boxPassword = (name: string, parent: pulumi.Resource) => new random.RandomPassword(name, {
@@ -102,7 +94,7 @@ export class Backup extends pulumi.ComponentResource {
         const files: StepFile[] = [
             { path: BACKUP_COMMAND, mode: "0755", content: this.repository.apply(repository =>
                 renderTemplate("backup/selfhost-backup", {
-                    repository, ...sftpLogin(repository), passwordFile: `${CONF_DIR}/password`, sshConfig: SSH_CONFIG, keyFile: KEY_FILE, dataDir: DATA_DIR,
+                    repository, ...sftpLogin(repository)!, passwordFile: `${CONF_DIR}/password`, sshConfig: SSH_CONFIG, keyFile: KEY_FILE, dataDir: DATA_DIR,
                     keepDaily: s.backupKeep.daily, keepWeekly: s.backupKeep.weekly, keepMonthly: s.backupKeep.monthly,
                 })) },
             { path: SSH_CONFIG, content: renderTemplate("backup/ssh_config", { keyFile: KEY_FILE, knownHosts: `${CONF_DIR}/known_hosts` }) },

@@ -341,13 +341,24 @@ export function validate(raw: Record<string, unknown>): Settings {
     };
 }
 
+/** user@host and port of a restic sftp repository (`sftp://user@host:port/path` or `sftp:user@host:path`), or undefined if it is none. */
+export function sftpLogin(repository: string): { sftpLogin: string; sftpPort: number } | undefined {
+    if (repository.startsWith("sftp://")) {
+        let url: URL;
+        try { url = new URL(repository); } catch { return undefined; }
+        if (!url.hostname || url.pathname.length <= 1) return undefined;
+        return { sftpLogin: `${url.username ? `${url.username}@` : ""}${url.hostname}`, sftpPort: Number(url.port || 22) };
+    }
+    const short = repository.match(/^sftp:((?:[\w.-]+@)?[\w.-]+):.+$/);
+    return short ? { sftpLogin: short[1], sftpPort: 22 } : undefined;
+}
+
 /** `storagebox`, `off`, or a restic sftp repository (`sftp:user@host:/path` or `sftp://user@host:port/path`). */
 function backupTarget(value: string, bad: (key: string, message: string) => void): BackupTarget {
     if (value === "off") return { kind: "off" };
     if (value === "storagebox") return { kind: "storagebox", port: STORAGE_BOX_PORT };
-    const url = /^sftp:\/\//.test(value) ? (() => { try { return new URL(value); } catch { return undefined; } })() : undefined;
-    if (url && url.hostname && url.pathname.length > 1) return { kind: "sftp", url: value, port: Number(url.port || 22) };
-    if (/^sftp:([\w.-]+@)?[\w.-]+:.+$/.test(value)) return { kind: "sftp", url: value, port: 22 };
+    const sftp = sftpLogin(value);
+    if (sftp) return { kind: "sftp", url: value, port: sftp.sftpPort };
     bad("backup", `"${value}" must be storagebox, off, or a restic sftp repository such as sftp://user@backup.example.net:23/selfhost.`);
     return { kind: "off" };
 }

@@ -51,9 +51,10 @@ export function mtaStsPolicy(s: Settings): string {
     return [`version: STSv1`, `mode: ${s.mtaStsMode}`, `mx: ${s.hostname}`, `max_age: 604800`, ""].join("\r\n");
 }
 
-export function mtaStsId(s: Settings): string {
-    return crypto.createHash("sha256").update(mtaStsPolicy(s)).digest("hex").slice(0, 20);
-}
+/** The `_mta-sts` id of a policy text: a short hash, so the id changes exactly when the policy does. */
+export const policyId = (policy: string) => crypto.createHash("sha256").update(policy).digest("hex").slice(0, 20);
+
+export const mtaStsId = (s: Settings): string => policyId(mtaStsPolicy(s));
 
 /** Every name the server answers for, as FQDNs: apex, hostname, then the service names. */
 export function servedNames(s: Settings): string[] {

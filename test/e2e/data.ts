@@ -112,10 +112,7 @@ export async function dataChecks(c: DataContext, server: TestServer, steps: Step
     const { checks, peer, box } = c;
     const figures: [string, string][] = [];
     const client = (argv: string[]) => run(argv, { ns: NET.client.ns, timeoutMs: 60_000 });
-    const send = (subject: string, from = "bob", to = "alice@example.test") => client(["swaks", "--server", c.serverIp, "--port", "587",
-        "--tls", "--tls-ca-path", c.root, "--tls-sni", "mail.example.test", "--helo", "client.elsewhere.test", "--auth", "PLAIN",
-        "--auth-user", `${from}@example.test`, "--auth-password", c.passwords[from], "--from", `${from}@example.test`, "--to", to,
-        "--header", `Subject: ${subject}`, "--body", `kept across servers: ${subject}`]);
+    /** Polls until the probe holds, up to `seconds`; says whether it did. */
     const until = async (seconds: number, probe: () => boolean): Promise<boolean> => {
         for (let i = 0; i < seconds * 2; i++) {
             if (probe()) return true;
@@ -123,13 +120,12 @@ export async function dataChecks(c: DataContext, server: TestServer, steps: Step
         }
         return false;
     };
-    const arrived = async (s: TestServer, subject: string): Promise<boolean> => {
-        for (let i = 0; i < 60; i++) {
-            if (s.exec(`grep -rlqF 'Subject: ${subject}' ${MAILDIR}/alice/Maildir/new ${MAILDIR}/alice/Maildir/cur`).code === 0) return true;
-            await new Promise(r => setTimeout(r, 500));
-        }
-        return false;
-    };
+    const send = (subject: string, from = "bob", to = "alice@example.test") => client(["swaks", "--server", c.serverIp, "--port", "587",
+        "--tls", "--tls-ca-path", c.root, "--tls-sni", "mail.example.test", "--helo", "client.elsewhere.test", "--auth", "PLAIN",
+        "--auth-user", `${from}@example.test`, "--auth-password", c.passwords[from], "--from", `${from}@example.test`, "--to", to,
+        "--header", `Subject: ${subject}`, "--body", `kept across servers: ${subject}`]);
+    const arrived = (s: TestServer, subject: string) =>
+        until(30, () => s.exec(`grep -rlqF 'Subject: ${subject}' ${MAILDIR}/alice/Maildir/new ${MAILDIR}/alice/Maildir/cur`).code === 0);
     // Snapshot ids in the repository (the retention keeps one a day, so a new snapshot replaces today's).
     const snapshotsOnBox = () => peer.exec(`ls /home/${box.user}/restic/snapshots 2>/dev/null`).stdout.trim().split("\n").filter(Boolean).join(" ");
     const servedCert = () => sh(`openssl s_client -connect ${c.serverIp}:443 -servername mail.example.test </dev/null 2>/dev/null | ` +
@@ -162,13 +158,8 @@ export async function dataChecks(c: DataContext, server: TestServer, steps: Step
         const log = server.exec("journalctl -u selfhost-backup -o cat | tail -5").stdout;
         return broken.code !== 0 && /does not open with the stack's password/.test(log) ? undefined : `exit ${broken.code}: ${log}`;
     });
-    const mailed = await (async () => {
-        for (let i = 0; i < 60; i++) {
-            if (server.exec(`grep -rlqF 'Subject: selfhost: selfhost-backup.service failed' ${MAILDIR}/alice/Maildir/new`).code === 0) return true;
-            await new Promise(r => setTimeout(r, 500));
-        }
-        return false;
-    })();
+    const mailed = await until(30, () =>
+        server.exec(`grep -rlqF 'Subject: selfhost: selfhost-backup.service failed' ${MAILDIR}/alice/Maildir/new`).code === 0);
     checks.check("the failure is mailed to the admin, with the log", () => mailed ? undefined : "no failure mail in the admin's inbox");
     c.apply(steps.filter(s => s.name === "backup"), "re-apply");
     checks.check("re-running the backup step puts the stack's password back and backups work again", () => {

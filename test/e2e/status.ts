@@ -37,8 +37,8 @@ export function statusChecks(c: StatusContext): void {
             `--ssh-key ${c.ownerKey} --known-hosts ${path.join(c.work, "known_hosts")} --json ${extra}`, { ns: NET.client.ns, timeoutMs: 300_000 });
         try { return { code: r.code, findings: JSON.parse(r.stdout), raw: r.stdout + r.stderr }; } catch { return { code: r.code, findings: [], raw: r.stdout + r.stderr }; }
     };
-    const bad = (fs: Finding[], status: "warn" | "error") => fs.filter(f => f.status === status).map(f => `${f.area}/${f.name}`);
-    const show = (fs: Finding[]) => fs.filter(f => f.status !== "ok").map(f => `${f.status} ${f.area}/${f.name}: ${f.detail} (fix: ${f.hint})`).join("\n");
+    const bad = (findings: Finding[], status: "warn" | "error") => findings.filter(f => f.status === status).map(f => `${f.area}/${f.name}`);
+    const show = (findings: Finding[]) => findings.filter(f => f.status !== "ok").map(f => `${f.status} ${f.area}/${f.name}: ${f.detail} (fix: ${f.hint})`).join("\n");
 
     const fresh = runCheck();
     checks.check(`check on the provisioned server: ${fresh.findings.length} findings, none red, exit 0`, () => {
