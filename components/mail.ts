@@ -19,6 +19,8 @@ export const VMAIL_UID = 5000;
 export const USERS_FILE = "/etc/dovecot/selfhost/users";
 const SIEVE_DIR = "/etc/dovecot/selfhost/sieve";
 const SIEVE_BIN_DIR = "/var/lib/dovecot/selfhost-sieve";
+/** The global Sieve scripts dovecot.conf names: at delivery, then on moves into and out of Junk. */
+const SIEVE_SCRIPTS = ["encrypt.sieve", "spam-to-junk.sieve", "learn-spam.sieve", "learn-ham.sieve"];
 /** Users' OpenPGP public keys, one `<login>.asc` each (public: plain files, shown in previews). */
 const OPENPGP_DIR = "/etc/dovecot/selfhost/openpgp";
 const DKIM_KEY = "/etc/rspamd/selfhost/dkim.key";
@@ -41,6 +43,9 @@ export function packages(s: Settings): string[] {
 
 const hasForwards = (s: Settings) => s.users.some(u => u.forwards.length > 0);
 const encrypting = (s: Settings) => s.users.filter(u => u.openpgpKey);
+/** The Sieve test that picks out mail for mailboxes with a key (`user+tag@` too); `false` when none has one. */
+export const encryptedMailboxes = (s: Settings) => encrypting(s).length
+    ? `envelope :user :is "to" [${encrypting(s).map(u => JSON.stringify(u.name)).join(", ")}]` : "false";
 const address = (s: Settings, local: string) => `${local}@${s.domain}`;
 const lines = (rows: string[][]) => rows.map(r => r.join(" ")).join("\n") + "\n";
 
@@ -102,8 +107,8 @@ export class Mail extends pulumi.ComponentResource {
             { path: `${MAPS}/submission-header-checks`, content: renderTemplate("postfix/submission-header-checks", {}) },
             ...Object.entries(postfixMaps(s)).map(([file, content]) => ({ path: `${MAPS}/${file}`, content })),
             { path: "/etc/dovecot/dovecot.conf", content: renderTemplate("dovecot/dovecot.conf", values) },
-            ...["encrypt.sieve", "spam-to-junk.sieve", "learn-spam.sieve", "learn-ham.sieve"].map(f =>
-                ({ path: `${SIEVE_DIR}/${f}`, content: renderTemplate(`dovecot/sieve/${f}`, {}) })),
+            ...SIEVE_SCRIPTS.map(f =>
+                ({ path: `${SIEVE_DIR}/${f}`, content: renderTemplate(`dovecot/sieve/${f}`, { encryptedMailboxes: encryptedMailboxes(s) }) })),
             ...["rspamd-learn", "openpgp-encrypt"].map(f =>
                 ({ path: `${SIEVE_DIR}/${f}`, mode: "0755", content: renderTemplate(`dovecot/sieve/${f}`, values) })),
             ...encrypting(s).map(u => ({ path: `${OPENPGP_DIR}/${address(s, u.name)}.asc`, content: u.openpgpKey! })),
@@ -148,6 +153,7 @@ export class Mail extends pulumi.ComponentResource {
                 "check sh -c '! postconf -n 2>&1 >/dev/null | grep .'",
                 "check doveconf -n",
                 "check rspamadm configtest",
+                ...SIEVE_SCRIPTS.map(f => `check sievec ${SIEVE_DIR}/${f} /dev/null`),
                 // Each OpenPGP key must be one gpg can encrypt to: the delivery filter itself must succeed with it.
                 ...encrypting(s).map(u => `check sh -c "printf 'Subject: check\\n\\nx\\n' | USER=${address(s, u.name)} ${SIEVE_DIR}/openpgp-encrypt >/dev/null"`),
             ].join("\n"),

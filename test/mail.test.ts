@@ -88,6 +88,10 @@ describe("OpenPGP encryption at delivery", () => {
         assert.ok(create.includes("put '\\''/etc/dovecot/selfhost/openpgp/dave@example.org.asc'\\''"));
         assert.ok(!create.includes("alice@example.org.asc"));
         assert.match(create, /check sh -c "printf .* USER=dave@example\.org \/etc\/dovecot\/selfhost\/sieve\/openpgp-encrypt/);
+        // Only dave's mail (dave+tag@ too) starts the filter; with no key at all, nobody's does.
+        assert.ok(create.includes('if envelope :user :is "to" ["dave"] {'));
+        assert.ok(unsecret<string>(plain.one("command:remote:Command", "mail").inputs.create).includes("if false {"));
+        assert.match(create, /^check sievec \/etc\/dovecot\/selfhost\/sieve\/encrypt\.sieve \/dev\/null$/m);
     });
 
     it("moves the Content headers and body into PGP/MIME, keeps routing headers outside, leaves encrypted mail alone", function () {
@@ -114,7 +118,8 @@ describe("OpenPGP encryption at delivery", () => {
         const crlf = filter("dave@example.org", message.replace(/\n/g, "\r\n"));
         assert.match(crlf.stdout, /^Subject: plans\nMIME-Version: 1\.0\nContent-Type: multipart\/encrypted/m, "Dovecot's CRLF input is understood");
         assert.equal(filter("dave@example.org", out.stdout).status, 1, "already encrypted: declined, stored as it came");
-        assert.equal(filter("alice@example.org", message).status, 1, "no key: declined");
+        const declined = filter("alice@example.org", message + "x".repeat(1 << 20));
+        assert.ok(!declined.error && declined.status === 1, "no key: declined, after reading the message (no broken pipe for Dovecot)");
         fs.rmSync(keyDir, { recursive: true, force: true });
     });
 });

@@ -3,6 +3,7 @@
  * password on port 23 of the peer host, as Hetzner's sub-accounts are), backups and their failure
  * mail, the same volume on a new server, and a move to a new, empty volume that restore-on-create fills.
  */
+import { createHash } from "crypto";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
@@ -79,18 +80,22 @@ const FINGERPRINTS: Record<string, string> = {
     "spam filter's learned data": "find rspamd/redis -type f -name '*.rdb'",
 };
 
-function fingerprint(exec: (command: string) => { stdout: string }, root: string): Record<string, string> {
-    const out: Record<string, string> = {};
+/** Per kind of data: every file's "hash  path" line, sorted. */
+type Fingerprint = Record<string, string[]>;
+
+function fingerprint(exec: (command: string) => { stdout: string }, root: string): Fingerprint {
+    const out: Fingerprint = {};
     for (const [what, find] of Object.entries(FINGERPRINTS)) {
-        const list = `/tmp/selfhost-fp-${process.pid}`;
-        out[what] = exec(`cd ${root} && ${find} -print0 | sort -z | xargs -0 -r sha256sum > ${list}; ` +
-            `echo "$(wc -l < ${list}) files, $(sha256sum < ${list} | cut -c1-16)"; rm -f ${list}`).stdout.trim();
+        out[what] = exec(`cd ${root} && ${find} -print0 | sort -z | xargs -0 -r sha256sum`).stdout.split("\n").filter(Boolean);
     }
     return out;
 }
 
+const summary = (files: string[]) =>
+    `${files.length} files, ${createHash("sha256").update(files.join("\n")).digest("hex").slice(0, 16)}`;
+
 /** The volume as the old server left it: its image, mounted read-only on this machine once that server is off. */
-function volumeFingerprint(image: string): Record<string, string> {
+function volumeFingerprint(image: string): Fingerprint {
     const mnt = fs.mkdtempSync(path.join(os.tmpdir(), "selfhost-e2e-volume-"));
     must(`mount -o ro,loop ${image} ${mnt}`);
     try {
@@ -100,11 +105,17 @@ function volumeFingerprint(image: string): Record<string, string> {
     }
 }
 
-function sameData(checks: Checks, what: string, before: Record<string, string>, server: TestServer): void {
+function sameData(checks: Checks, what: string, before: Fingerprint, server: TestServer): void {
     const after = fingerprint(cmd => server.exec(cmd), "/srv");
     for (const key of Object.keys(FINGERPRINTS)) {
-        checks.check(`${what}: ${key} byte-identical (${before[key]})`, () =>
-            before[key] === after[key] && !before[key].startsWith("0 files") ? undefined : `${before[key]} → ${after[key]}`);
+        checks.check(`${what}: ${key} byte-identical (${summary(before[key])})`, () => {
+            if (before[key].length > 0 && summary(before[key]) === summary(after[key])) return undefined;
+            // Which files differ, by name: a hash alone does not say what went wrong.
+            const [was, is] = [new Set(before[key]), new Set(after[key])];
+            const gone = before[key].filter(f => !is.has(f)).slice(0, 5).map(f => `  - ${f}`);
+            const added = after[key].filter(f => !was.has(f)).slice(0, 5).map(f => `  + ${f}`);
+            return [`${summary(before[key])} → ${summary(after[key])}`, ...gone, ...added].join("\n");
+        });
     }
 }
 
@@ -131,6 +142,10 @@ export async function dataChecks(c: DataContext, server: TestServer, steps: Step
     const servedCert = () => sh(`openssl s_client -connect ${c.serverIp}:443 -servername mail.example.test </dev/null 2>/dev/null | ` +
         "openssl x509 -noout -fingerprint -sha256", { ns: NET.client.ns }).stdout.trim();
 
+    // What a handover carries in the queue must be only what this phase puts there.
+    const drained = await until(60, () => server.exec("postqueue -j").stdout.trim() === "");
+    checks.check("the mail queue is empty: everything the earlier phases sent has been delivered", () =>
+        drained ? undefined : server.exec("postqueue -p | tail -12").stdout);
     checks.check("first boot created the repository on the Storage Box, through its sub-account, which holds just the stack's backup key", () => {
         const r = peer.exec(`test -f /home/${box.user}/restic/config && cat /home/${box.user}/.ssh/authorized_keys`);
         return r.code === 0 && r.stdout.trim() === c.backupSshPublicKey ? undefined : `exit ${r.code}: ${r.stdout}${r.stderr}`;

@@ -60,6 +60,7 @@ export async function mailChecks(c: MailContext): Promise<void> {
         return "";
     };
     const ok = (r: Result) => r.code === 0 ? undefined : `exit ${r.code}\n${(r.stdout + r.stderr).split("\n").slice(-12).join("\n")}`;
+    const since = server.exec("date '+%F %T'").stdout.trim();
 
     checks.check("postfix check, postconf and doveconf -n and rspamadm configtest are clean", () => {
         const r = server.exec("postfix check 2>&1 && ! postconf -n 2>&1 >/dev/null | grep . && doveconf -n >/dev/null && rspamadm configtest");
@@ -205,6 +206,9 @@ export async function mailChecks(c: MailContext): Promise<void> {
         junked && !imap("bob", "list", "INBOX").stdout.includes("e2e gtube") ? undefined :
             server.exec("journalctl -u postfix@- --since -5min --no-pager | grep -i carol | tail -5").stdout || "not in Junk");
     await openpgpChecks(c, submit, imap, waitInMailbox);
+    // Everything above is ordinary use (refusals included): none of it may leave an error in Dovecot's log.
+    checks.check("Dovecot logged no errors through all of the above", () =>
+        server.exec(`journalctl --since '${since}' --no-pager -o cat -u dovecot -p err | head -5`).stdout.trim() || undefined);
 
     checks.check("no plaintext IMAP on 143", () => sh(`nc -z -w 3 ${c.serverIp} 143`, { ns: NET.client.ns }).code !== 0 ? undefined : "143 is open");
 }

@@ -1,5 +1,8 @@
-# selfhost: runs first at delivery; the filter encrypts for users with an OpenPGP key and declines
-# (leaving the message unchanged) for everyone else. Later rules still see the outer headers.
-require ["vnd.dovecot.filter"];
-if filter "openpgp-encrypt" {
+# selfhost: runs first at delivery. Mail to a mailbox with an OpenPGP key goes through the filter, which
+# encrypts it (or declines, leaving it unchanged, when it already is); nobody else's mail starts a process.
+# Later rules still see the outer headers.
+require ["envelope", "subaddress", "vnd.dovecot.filter"];
+if {{encryptedMailboxes}} {
+  if filter "openpgp-encrypt" {
+  }
 }
