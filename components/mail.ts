@@ -9,7 +9,7 @@ import { Settings, RESERVED_LOCAL_PARTS } from "../config";
 import { DATA_DIR } from "../cloud-init";
 import { RemoteStep, ServiceArgs, StepFile } from "./remote/step";
 import { CERT_DIR } from "./tls";
-import { portOf } from "../services/catalog";
+import { portOf, LOCAL_PORTS } from "../services/catalog";
 import { renderTemplate } from "../services/template";
 
 export const MAIL_DIR = `${DATA_DIR}/mail`;
@@ -34,10 +34,10 @@ export const handover = `q=/var/spool/postfix; if mountpoint -q ${DATA_DIR} && [
 
 /** Mailboxes and the learned spam data live on the volume. */
 export const dataUnits = ["dovecot", "redis-server"];
-export const units = ["postfix", "rspamd", ...dataUnits];
+export const units = ["postfix", "postfix-mta-sts-resolver", "rspamd", ...dataUnits];
 
 export function packages(s: Settings): string[] {
-    return ["postfix", "dovecot-imapd", "dovecot-lmtpd", "dovecot-sieve", "dovecot-managesieved", "rspamd", "redis-server",
+    return ["postfix", "postfix-mta-sts-resolver", "dovecot-imapd", "dovecot-lmtpd", "dovecot-sieve", "dovecot-managesieved", "rspamd", "redis-server",
         ...(hasForwards(s) ? ["postsrsd"] : []), ...(encrypting(s).length ? ["gpg"] : [])];
 }
 
@@ -98,12 +98,13 @@ export class Mail extends pulumi.ComponentResource {
             srs: hasForwards(s) ? renderTemplate("postfix/srs.cf", {}) : "",
             mailDir: MAIL_DIR, keyDir: OPENPGP_DIR, vmailUid: VMAIL_UID, usersFile: USERS_FILE, sieveDir: SIEVE_DIR, sieveBinDir: SIEVE_BIN_DIR,
             imapsPort: portOf("imaps"), sievePort: portOf("sieve"),
-            dkimKey: DKIM_KEY, selector: s.dkimSelector, redisDir: REDIS_DIR,
+            dkimKey: DKIM_KEY, selector: s.dkimSelector, redisDir: REDIS_DIR, mtaStsPort: LOCAL_PORTS.mtaSts,
         };
         const files: StepFile[] = [
             { path: "/etc/postfix/main.cf", content: pulumi.all([args.ipv4, args.ipv6]).apply(([ipv4, ipv6]) =>
                 renderTemplate("postfix/main.cf", { ...values, ipv4, ipv6 })) },
             { path: "/etc/postfix/master.cf", content: renderTemplate("postfix/master.cf", {}) },
+            { path: "/etc/mta-sts-daemon.yml", content: renderTemplate("postfix/mta-sts-daemon.yml", values) },
             { path: `${MAPS}/submission-header-checks`, content: renderTemplate("postfix/submission-header-checks", {}) },
             ...Object.entries(postfixMaps(s)).map(([file, content]) => ({ path: `${MAPS}/${file}`, content })),
             { path: "/etc/dovecot/dovecot.conf", content: renderTemplate("dovecot/dovecot.conf", values) },
@@ -161,11 +162,12 @@ export class Mail extends pulumi.ComponentResource {
                 // Scripts changed: drop their compiled binaries so Dovecot compiles the new ones.
                 `changed_in ${SIEVE_DIR} && rm -f ${SIEVE_BIN_DIR}/*`,
                 "systemctl daemon-reload",
-                "systemctl enable --quiet postfix dovecot rspamd redis-server",
+                `systemctl enable --quiet ${units.join(" ")}`,
                 "changed_in /etc/redis /etc/systemd/system/redis-server.service.d && systemctl restart redis-server",
                 "changed_in /etc/rspamd && systemctl reload-or-restart rspamd",
                 ...(hasForwards(s) ? ["changed_in /etc/default /etc/postsrsd.secret && systemctl restart postsrsd"] : []),
                 "changed_in /etc/dovecot && systemctl reload-or-restart dovecot",
+                "changed_in /etc/mta-sts-daemon.yml && systemctl restart postfix-mta-sts-resolver",
                 "changed_in /etc/postfix && systemctl reload-or-restart postfix",
                 // The previous server's outgoing mail: its queue files get this server's owners and inode-based names.
                 `if [ -d ${QUEUE_CARRY} ]; then`,

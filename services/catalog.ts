@@ -50,6 +50,8 @@ export const LOCAL_PORTS = {
     xmppHttp: 5280,
     /** The web statistics report, reached through an SSH tunnel. */
     webStats: 8089,
+    /** Postfix's MTA-STS policy lookups (postfix-mta-sts-resolver). */
+    mtaSts: 8461,
 } as const;
 
 /** What the services connect out to (restrictOutbound): name service, time, packages and ACME, mail and XMPP peers. */
@@ -60,7 +62,7 @@ export function outboundPorts(acmeServer: string, extra: readonly number[] = [],
         { port: 53, protocol: "tcp", name: "domain", description: "DNS lookups, large answers" },
         { port: 123, protocol: "udp", name: "ntp", description: "time sync" },
         { port: 80, protocol: "tcp", name: "http", description: "Debian packages" },
-        { port: 443, protocol: "tcp", name: "https", description: "packages, ACME, rspamd maps" },
+        { port: 443, protocol: "tcp", name: "https", description: "packages, ACME, rspamd maps, MTA-STS policies" },
         { port: 11335, protocol: "udp", name: "rspamd-fuzzy", description: "rspamd's shared fuzzy hashes" },
         { ...SERVICE_PORTS.find(p => p.name === "smtp")!, description: "mail to other servers" },
         { ...SERVICE_PORTS.find(p => p.name === "xmpp-server")!, description: "XMPP federation" },

@@ -7,6 +7,7 @@ import { renderTemplate } from "../services/template";
 import { runProgram, isSecret, unsecret } from "./program";
 import { baseConfig } from "./fixtures";
 import { validate, schema } from "../config";
+import YAML from "yaml";
 import { postfixMaps } from "../components/mail";
 
 /** Settings from the base config, defaults applied, as the program sees them. */
@@ -60,6 +61,17 @@ describe("mail", () => {
         assert.match(mainCf, /reject_rbl_client zen\.spamhaus\.org=127\.0\.0\.\[2\.\.11\],\n    reject_rbl_client bl\.example\.net=127\.0\.0\.\[2\.\.11\]/);
         assert.match(mainCf, /smtpd_client_restrictions = permit_mynetworks, reject_unknown_reverse_client_hostname\n/);
         assert.match(mainCf, /myhostname = mail\.example\.org\n/);
+    });
+
+    it("asks the MTA-STS resolver for outbound policies, on the port it listens on, and keeps its cache on disk", async () => {
+        const run = await runProgram(baseConfig());
+        const create: string = unsecret(run.one("command:remote:Command", "mail").inputs.create);
+        const file = (p: string) => create.split(`put '\\''${p}'\\''`)[1].split("SELFHOST_")[1].replace(/^[^\n]*\n/, "");
+        const daemon = YAML.parse(file("/etc/mta-sts-daemon.yml"));
+        const policyMaps = file("/etc/postfix/main.cf").match(/^smtp_tls_policy_maps = socketmap:inet:(\S+):(\d+):postfix$/m);
+        assert.deepEqual(policyMaps?.slice(1), [daemon.host, String(daemon.port)]);
+        assert.equal(daemon.cache.type, "sqlite");
+        assert.match(unsecret<string>(run.one("command:remote:Command", "base").inputs.create), /^ensure_packages .*\bpostfix-mta-sts-resolver\b/m);
     });
 
     it("rejects an invalid blocklist or rDNS mode before declaring anything", () => {

@@ -22,7 +22,17 @@ PENDING=()
 [ -f "$PENDING_FILE" ] && mapfile -t PENDING < <(grep . "$PENDING_FILE")
 
 log() { printf '[%s] %s\n' "$STEP" "$*"; }
-trap 'log "failed (exit $?) at line $LINENO: $BASH_COMMAND" >&2' ERR
+# On failure: where; and when a unit would not (re)start, what it logged, so the reason is in `pulumi up`'s output.
+failed() {
+  local code=$1 line=$2 command=$3 word
+  log "failed (exit $code) at line $line: $command" >&2
+  [[ $command == systemctl\ * ]] || return 0
+  for word in ${command#systemctl }; do
+    [[ $word == -* || $word =~ ^(start|restart|reload|reload-or-restart|try-restart|enable|is-active)$ ]] && continue
+    journalctl -u "$word" -n 15 --no-pager -o short-iso >&2 || true
+  done
+}
+trap 'failed $? $LINENO "$BASH_COMMAND"' ERR
 
 # Secrets arrive on stdin only, one "name base64" line each; they land in a root-only tmpfs dir.
 while read -r name value; do

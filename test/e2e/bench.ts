@@ -4,7 +4,7 @@ import { Cleanup } from "./sh";
 import { TestServer } from "./server";
 
 /** Units whose memory is reported, when they run. */
-const UNITS = ["ssh", "nginx", "postfix", "dovecot", "rspamd", "redis-server", "prosody", "fail2ban"];
+const UNITS = ["ssh", "nginx", "postfix", "postfix-mta-sts-resolver", "dovecot", "rspamd", "redis-server", "prosody", "fail2ban"];
 
 /** A fresh host from the same image, no cloud-init payload: how long does plain `apt-get install` take? */
 export async function benchBaseline(dir: string, packages: string, trust: string[], cleanup: Cleanup):

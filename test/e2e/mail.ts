@@ -9,6 +9,7 @@ import { NET } from "./world";
 import { TestServer } from "./server";
 import { Checks } from "./checks";
 import { PEER_USER } from "./peer";
+import { LOCAL_PORTS } from "../../services/catalog";
 
 export interface MailContext {
     readonly checks: Checks;
@@ -111,6 +112,35 @@ export async function mailChecks(c: MailContext): Promise<void> {
     checks.check("the peer saw our forward-confirmed hostname", () =>
         new RegExp(`from ${HOST} \\(${HOST} \\[(${c.serverIp}|IPv6:${c.serverIpv6})\\]\\)`).test(received) ? undefined :
             received.split("\n").filter(l => /^Received|^\s/.test(l)).slice(0, 6).join("\n"));
+
+    // MTA-STS: peer.test publishes an enforce policy, so our mail to it must go over TLS verified for
+    // peer.test, and must wait, not go, when the certificate there does not verify.
+    checks.check("the MTA-STS resolver hands Postfix the peer's enforce policy", () => {
+        const r = server.exec(`postmap -q ${NET.peer.domain} socketmap:inet:127.0.0.1:${LOCAL_PORTS.mtaSts}:postfix`);
+        return /^secure match=peer\.test\b/.test(r.stdout) ? undefined : `exit ${r.code}: ${r.stdout}${r.stderr}`;
+    });
+    checks.check("mail to the peer went over TLS verified for peer.test", () => {
+        const log = server.exec("journalctl -t postfix/smtp --no-pager -o cat | grep 'TLS connection established to peer.test'").stdout;
+        return /^Verified TLS connection established to peer\.test\[/m.test(log) ? undefined : log.slice(-600) || "no TLS connection to the peer logged";
+    });
+    const mitm = "e2e past a stranger's certificate";
+    const useCert = (name: string) => peer.exec(`postconf -e smtpd_tls_chain_files=/etc/ssl/${name}.key,/etc/ssl/${name}.pem && postfix reload`);
+    peer.exec("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=peer.test " +
+        "-addext subjectAltName=DNS:peer.test -keyout /etc/ssl/stranger.key -out /etc/ssl/stranger.pem 2>/dev/null");
+    useCert("stranger");
+    submit("alice", login("alice"), `${PEER_USER}@peer.test`, mitm);
+    let reason = "";
+    for (let i = 0; i < 60 && !/certificate/i.test(reason); i++) {
+        await new Promise(r => setTimeout(r, 500));
+        reason = server.exec("postqueue -j").stdout;
+    }
+    checks.check("a certificate at the peer that does not verify: the message waits in our queue, the peer gets nothing", () =>
+        /Server certificate not verified/.test(reason) && !peer.exec(`grep -c '${mitm}' /var/mail/${PEER_USER}`).stdout.trim().match(/^[1-9]/)
+            ? undefined : reason || "not in the queue");
+    useCert("peer");
+    server.exec("postqueue -f");
+    const through = await atPeer(mitm);
+    checks.check("once it verifies again, the message goes through", () => through ? undefined : server.exec("postqueue -p").stdout);
 
     const copy = await atPeer("e2e forwarded");
     checks.check("bob's forward reaches the peer with an SRS envelope sender, and SPF passes there", () =>

@@ -22,7 +22,7 @@ export function peerCa(dir: string): { ca: string; cert: string; key: string } {
     must(`openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj '/CN=peer test CA' ` +
         `-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign -keyout ${f("ca.key")} -out ${f("ca.pem")} 2>/dev/null`);
     must(`openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=${d} -keyout ${f("peer.key")} -out ${f("peer.csr")} 2>/dev/null`);
-    fs.writeFileSync(f("ext"), `subjectAltName=DNS:${d}\nextendedKeyUsage=serverAuth,clientAuth\n`);
+    fs.writeFileSync(f("ext"), `subjectAltName=DNS:${d},DNS:mta-sts.${d}\nextendedKeyUsage=serverAuth,clientAuth\n`);
     must(`openssl x509 -req -in ${f("peer.csr")} -CA ${f("ca.pem")} -CAkey ${f("ca.key")} -CAcreateserial -days 30 -extfile ${f("ext")} -out ${f("peer.pem")} 2>/dev/null`);
     return { ca: f("ca.pem"), cert: fs.readFileSync(f("peer.pem"), "utf8"), key: fs.readFileSync(f("peer.key"), "utf8") };
 }
@@ -33,7 +33,13 @@ export const peerZone = (): string[] => [
     `@ 300 IN AAAA ${NET.peer.ipv6}`,
     "@ 300 IN MX 10 peer.test.",
     `@ 300 IN TXT "v=spf1 ip4:${NET.peer.ipv4} ip6:${NET.peer.ipv6} -all"`,
+    // MTA-STS: mail to peer.test must go over TLS verified for peer.test (the policy is served by startPeer).
+    `_mta-sts 300 IN TXT "v=STSv1; id=e2e1"`,
+    `mta-sts 300 IN A ${NET.peer.ipv4}`,
 ];
+
+/** The peer's MTA-STS policy: enforce, its one MX. */
+const PEER_POLICY = ["version: STSv1", "mode: enforce", `mx: ${NET.peer.domain}`, "max_age: 86400", ""].join("\r\n");
 
 export async function startPeer(dir: string, trust: string[], tls: { cert: string; key: string }, cleanup: Cleanup): Promise<TestServer> {
     const peer = new TestServer({ name: "peer", dir, ipv4: NET.peer.ipv4, ipv6: NET.peer.ipv6, trust }, cleanup);
@@ -52,6 +58,7 @@ export async function startPeer(dir: string, trust: string[], tls: { cert: strin
         "apt-get -q install -y --no-install-recommends postfix rspamd swaks prosody >/dev/null",
         `useradd -m ${PEER_USER}`,
         `postconf -e myhostname=${d} mydestination=${d},localhost inet_protocols=all smtp_tls_security_level=may` +
+            " smtpd_tls_chain_files=/etc/ssl/peer.key,/etc/ssl/peer.pem" +
         " smtpd_milters=inet:127.0.0.1:11332 milter_default_action=accept milter_protocol=6" +
         // Retry soon after a greylisting deferral, so the test need not wait for Postfix's default backoff.
         " minimal_backoff_time=20s maximal_backoff_time=40s queue_run_delay=10s",
@@ -67,6 +74,11 @@ export async function startPeer(dir: string, trust: string[], tls: { cert: strin
         `'VirtualHost "${d}"' > /etc/prosody/prosody.cfg.lua`,
         `prosodyctl register ${PEER_USER} ${d} ${PEER_XMPP_PASSWORD}`,
         "systemctl restart prosody",
+        // The MTA-STS policy over HTTPS, with the peer's certificate (which names mta-sts.peer.test too).
+        "mkdir -p /srv/mta-sts/.well-known",
+        `printf '%s' '${PEER_POLICY}' > /srv/mta-sts/.well-known/mta-sts.txt`,
+        "systemd-run --quiet --unit=mta-sts-policy --property=WorkingDirectory=/srv/mta-sts " +
+            "openssl s_server -quiet -WWW -accept 443 -cert /etc/ssl/peer.pem -key /etc/ssl/peer.key",
     ].join("\n"));
     if (r.code !== 0) throw new Error(`peer set-up failed: ${r.stdout}${r.stderr}`);
     return peer;
