@@ -154,7 +154,8 @@ export class Mail extends pulumi.ComponentResource {
                 "check sh -c '! postconf -n 2>&1 >/dev/null | grep .'",
                 "check doveconf -n",
                 "check rspamadm configtest",
-                ...SIEVE_SCRIPTS.map(f => `check sievec ${SIEVE_DIR}/${f} /dev/null`),
+                // -d: compile and dump to stdout, write nothing (an output file would be replaced, even /dev/null).
+                ...SIEVE_SCRIPTS.map(f => `check sievec -d ${SIEVE_DIR}/${f}`),
                 // Each OpenPGP key must be one gpg can encrypt to: the delivery filter itself must succeed with it.
                 ...encrypting(s).map(u => `check sh -c "printf 'Subject: check\\n\\nx\\n' | USER=${address(s, u.name)} ${SIEVE_DIR}/openpgp-encrypt >/dev/null"`),
             ].join("\n"),

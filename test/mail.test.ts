@@ -103,7 +103,7 @@ describe("OpenPGP encryption at delivery", () => {
         // Only dave's mail (dave+tag@ too) starts the filter; with no key at all, nobody's does.
         assert.ok(create.includes('if envelope :user :is "to" ["dave"] {'));
         assert.ok(unsecret<string>(plain.one("command:remote:Command", "mail").inputs.create).includes("if false {"));
-        assert.match(create, /^check sievec \/etc\/dovecot\/selfhost\/sieve\/encrypt\.sieve \/dev\/null$/m);
+        assert.match(create, /^check sievec -d \/etc\/dovecot\/selfhost\/sieve\/encrypt\.sieve$/m);
     });
 
     it("moves the Content headers and body into PGP/MIME, keeps routing headers outside, leaves encrypted mail alone", function () {

@@ -147,6 +147,8 @@ async function main(): Promise<number> {
                 const h = server.exec("hostname -f").stdout.trim();
                 return h === "mail.example.test" ? undefined : `hostname -f says ${h}`;
             });
+            // A checker that writes its output somewhere once replaced /dev/null; units with PrivateDevices then fail to start.
+            checks.check("/dev/null is still the null device", () => server.exec("test -c /dev/null").code === 0 ? undefined : server.exec("ls -l /dev/null").stdout);
             checks.check("data volume is mounted at /srv", () => server.exec("findmnt -n -o SOURCE /srv").stdout.includes("HC_Volume") ? undefined : "not mounted");
             checks.check(`SSH with the stack's deploy key on port ${sshPort} (IPv4 and IPv6)`, () => {
                 const r4 = ssh(deployKey, adminUser);
