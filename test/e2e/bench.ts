@@ -18,28 +18,34 @@ export async function benchBaseline(dir: string, packages: string, trust: string
     return { bootMs, installMs: r.ms, server };
 }
 
-/** Proportional set size (kB) of every process of a unit. */
-function pssKb(server: TestServer, unit: string): number | undefined {
+/**
+ * Proportional set size (kB) of every process of a unit, and its anonymous part: what the kernel
+ * cannot drop under pressure (file-backed pages, e.g. rspamd's mapped Hyperscan database, it can).
+ */
+function pssKb(server: TestServer, unit: string): { pss: number; anon: number } | undefined {
     const r = server.exec(`systemctl is-active --quiet ${unit} || exit 3; cg=$(systemctl show -p ControlGroup --value ${unit}); ` +
-        `for p in $(cat /sys/fs/cgroup$cg/cgroup.procs); do awk '/^Pss:/{print $2}' /proc/$p/smaps_rollup 2>/dev/null; done`);
+        `for p in $(cat /sys/fs/cgroup$cg/cgroup.procs); do awk '/^(Pss|Pss_Anon):/{print $1, $2}' /proc/$p/smaps_rollup 2>/dev/null; done`);
     if (r.code !== 0) return undefined;
-    return r.stdout.split("\n").filter(Boolean).reduce((n, x) => n + Number(x), 0);
+    const sum = (key: string) => r.stdout.split("\n").filter(l => l.startsWith(`${key}: `)).reduce((n, l) => n + Number(l.split(" ")[1]), 0);
+    return { pss: sum("Pss"), anon: sum("Pss_Anon") };
 }
 
 export function memoryTable(ours: TestServer, defaults: TestServer): void {
-    console.log("\nidle memory, PSS in MB (ours vs the same packages with Debian's defaults)");
-    console.log(`| ${"unit".padEnd(14)} | ${"ours".padStart(6)} | ${"defaults".padStart(8)} |`);
-    let [a, b] = [0, 0];
+    console.log("\nidle memory, PSS in MB (ours, its anonymous part, and the same packages with Debian's defaults)");
+    const row = (cells: string[]) => console.log(`| ${cells[0].padEnd(24)} | ${cells.slice(1).map(c => c.padStart(8)).join(" | ")} |`);
+    const mb = (kb: number) => (kb / 1024).toFixed(1);
+    row(["unit", "ours", "anon", "defaults"]);
+    const total = { pss: 0, anon: 0, defaults: 0 };
     for (const unit of UNITS) {
         const [x, y] = [pssKb(ours, unit), pssKb(defaults, unit)];
         if (x === undefined && y === undefined) continue;
-        a += x ?? 0;
-        b += y ?? 0;
-        console.log(`| ${unit.padEnd(14)} | ${((x ?? 0) / 1024).toFixed(1).padStart(6)} | ${((y ?? 0) / 1024).toFixed(1).padStart(8)} |`);
+        total.pss += x?.pss ?? 0;
+        total.anon += x?.anon ?? 0;
+        total.defaults += y?.pss ?? 0;
+        row([unit, mb(x?.pss ?? 0), mb(x?.anon ?? 0), mb(y?.pss ?? 0)]);
     }
-    console.log(`| ${"total".padEnd(14)} | ${(a / 1024).toFixed(1).padStart(6)} | ${(b / 1024).toFixed(1).padStart(8)} |`);
+    row(["total", mb(total.pss), mb(total.anon), mb(total.defaults)]);
 }
-
 
 /**
  * Inbound throughput through the whole chain (Postfix → rspamd → Dovecot LMTP → maildir) against
