@@ -70,11 +70,11 @@ export function hardeningChecks(c: HardeningContext): void {
         const smtp = server.exec(`nc -z -w 3 ${NET.peer.ipv4} 25`);
         return /timed out|not permitted/i.test(r.stderr) && smtp.code === 0 ? undefined : `2525: ${r.stderr.trim()}; 25: exit ${smtp.code}`;
     });
-    checks.check("security updates are on: daily timers, unattended-upgrade dry run, the admin mailed on change", () => {
+    checks.check("security updates are on: daily timers, unattended-upgrade dry run, the admin mailed on change, our conffiles kept", () => {
         const r = server.exec("systemctl is-enabled apt-daily.timer apt-daily-upgrade.timer && apt-config dump | grep -E " +
-            "'^(APT::Periodic::Unattended-Upgrade \"1\"|Unattended-Upgrade::Mail \"root\"|Unattended-Upgrade::MailReport \"on-change\")' | wc -l" +
+            "'^(APT::Periodic::Unattended-Upgrade \"1\"|Unattended-Upgrade::Mail \"root\"|Unattended-Upgrade::MailReport \"on-change\"|DPkg::Options:: \"--force-confold\")' | wc -l" +
             " && unattended-upgrade --dry-run >/dev/null 2>&1 && echo dry-run-ok");
-        return /^3$/m.test(r.stdout) && /dry-run-ok/.test(r.stdout) ? undefined : r.stdout + r.stderr;
+        return /^4$/m.test(r.stdout) && /dry-run-ok/.test(r.stdout) ? undefined : r.stdout + r.stderr;
     });
     checks.check("no version in the SMTP, IMAP or HTTP banners", () => {
         const smtp = fromClient(`(sleep 1; printf 'QUIT\\r\\n') | nc -w 5 ${c.serverIp} 25`).stdout.split("\n")[0];
