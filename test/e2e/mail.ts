@@ -38,7 +38,7 @@ export async function mailChecks(c: MailContext): Promise<void> {
     const HELO = "client.elsewhere.test";
     const login = (user: string) => `${user}@${DOMAIN}`;
     const swaks = (args: string[]) => client(["swaks", "--server", c.serverIp, "--tls-ca-path", c.root,
-        "--tls-verify", "--tls-sni", HOST, "--timeout", "30", "--helo", HELO, ...args]);
+        "--tls-verify", "--tls-sni", HOST, "--tls-verify-target", HOST, "--timeout", "30", "--helo", HELO, ...args]);
     const submit = (user: string, from: string, to: string, subject: string, port: 587 | 465 = 587) =>
         swaks(["--port", String(port), port === 587 ? "--tls" : "--tls-on-connect", "--auth", "PLAIN", "--auth-user", login(user),
             "--auth-password", c.passwords[user], "--from", from, "--to", to, "--header", `Subject: ${subject}`, "--body", BODY]);
@@ -68,9 +68,9 @@ export async function mailChecks(c: MailContext): Promise<void> {
         return ok(r);
     });
     checks.check("every mailbox exists with its special-use flag", () => {
-        const out = imap("alice", "mailboxes").stdout;
-        const missing = ["Drafts", "Sent", "Junk", "Trash", "Archive"].filter(m => !new RegExp(`\\\\${m}\\b.*\\b${m}$`, "m").test(out));
-        return missing.length ? `missing: ${missing.join(", ")}\n${out}` : undefined;
+        const out = imap("alice", "mailboxes");
+        const missing = ["Drafts", "Sent", "Junk", "Trash", "Archive"].filter(m => !new RegExp(`\\\\${m}\\b.*\\b${m}$`, "m").test(out.stdout));
+        return missing.length ? `missing: ${missing.join(", ")}\n${out.stdout}${out.stderr}` : undefined;
     });
 
     // Submission, both ports, to a user, an alias and a +tag address; then read over IMAPS.

@@ -15,19 +15,35 @@ import { NET } from "./world";
 const IMAGE_PACKAGES = ["systemd-sysv", "cloud-init", "openssh-server", "dbus", "sudo", "ca-certificates", "iproute2",
     "netbase", "procps", "less"];
 const SUITE = "trixie";
-const MIRROR = "http://deb.debian.org/debian";
 export const CACHE = "/var/cache/selfhost-e2e";
 /** The cgroup2 hierarchy: /sys/fs/cgroup itself, or its "unified" mount on a hybrid host. */
 const CGROUP_ROOT = fs.existsSync("/sys/fs/cgroup/unified/cgroup.procs") ? "/sys/fs/cgroup/unified" : "/sys/fs/cgroup";
 
-/** Builds (once, then cached) the rootfs tarball. */
-export function rootfs(): string {
-    const key = crypto.createHash("sha256").update([SUITE, MIRROR, ...IMAGE_PACKAGES].join(" ")).digest("hex").slice(0, 12);
+/**
+ * The Debian mirror this machine's own apt uses, read from its sources at run time (deb822 `URIs:` or
+ * one-line `deb` entries), so the project names no mirror of its own. The security archive is another.
+ */
+export function debianMirror(): string {
+    const dir = "/etc/apt/sources.list.d";
+    const files = ["/etc/apt/sources.list", ...(fs.existsSync(dir) ? fs.readdirSync(dir).map(f => path.join(dir, f)) : [])]
+        .filter(f => /\.(list|sources)$/.test(f) && fs.existsSync(f));
+    const uris = files.flatMap(f => fs.readFileSync(f, "utf8").split("\n").map(l => l.trim()).flatMap(l =>
+        l.match(/^URIs:\s*(.+)$/i)?.[1].split(/\s+/) ?? l.match(/^deb\s+(?:\[[^\]]*\]\s+)?(\S+)/)?.slice(1) ?? []));
+    const mirror = uris.find(u => /^https?:\/\//.test(u) && !/security/.test(u));
+    if (!mirror) throw new Error(`no Debian mirror in ${files.join(", ") || "/etc/apt"}: the local target installs its hosts' packages from the one this machine uses`);
+    return mirror.replace(/\/$/, "");
+}
+
+/** Builds (once, then cached) the rootfs tarball: the image's packages and `extra` ones, Depends only, like apt here. */
+export function rootfs(extra: readonly string[] = []): string {
+    const packages = [...IMAGE_PACKAGES, ...extra];
+    const mirror = debianMirror();
+    const key = crypto.createHash("sha256").update([SUITE, mirror, ...packages].join(" ")).digest("hex").slice(0, 12);
     const tarball = path.join(CACHE, `debian-13-${key}.tar`);
     if (fs.existsSync(tarball)) return tarball;
     fs.mkdirSync(CACHE, { recursive: true });
-    console.log(`building the Debian 13 image (cached in ${tarball})`);
-    must(`mmdebstrap --quiet --format=tar --variant=minbase --include=${IMAGE_PACKAGES.join(",")} ${SUITE} ${tarball}.part ${MIRROR} && mv ${tarball}.part ${tarball}`,
+    console.log(`building a Debian 13 image with ${packages.length} packages (cached in ${tarball})`);
+    must(`mmdebstrap --quiet --format=tar --variant=minbase --include=${packages.join(",")} ${SUITE} ${tarball}.part ${mirror} && mv ${tarball}.part ${tarball}`,
         { timeoutMs: 900_000 });
     return tarball;
 }
@@ -55,6 +71,12 @@ export interface ServerSpec {
     readonly volumeImage?: string;
     /** PEM certificates the machine trusts besides Debian's (the simulated internet's CAs). */
     readonly trust: string[];
+    /** Packages its image has besides Hetzner's (a client host's tools). */
+    readonly packages?: readonly string[];
+    /** Join this existing network namespace (its addresses are set already) instead of plugging into the bridge. */
+    readonly netns?: string;
+    /** This machine's directories shown at the same path inside. */
+    readonly binds?: readonly { dir: string; readOnly?: boolean }[];
 }
 
 export class TestServer {
@@ -68,21 +90,23 @@ export class TestServer {
     async boot(): Promise<void> {
         const { spec, root } = this;
         fs.mkdirSync(root, { recursive: true });
-        must(`tar -C ${root} -xf ${rootfs()}`);
+        must(`tar -C ${root} -xf ${rootfs(spec.packages)}`);
         this.cleanup.add(`rootfs ${spec.name}`, () => sh(`rm -rf ${spec.dir}`));
         const write = (file: string, text: string) => {
             fs.mkdirSync(path.dirname(path.join(root, file)), { recursive: true });
             fs.writeFileSync(path.join(root, file), text);
         };
-        // Hetzner's network: static addresses (cloud-init's network config is off in this datasource).
-        write("etc/systemd/network/10-host0.network", [
-            "[Match]", "Name=host0", "[Network]", `Address=${spec.ipv4}/24`, `Gateway=${NET.gateway4}`,
-            `Address=${spec.ipv6}/64`, `Gateway=${NET.gateway6}`, "IPv6AcceptRA=no", "",
-        ].join("\n"));
-        must(`ln -sf /usr/lib/systemd/system/systemd-networkd.service ${root}/etc/systemd/system/multi-user.target.wants/`);
+        if (!spec.netns) {
+            // Hetzner's network: static addresses (cloud-init's network config is off in this datasource).
+            write("etc/systemd/network/10-host0.network", [
+                "[Match]", "Name=host0", "[Network]", `Address=${spec.ipv4}/24`, `Gateway=${NET.gateway4}`,
+                `Address=${spec.ipv6}/64`, `Gateway=${NET.gateway6}`, "IPv6AcceptRA=no", "",
+            ].join("\n"));
+            must(`ln -sf /usr/lib/systemd/system/systemd-networkd.service ${root}/etc/systemd/system/multi-user.target.wants/`);
+        }
         write("etc/resolv.conf", `nameserver ${NET.inet.ipv4}\n`);
         // The Debian mirror is reached by the address this machine resolves it to (the test DNS knows only the test zone).
-        const mirror = new URL(MIRROR).hostname;
+        const mirror = new URL(debianMirror()).hostname;
         const mirrorIp = must(`getent ahostsv4 ${mirror} | awk 'NR==1{print $1}'`).trim();
         for (const hosts of ["etc/hosts", "etc/cloud/templates/hosts.debian.tmpl"]) {
             fs.appendFileSync(path.join(root, hosts), `${mirrorIp} ${mirror}\n`);
@@ -97,14 +121,30 @@ export class TestServer {
             must(`touch ${root}/etc/cloud/cloud-init.disabled`);
         }
         const args = ["systemd-nspawn", "-D", root, "--boot", "--register=no", "--keep-unit", `--machine=${spec.name}`,
-            `--network-bridge=${NET.bridge}`, "--console=read-only"];
+            spec.netns ? `--network-namespace-path=/var/run/netns/${spec.netns}` : `--network-bridge=${NET.bridge}`, "--console=read-only",
+            // The simulated internet's resolver, as written above: nspawn would otherwise copy this machine's in.
+            "--resolv-conf=off",
+            ...(spec.binds ?? []).map(b => `--bind${b.readOnly ? "-ro" : ""}=${b.dir}`)];
         if (spec.volumeId) {
-            const image = spec.volumeImage ?? path.join(spec.dir, "volume.img");
+            const image = this.volumeImage();
             if (!fs.existsSync(image)) must(`truncate -s 2G ${image} && mkfs.ext4 -q ${image}`);
             const loop = must(`losetup -f --show ${image}`).trim();
             this.cleanup.add(`loop ${loop}`, () => sh(`losetup -d ${loop}`));
+            this.loop = loop;
             args.push(`--bind=${loop}:/dev/disk/by-id/scsi-0HC_Volume_${spec.volumeId}`, `--property=DeviceAllow=${loop} rwm`);
         }
+        this.cleanup.add(`container ${spec.name}`, () => this.stop());
+        await this.start(args);
+    }
+
+    private loop?: string;
+    /** Where reboot() mounted the volume for the container; unmounted when it stops. */
+    private bootMount?: string;
+    private volumeImage = () => this.spec.volumeImage ?? path.join(this.spec.dir, "volume.img");
+
+    private async start(args: string[]): Promise<void> {
+        const { spec } = this;
+        this.args = args;
         // Each container gets a cgroup of its own (this machine's init is not systemd, so nspawn keeps
         // the caller's cgroup); two containers sharing one would see each other's services.
         const cgroup = `${CGROUP_ROOT}/selfhost-e2e-${spec.name}`;
@@ -112,16 +152,35 @@ export class TestServer {
             sh(`[ -d ${cgroup} ] && { echo 1 > ${cgroup}/cgroup.kill; sleep 0.5; find ${cgroup} -depth -type d -exec rmdir {} +; }`));
         this.process = daemon(["bash", "-c", `mkdir -p ${cgroup} && echo $$ > ${cgroup}/cgroup.procs && exec "$@"`, "nspawn", ...args],
             path.join(spec.dir, "console.log"), { env: { SYSTEMD_NSPAWN_UNIFIED_HIERARCHY: "1" } });
-        this.cleanup.add(`container ${spec.name}`, () => this.stop());
         try {
             await waitFor(`${spec.name} to boot`, 120, () => this.exec("systemctl is-system-running").stdout.trim().match(/running|degraded/) !== null);
         } catch (e) {
             throw new Error(`${e instanceof Error ? e.message : e}; console ends:\n${sh(`tail -15 ${path.join(spec.dir, "console.log")}`).stdout}`);
         }
     }
+    private args: string[] = [];
+
+    /**
+     * Power off and boot again, as Hetzner does around a server-type change. In a container systemd's
+     * fstab generator skips block-device mounts, so the volume is mounted here, where a real server's
+     * boot mounts it from fstab before any service.
+     */
+    async reboot(): Promise<void> {
+        this.stop();
+        const mnt = `${this.spec.dir}/volume-at-boot`;
+        fs.mkdirSync(mnt, { recursive: true });
+        must(`mount ${this.loop} ${mnt}`);
+        this.bootMount = mnt;
+        await this.start([...this.args.filter(a => !a.startsWith(`--bind=${mnt}:`)), `--bind=${mnt}:/srv`]);
+    }
+
+    /** Hetzner's volume resize: the block device grows, the filesystem on it does not. */
+    growVolume(bytes: number): void {
+        must(`truncate -s ${bytes} ${this.volumeImage()} && losetup -c ${this.loop}`);
+    }
 
     /** The container's init process, for nsenter. */
-    private initPid(): number | undefined {
+    initPid(): number | undefined {
         if (!this.process?.pid) return undefined;
         const init = sh(`pgrep -P ${this.process.pid} -x systemd`).stdout.trim();
         return init ? Number(init) : undefined;
@@ -142,5 +201,7 @@ export class TestServer {
             sh(`kill -9 ${this.process.pid}`);
         }
         this.process = undefined;
+        if (this.bootMount) sh(`umount ${this.bootMount}`);
+        this.bootMount = undefined;
     }
 }

@@ -5,10 +5,28 @@ import * as fs from "fs";
 export interface Result { code: number; stdout: string; stderr: string; ms: number }
 
 export interface ShOptions {
-    /** Run inside this network namespace (a simulated internet host). */
+    /**
+     * Run as this simulated-internet host: inside its container (its own Debian and tools) when it is one,
+     * else in its network namespace with this machine's programs.
+     */
     readonly ns?: string;
+    /** With ns: this machine's programs in that host's network, even where the host is a container (the owner's laptop). */
+    readonly machineTools?: boolean;
     readonly input?: string;
     readonly timeoutMs?: number;
+}
+
+/** Containers that play a namespace's host: name → their init process (undefined while not running). */
+const containers = new Map<string, () => number | undefined>();
+
+/** From now on, commands "in" namespace `ns` run inside this container (which joined that namespace). */
+export function containerFor(ns: string, initPid: () => number | undefined): void {
+    containers.set(ns, initPid);
+}
+
+function enter(ns: string, machineTools = false): string[] {
+    const pid = machineTools ? undefined : containers.get(ns)?.();
+    return pid ? ["nsenter", "-t", String(pid), "-a", "--"] : ["ip", "netns", "exec", ns];
 }
 
 /** Runs a bash command; never throws (look at `code`). */
@@ -18,7 +36,7 @@ export function sh(command: string, o: ShOptions = {}): Result {
 
 /** Runs a program with arguments as given (no shell); never throws. */
 export function run(command: string[], o: ShOptions = {}): Result {
-    const argv = o.ns ? ["ip", "netns", "exec", o.ns, ...command] : command;
+    const argv = o.ns ? [...enter(o.ns, o.machineTools), ...command] : command;
     const start = Date.now();
     const r = spawnSync(argv[0], argv.slice(1), {
         input: o.input ?? "", encoding: "utf8", timeout: o.timeoutMs ?? 300_000, maxBuffer: 64 * 1024 * 1024,
@@ -35,7 +53,7 @@ export function must(command: string, o: ShOptions = {}): string {
 
 /** Starts a long-running process (in a namespace), output to a log file. */
 export function daemon(argv: string[], log: string, o: { ns?: string; env?: Record<string, string> } = {}): ChildProcess {
-    const full = o.ns ? ["ip", "netns", "exec", o.ns, ...argv] : argv;
+    const full = o.ns ? [...enter(o.ns), ...argv] : argv;
     const out = fs.openSync(log, "a");
     const child = spawn(full[0], full.slice(1), { stdio: ["ignore", out, out], env: { ...process.env, ...o.env }, detached: true });
     child.unref();

@@ -34,7 +34,9 @@ export function statusChecks(c: StatusContext): void {
     fs.writeFileSync(outputsFile, JSON.stringify(c.outputs));
     const runCheck = (extra = ""): { code: number; findings: Finding[]; raw: string } => {
         const r = sh(`cd ${ROOT} && npx ts-node -T check/index.ts --outputs ${outputsFile} --resolver ${NET.inet.ipv4} --ca ${c.root} ` +
-            `--ssh-key ${c.ownerKey} --known-hosts ${path.join(c.work, "known_hosts")} --json ${extra}`, { ns: NET.client.ns, timeoutMs: 300_000 });
+            `--ssh-key ${c.ownerKey} --known-hosts ${path.join(c.work, "known_hosts")} --json ${extra}`,
+            // The owner's laptop: this machine's Node and OpenSSH, from the client's address.
+            { ns: NET.client.ns, machineTools: true, timeoutMs: 300_000 });
         try { return { code: r.code, findings: JSON.parse(r.stdout), raw: r.stdout + r.stderr }; } catch { return { code: r.code, findings: [], raw: r.stdout + r.stderr }; }
     };
     const bad = (findings: Finding[], status: "warn" | "error") => findings.filter(f => f.status === status).map(f => `${f.area}/${f.name}`);
