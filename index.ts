@@ -8,7 +8,7 @@ import { loadSettings } from "./config";
 import { Host } from "./components/host";
 import { DkimKey } from "./components/dkim";
 import { Dns } from "./components/dns";
-import { Base } from "./components/base";
+import { Base, stopWriters } from "./components/base";
 import * as hardening from "./components/hardening";
 import * as tls from "./components/tls";
 import * as web from "./components/web";
@@ -20,7 +20,9 @@ import { portOf } from "./services/catalog";
 
 const settings = loadSettings();
 
-const host = new Host("host", { settings });
+/** The services that keep data on the volume. */
+const dataUnits = [...web.dataUnits, ...mail.dataUnits, ...xmpp.dataUnits];
+const host = new Host("host", { settings, beforePowerOff: stopWriters(dataUnits) });
 const dkim = new DkimKey("dkim", { selector: settings.dkimSelector });
 const dns = new Dns("dns", {
     settings,
@@ -29,9 +31,10 @@ const dns = new Dns("dns", {
 
 const connection = host.connection;
 const base = new Base("base", {
+    settings,
     connection,
     packages: [...backup.packages(settings), ...hardening.packages, ...tls.packages, ...web.packages(settings), ...mail.packages(settings), ...xmpp.packages],
-    dataUnits: [...web.dataUnits, ...mail.dataUnits, ...xmpp.dataUnits],
+    dataUnits,
     // When this server is replaced: its outgoing queue onto the volume, then the last snapshot.
     handover: [mail.handover, backup.handover],
     dependsOn: [host.volumeAttachment],

@@ -1,7 +1,8 @@
 /**
- * The first-boot payload. It holds only what must exist before the first SSH login and never changes
- * afterwards: the admin user and keys, sshd's port and lock-down, the hostname and the data volume's
- * mount. Everything else is a remote step, so tuning a service never replaces the server.
+ * The first-boot payload. It holds only stack-owned values that never change for a server: the deploy
+ * user with the stack's deploy key, sshd's port and lock-down, and the data volume's mount. The admin
+ * user, the user's SSH keys and the hostname are applied by the base step, so editing them never
+ * replaces the server (Hetzner replaces a server whose user-data changes).
  * It holds no secret: any process on the server can read user-data from the metadata service.
  */
 import * as YAML from "yaml";
@@ -9,52 +10,55 @@ import * as YAML from "yaml";
 /** Where the data volume is mounted: everything that must outlive the server lives below it. */
 export const DATA_DIR = "/srv";
 
+/** The stack's own login for remote steps: made at first boot, its only key the stack's deploy key. */
+export const DEPLOY_USER = "selfhost";
+
 /** The Linux device path of a Hetzner volume; stable across reboots and servers. */
 export const volumeDevice = (volumeId: string | number) => `/dev/disk/by-id/scsi-0HC_Volume_${volumeId}`;
 
 export interface UserDataArgs {
-    readonly hostname: string;
-    readonly adminUser: string;
-    /** The user's keys and the stack's deploy key (public halves only). */
-    readonly authorizedKeys: readonly string[];
+    /** The stack's deploy key (public half). */
+    readonly deployKey: string;
     readonly sshPort: number;
     readonly volumeId: string | number;
 }
 
-/** sshd settings from first boot; the hardening step later adds ciphers, rate limits and allowlists. */
-export function sshdDropIn(a: Pick<UserDataArgs, "sshPort" | "adminUser">): string {
+/** sshd settings: first boot allows the deploy user only; the base step adds the admin. */
+export function sshdDropIn(a: { sshPort: number; users: readonly string[] }): string {
     return [
         `Port ${a.sshPort}`,
         "PermitRootLogin no",
         "PasswordAuthentication no",
         "KbdInteractiveAuthentication no",
-        `AllowUsers ${a.adminUser}`,
+        `AllowUsers ${a.users.join(" ")}`,
+        // Keeps NAT and firewall state alive while a step is silent for minutes (apt, a restore);
+        // a vanished client is dropped after three minutes.
+        "ClientAliveInterval 30",
+        "ClientAliveCountMax 6",
         "",
     ].join("\n");
 }
 
 export function renderUserData(a: UserDataArgs): string {
     const config = {
-        hostname: a.hostname.split(".")[0],
-        fqdn: a.hostname,
-        prefer_fqdn_over_hostname: true,
-        manage_etc_hosts: true,
+        // The base step names the host (hostname and /etc/hosts): a new name must not mean a new server.
+        preserve_hostname: true,
+        manage_etc_hosts: false,
         disable_root: true,
         ssh_pwauth: false,
         users: [{
-            name: a.adminUser,
-            gecos: "selfhost administrator",
+            name: DEPLOY_USER,
+            gecos: "selfhost deploy (pulumi up)",
             shell: "/bin/bash",
-            groups: ["sudo"],
             sudo: "ALL=(ALL) NOPASSWD:ALL",
             lock_passwd: true,
-            ssh_authorized_keys: [...a.authorizedKeys],
+            ssh_authorized_keys: [a.deployKey],
         }],
         write_files: [{
             // Sorted before Debian's own drop-ins: sshd keeps the first value it reads.
             path: "/etc/ssh/sshd_config.d/00-selfhost.conf",
             permissions: "0644",
-            content: sshdDropIn(a),
+            content: sshdDropIn({ sshPort: a.sshPort, users: [DEPLOY_USER] }),
         }],
         // nofail: the volume is attached right after the server is created, possibly after this boot.
         mounts: [[volumeDevice(a.volumeId), DATA_DIR, "ext4", "discard,nofail,x-systemd.device-timeout=60s", "0", "2"]],

@@ -1,9 +1,11 @@
 import * as pulumi from "@pulumi/pulumi";
 import { RemoteStep, Connection } from "./remote/step";
 import { renderTemplate } from "../services/template";
-import { DATA_DIR } from "../cloud-init";
+import { DATA_DIR, DEPLOY_USER, sshdDropIn } from "../cloud-init";
+import { Settings } from "../config";
 
 export interface BaseArgs {
+    readonly settings: Settings;
     readonly connection: Connection;
     /** Every Debian package the enabled services need, installed in one go. */
     readonly packages: readonly string[];
@@ -15,16 +17,34 @@ export interface BaseArgs {
     readonly dependsOn: pulumi.Input<pulumi.Resource>[];
 }
 
+/** Stops everything that writes mail and data (before a handover or a power-off). */
+export const stopWriters = (dataUnits: readonly string[]) => `systemctl stop ${["postfix", ...dataUnits].join(" ")} || true`;
+
+/** Who may log in, and as what: the admin with the user's keys and sudo, beside the stack's deploy user. */
+function accessFiles(s: Settings) {
+    const home = `/home/${s.adminUser}`;
+    return [
+        { path: "/etc/ssh/sshd_config.d/00-selfhost.conf", content: sshdDropIn({ sshPort: s.sshPort, users: [DEPLOY_USER, s.adminUser] }) },
+        { path: "/etc/sudoers.d/selfhost-admin", mode: "0440", content: `${s.adminUser} ALL=(ALL) NOPASSWD:ALL\n` },
+        { path: `${home}/.ssh/authorized_keys`, mode: "0600", owner: `${s.adminUser}:${s.adminUser}`, content: s.sshPublicKeys.join("\n") },
+        { path: "/etc/hostname", content: s.hostname.split(".")[0] },
+    ];
+}
+
 /**
  * The first remote step: waits for first boot to finish, makes sure the data volume is mounted,
  * installs every package the services need, makes the services that keep data there wait for its
- * mount, and sets time sync, locale and journal limits.
+ * mount, and sets time sync, locale and journal limits. It also owns access and identity: the admin
+ * user and the user's SSH keys, sshd's allowed users, the hostname — all changed in place, so
+ * editing them never replaces the server.
  */
 export class Base extends pulumi.ComponentResource {
     readonly step: RemoteStep;
 
     constructor(name: string, args: BaseArgs, opts?: pulumi.ComponentResourceOptions) {
         super("selfhost:index:Base", name, {}, opts);
+        const s = args.settings;
+        const shortName = s.hostname.split(".")[0];
         this.step = new RemoteStep("base", {
             connection: args.connection,
             prepare: [
@@ -32,16 +52,33 @@ export class Base extends pulumi.ComponentResource {
                 "cloud-init status --wait >/dev/null 2>&1 || true",
                 `for _ in $(seq 60); do mountpoint -q ${DATA_DIR} && break; mount ${DATA_DIR} 2>/dev/null || sleep 1; done`,
                 `mountpoint -q ${DATA_DIR} || { log "the data volume is not mounted at ${DATA_DIR}; is it attached?"; exit 1; }`,
+                `id -u ${s.adminUser} >/dev/null 2>&1 || useradd --create-home --shell /bin/bash --comment "selfhost administrator" ${s.adminUser}`,
+                `install -d -m 0700 -o ${s.adminUser} -g ${s.adminUser} /home/${s.adminUser}/.ssh`,
             ].join("\n"),
             packages: ["systemd-timesyncd", "ca-certificates", "openssl", ...new Set(args.packages)],
             files: [
+                ...accessFiles(s),
                 { path: "/etc/systemd/journald.conf.d/selfhost.conf", content: renderTemplate("base/journald.conf", {}) },
                 { path: "/etc/default/locale", content: renderTemplate("base/locale", {}) },
                 ...args.dataUnits.map(unit => ({
                     path: `/etc/systemd/system/${unit}.service.d/selfhost-data.conf`, content: renderTemplate("base/needs-data.conf", { dataDir: DATA_DIR }),
                 })),
             ],
+            check: [
+                "check sshd -t",
+                "check visudo -c -q -f /etc/sudoers.d/selfhost-admin",
+            ].join("\n"),
             run: [
+                // The FQDN resolves locally (hostname -f), as Debian's installer sets it up.
+                "changed_in /etc/hostname && hostname -F /etc/hostname",
+                `grep -qxF '127.0.1.1 ${s.hostname} ${shortName}' /etc/hosts || ` +
+                    `{ sed -i '/^127\\.0\\.1\\.1[[:space:]]/d' /etc/hosts; echo '127.0.1.1 ${s.hostname} ${shortName}' >> /etc/hosts; }`,
+                // A reload keeps open sessions (this one) and applies the allowed users to the next logins.
+                "changed_in /etc/ssh && systemctl reload ssh",
+                // Hetzner grows a resized volume's block device only; ext4 grows online to fill it. The size
+                // is in this line so that a new volumeSizeGb re-runs the step, after the volume's resize.
+                `grown=$(resize2fs "$(findmnt -n -o SOURCE --target ${DATA_DIR})" 2>&1) || { log "resize2fs failed: $grown"; exit 1; }`,
+                `[[ $grown == *"Nothing to do"* ]] || log "the data filesystem now fills the ${s.volumeSizeGb} GB volume: $(df -h --output=size ${DATA_DIR} | tail -1)"`,
                 "systemctl enable --now systemd-timesyncd >/dev/null 2>&1 || true",
                 "changed_in /etc/systemd/journald.conf.d && systemctl restart systemd-journald",
                 "changed_in /etc/systemd/system && systemctl daemon-reload",
@@ -50,7 +87,7 @@ export class Base extends pulumi.ComponentResource {
             // server deleted. No new mail after this; the volume gets what must move with it (the last
             // snapshot, the outgoing queue) and leaves cleanly unmounted. A failure stops the replacement here.
             delete: [
-                `systemctl stop ${["postfix", ...args.dataUnits].join(" ")} || true`,
+                stopWriters(args.dataUnits),
                 ...args.handover,
                 `! mountpoint -q ${DATA_DIR} || umount ${DATA_DIR}`,
             ].join("\n"),

@@ -2,16 +2,20 @@
  * What a user pays Hetzner for: the server, and the identity that outlives it — two primary IPs with
  * forward-confirmed reverse DNS and a data volume. Replacing the server keeps all three.
  */
+import * as crypto from "crypto";
 import * as pulumi from "@pulumi/pulumi";
 import * as hcloud from "@pulumi/hcloud";
 import * as tls from "@pulumi/tls";
+import * as command from "@pulumi/command";
 import { Settings } from "../config";
 import { publicPorts } from "../services/catalog";
-import { renderUserData } from "../cloud-init";
-import { Connection } from "./remote/step";
+import { renderUserData, DEPLOY_USER } from "../cloud-init";
+import { Connection, asRoot, sshConnection } from "./remote/step";
 
 export interface HostArgs {
     readonly settings: Settings;
+    /** Shell that stops the services writing to disk, run before Hetzner powers the server off for a new type. */
+    readonly beforePowerOff: string;
 }
 
 const ANYWHERE = ["0.0.0.0/0", "::/0"];
@@ -42,13 +46,19 @@ export class Host extends pulumi.ComponentResource {
 
         const deployKey = new tls.PrivateKey("deploy-key", { algorithm: "ED25519" }, child);
         this.deployPrivateKey = pulumi.secret(deployKey.privateKeyOpenssh);
-        // Hetzner puts these in root's authorized_keys (root login is then disabled); without any,
-        // it would mail a root password.
-        const sshKeys = s.sshPublicKeys.map((publicKey, i) =>
-            new hcloud.SshKey(`admin-key-${i}`, { name: `${s.hostname} admin ${i}`, publicKey, labels }, child));
+        // Hetzner puts this key in root's authorized_keys (root login is then disabled); without any key,
+        // it would mail a root password. The stack's own key: Hetzner refuses a second key with a fingerprint
+        // or name already in the project, so the user's keys (often uploaded in the console) are not sent
+        // there; the base step installs them. The name carries the key's hash: unique, and stable.
+        const hetznerKey = new hcloud.SshKey("deploy", {
+            name: deployKey.publicKeyOpenssh.apply(k => `selfhost deploy ${crypto.createHash("sha256").update(k.trim()).digest("hex").slice(0, 16)}`),
+            publicKey: deployKey.publicKeyOpenssh.apply(k => k.trim()), labels,
+        }, child);
 
+        // Names are unique per project and a move creates the new IP and volume before the old ones go:
+        // the location in the name keeps the two apart.
         const primaryIp = (type: "ipv4" | "ipv6") => new hcloud.PrimaryIp(type, {
-            name: `${s.hostname} ${type}`, type, location: s.location, assigneeType: "server",
+            name: `${s.hostname} ${type} ${s.location}`, type, location: s.location, assigneeType: "server",
             autoDelete: false, deleteProtection: s.protectData, labels,
         }, kept);
         const ip4 = primaryIp("ipv4");
@@ -57,7 +67,7 @@ export class Host extends pulumi.ComponentResource {
         this.ipv6 = ip6.ipNetwork.apply(firstAddress);
 
         this.volume = new hcloud.Volume("data", {
-            name: `${s.hostname.replace(/\./g, "-")}-data`, size: s.volumeSizeGb, location: s.location,
+            name: `${s.hostname.replace(/\./g, "-")}-data-${s.location}`, size: s.volumeSizeGb, location: s.location,
             format: "ext4", automount: false, deleteProtection: s.protectData, labels,
         }, kept);
 
@@ -72,22 +82,38 @@ export class Host extends pulumi.ComponentResource {
         }, child);
 
         this.userData = pulumi.all([deployKey.publicKeyOpenssh, this.volume.id]).apply(([deployPublic, volumeId]) =>
-            renderUserData({
-                hostname: s.hostname, adminUser: s.adminUser, sshPort: s.sshPort, volumeId,
-                authorizedKeys: [...s.sshPublicKeys, deployPublic.trim()],
-            }));
+            renderUserData({ deployKey: deployPublic.trim(), sshPort: s.sshPort, volumeId }));
+
+        const reach = { host: this.ipv4, port: s.sshPort, user: DEPLOY_USER, privateKey: this.deployPrivateKey };
+        // Hetzner changes a server's type in place by a hard power-off. This command has no create (the
+        // provider then does nothing, not even connect): it acts only when it goes — when the type changes
+        // (its trigger) — and the server's update waits for it: mail stopped and disks flushed first.
+        // The server boots with the new type and its services start as at any boot.
+        const beforeTypeChange = new command.remote.Command("before-server-type-change", {
+            connection: sshConnection(reach),
+            delete: asRoot(`set -euo pipefail\n${args.beforePowerOff}\nsync`, "selfhost-before-power-off"),
+            triggers: [s.serverType],
+            addPreviousOutputInEnv: false,
+        }, { ...child, deleteBeforeReplace: true });
 
         this.server = new hcloud.Server("server", {
             name: s.hostname, serverType: s.serverType, image: s.image, location: s.location,
-            sshKeys: sshKeys.map(k => k.id), userData: this.userData, labels,
+            sshKeys: [hetznerKey.id], userData: this.userData, labels,
             firewallIds: [firewall.id.apply(Number)],
             publicNets: [{ ipv4Enabled: true, ipv4: ip4.id.apply(Number), ipv6Enabled: true, ipv6: ip6.id.apply(Number) }],
             deleteProtection: s.protectServer, rebuildProtection: s.protectServer,
             shutdownBeforeDeletion: true,
+            // A new type keeps the 20+ GB root disk as it is (only the OS lives there; data is on the
+            // volume), so the server can go back to a smaller type later.
+            keepDisk: true,
         }, {
             ...child,
             // A primary IP and a volume belong to one server at a time: the old one must go first.
             deleteBeforeReplace: true,
+            dependsOn: [beforeTypeChange],
+            // Hetzner's own protection refuses only after the handover ran and the volume was detached;
+            // Pulumi's refuses before anything is touched.
+            protect: s.protectServer,
         });
 
         this.volumeAttachment = new hcloud.VolumeAttachment("data", {
@@ -98,9 +124,7 @@ export class Host extends pulumi.ComponentResource {
         new hcloud.Rdns("ptr-ipv4", { primaryIpId: ip4.id.apply(Number), ipAddress: this.ipv4, dnsPtr: s.hostname }, child);
         new hcloud.Rdns("ptr-ipv6", { primaryIpId: ip6.id.apply(Number), ipAddress: this.ipv6, dnsPtr: s.hostname }, child);
 
-        this.connection = {
-            host: this.ipv4, port: s.sshPort, user: s.adminUser, privateKey: this.deployPrivateKey, serverId: this.server.id,
-        };
+        this.connection = { ...reach, serverId: this.server.id };
 
         this.registerOutputs({ ipv4: this.ipv4, ipv6: this.ipv6, serverId: this.server.id, volumeId: this.volume.id });
     }

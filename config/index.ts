@@ -243,6 +243,12 @@ export function validate(raw: Record<string, unknown>): Settings {
     const adminSources = ((raw.adminSources as unknown[]) ?? []).map((a, i) => {
         const cidr = toCidr(String(a));
         if (!cidr) bad(`adminSources[${i}]`, `"${a}" is not an IP address or CIDR network, e.g. 203.0.113.7 or 2001:db8::/48.`);
+        else if (hasHostBits(cidr)) {
+            // Hetzner's firewall API refuses such a CIDR at `up`; say which of the two was meant, now.
+            const [address] = cidr.split("/");
+            bad(`adminSources[${i}]`, `"${a}" has host bits set, which Hetzner's firewall refuses: write the network ${networkOf(cidr)}, ` +
+                `or the one address ${address}.`);
+        }
         return cidr ?? "";
     });
     const banTime = intIn("banTime", 60, 31536000);
@@ -371,6 +377,38 @@ export function toCidr(text: string): string | undefined {
     if (!family || rest.length) return undefined;
     if (prefix === undefined) return `${address}/${max}`;
     return /^\d{1,3}$/.test(prefix) && Number(prefix) <= max ? `${address}/${Number(prefix)}` : undefined;
+}
+
+/** A CIDR's address bytes, and the same with the host bits cleared. */
+function cidrBytes(cidr: string): { bytes: number[]; network: number[]; prefix: number; v6: boolean } {
+    const [address, prefixText] = cidr.split("/");
+    const prefix = Number(prefixText);
+    const v6 = net.isIP(address) === 6;
+    const bytes = v6 ? ipv6Bytes(address) : address.split(".").map(Number);
+    const network = bytes.map((b, i) => b & (0xff << Math.max(0, 8 - Math.max(0, prefix - 8 * i))) & 0xff);
+    return { bytes, network, prefix, v6 };
+}
+
+const hasHostBits = (cidr: string) => { const c = cidrBytes(cidr); return c.bytes.some((b, i) => b !== c.network[i]); };
+
+/** The network of a CIDR (host bits cleared), e.g. 203.0.113.7/24 → 203.0.113.0/24, 2001:db8::1/48 → 2001:db8::/48. */
+export function networkOf(cidr: string): string {
+    const { network, prefix, v6 } = cidrBytes(cidr);
+    if (!v6) return `${network.join(".")}/${prefix}`;
+    const groups = Array.from({ length: 8 }, (_, i) => ((network[2 * i] << 8) | network[2 * i + 1]).toString(16)).join(":");
+    // The URL parser writes an IPv6 address in its shortest canonical form.
+    return `${new URL(`http://[${groups}]/`).hostname.slice(1, -1)}/${prefix}`;
+}
+
+function ipv6Bytes(address: string): number[] {
+    const [head, tail] = address.includes("::") ? address.split("::") : [address, undefined];
+    const parse = (part: string | undefined) => part ? part.split(":").flatMap(g => {
+        if (g.includes(".")) return g.split(".").map(Number); // an embedded IPv4 tail
+        const n = parseInt(g, 16);
+        return [n >> 8, n & 0xff];
+    }) : [];
+    const [h, t] = [parse(head), parse(tail)];
+    return [...h, ...Array(16 - h.length - t.length).fill(0), ...t];
 }
 
 const SSH_KEY_TYPES = ["ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",

@@ -5,27 +5,27 @@ import * as path from "path";
 import { execFileSync } from "child_process";
 import * as YAML from "yaml";
 import { runProgram, ProgramRun } from "./program";
-import { baseConfig, ALICE_KEY } from "./fixtures";
+import { baseConfig, ALICE_KEY, BOB_KEY } from "./fixtures";
 
 const userData = (run: ProgramRun): string => run.one("hcloud:index/server:Server").inputs.userData;
 
 describe("cloud-init user-data", () => {
-    it("creates the admin with the user's and the deploy key, locks sshd down on sshPort, mounts the volume", async () => {
+    it("creates the stack's deploy user with the deploy key only, locks sshd down on sshPort, mounts the volume", async () => {
         const run = await runProgram({ ...baseConfig(), adminUser: "carol", sshPort: 2345 });
         const text = userData(run);
         assert.match(text, /^#cloud-config\n/);
         const doc = YAML.parse(text);
         const deployKey = run.one("tls:index/privateKey:PrivateKey", "deploy-key").state.publicKeyOpenssh.trim();
         assert.deepEqual(doc.users, [{
-            name: "carol", gecos: "selfhost administrator", shell: "/bin/bash", groups: ["sudo"],
-            sudo: "ALL=(ALL) NOPASSWD:ALL", lock_passwd: true, ssh_authorized_keys: [ALICE_KEY, deployKey],
+            name: "selfhost", gecos: "selfhost deploy (pulumi up)", shell: "/bin/bash",
+            sudo: "ALL=(ALL) NOPASSWD:ALL", lock_passwd: true, ssh_authorized_keys: [deployKey],
         }]);
-        assert.equal(doc.fqdn, "mail.example.org");
-        assert.equal(doc.hostname, "mail");
+        assert.ok(!text.includes(ALICE_KEY.split(" ")[1]), "the user's keys are the base step's, not first boot's");
+        assert.equal(doc.preserve_hostname, true, "the base step names the host");
         assert.equal(doc.disable_root, true);
         assert.equal(doc.ssh_pwauth, false);
         const sshd = doc.write_files.find((f: any) => f.path.startsWith("/etc/ssh/sshd_config.d/")).content;
-        for (const line of ["Port 2345", "PermitRootLogin no", "PasswordAuthentication no", "KbdInteractiveAuthentication no", "AllowUsers carol"]) {
+        for (const line of ["Port 2345", "PermitRootLogin no", "PasswordAuthentication no", "KbdInteractiveAuthentication no", "AllowUsers selfhost", "ClientAliveInterval 30"]) {
             assert.ok(sshd.split("\n").includes(line), `sshd drop-in lacks "${line}"`);
         }
         const volumeId = run.one("hcloud:index/volume:Volume").id;
@@ -50,6 +50,9 @@ describe("cloud-init user-data", () => {
             { dmarcPolicy: "reject" }, { mtaStsMode: "enforce" }, { dnsProvider: "gandi" }, { dnsTtl: 300 },
             { tlsMode: "private-ca" }, { dkimSelector: "s2" }, { users: [{ name: "dave" }] }, { adminEmail: "me@example.com" },
             { volumeSizeGb: 40 }, { serverType: "cx33" }, { protectData: false },
+            // Access and identity are the base step's: editing them must not replace the server.
+            { sshPublicKeys: [ALICE_KEY, BOB_KEY] }, { sshPublicKeys: [BOB_KEY] }, { adminUser: "carol" },
+            { adminSources: ["203.0.113.0/24"] }, { hostname: "mx.example.org" },
         ];
         for (const change of serviceChanges) {
             assert.equal(userData(await runProgram({ ...baseConfig(), ...change })), base, `${JSON.stringify(change)} changed the user-data`);

@@ -89,6 +89,9 @@ describe("configuration", () => {
         ["users that are not a list", { users: "alice" }, /selfhost:users must be a list/],
         ["an admin source that is no address", { adminSources: ["my-laptop"] }, /selfhost:adminSources\[0\] "my-laptop" is not an IP address or CIDR network/],
         ["an admin network with a bad prefix", { adminSources: ["203.0.113.0/33"] }, /selfhost:adminSources\[0\] "203.0.113.0\/33"/],
+        // Hetzner's firewall refuses a CIDR with host bits at `up`; the message names both readings.
+        ["an admin network with host bits", { adminSources: ["203.0.113.7/24"] }, /selfhost:adminSources\[0\] "203.0.113.7\/24" has host bits set.*network 203\.0\.113\.0\/24, or the one address 203\.0\.113\.7/],
+        ["an IPv6 admin network with host bits", { adminSources: ["2001:DB8::1/48"] }, /selfhost:adminSources\[0\] .*network 2001:db8::\/48/],
         ["a ban time of seconds", { banTime: 5 }, /selfhost:banTime must be a whole number from 60 to 31536000; got 5/],
         ["an outbound port out of range", { outboundPorts: [0] }, /selfhost:outboundPorts\[0\] must be a TCP port from 1 to 65535; got 0/],
         ["a backup target that is no sftp repository", { backup: "s3:bucket" }, /selfhost:backup "s3:bucket" must be storagebox, off, or a restic sftp repository/],

@@ -1,6 +1,6 @@
 import { strict as assert } from "assert";
-import { runProgram, DEFAULT_CLOUD } from "./program";
-import { baseConfig, ALICE_KEY } from "./fixtures";
+import { runProgram, DEFAULT_CLOUD, stepFiles, scriptOf, unsecret } from "./program";
+import { baseConfig, ALICE_KEY, BOB_KEY } from "./fixtures";
 import { publicPorts } from "../services/catalog";
 
 describe("host", () => {
@@ -10,8 +10,12 @@ describe("host", () => {
         const [ip4, ip6] = ["ipv4", "ipv6"].map(t => run.one("hcloud:index/primaryIp:PrimaryIp", t));
         assert.deepEqual(server.inputs.publicNets, [{ ipv4Enabled: true, ipv4: Number(ip4.id), ipv6Enabled: true, ipv6: Number(ip6.id) }]);
         assert.match(server.inputs.userData, /^#cloud-config\n/);
+        // One stack-owned key at Hetzner: a user's key may already be in the project (uniqueness_error).
+        const deployKey = run.one("tls:index/privateKey:PrivateKey", "deploy-key").state.publicKeyOpenssh.trim();
+        assert.deepEqual(run.all("hcloud:index/sshKey:SshKey").map(k => k.inputs.publicKey), [deployKey]);
+        assert.match(run.one("hcloud:index/sshKey:SshKey").inputs.name, /^selfhost deploy [0-9a-f]{16}$/);
         assert.equal(server.inputs.sshKeys.length, 1);
-        assert.equal(run.one("hcloud:index/sshKey:SshKey").inputs.publicKey, ALICE_KEY);
+        assert.ok(!JSON.stringify(run.all("hcloud:index/sshKey:SshKey")).includes(ALICE_KEY.split(" ")[1]));
         assert.equal(server.inputs.firewallIds.length, 1);
         assert.equal(server.inputs.deleteProtection, false, "a protected server could not be replaced to migrate");
     });
@@ -68,6 +72,28 @@ describe("host", () => {
         const server = run.one("hcloud:index/server:Server");
         assert.equal(server.inputs.deleteProtection, true);
         assert.equal(server.inputs.rebuildProtection, true);
+        // Hetzner's flag refuses only once the handover ran; Pulumi's refuses before anything runs.
+        assert.equal(server.options.protect, true);
+        const open = await runProgram(baseConfig());
+        assert.equal(open.one("hcloud:index/server:Server").options.protect, false);
+        assert.equal(open.one("hcloud:index/volume:Volume").options.protect, true);
+    });
+
+    it("installs the admin, the user's keys, sudo and the hostname in the base step, checked by sshd and visudo", async () => {
+        const run = await runProgram({ ...baseConfig(), adminUser: "carol", sshPublicKeys: [ALICE_KEY, BOB_KEY], sshPort: 2345 });
+        const files = stepFiles(run, "base");
+        assert.deepEqual(files.get("/home/carol/.ssh/authorized_keys"), { content: `${ALICE_KEY}\n${BOB_KEY}\n`, mode: "0600", owner: "carol:carol" });
+        assert.equal(files.get("/etc/sudoers.d/selfhost-admin")?.content, "carol ALL=(ALL) NOPASSWD:ALL\n");
+        assert.equal(files.get("/etc/sudoers.d/selfhost-admin")?.mode, "0440");
+        const sshd = files.get("/etc/ssh/sshd_config.d/00-selfhost.conf")!.content.split("\n");
+        assert.ok(sshd.includes("AllowUsers selfhost carol") && sshd.includes("Port 2345"), sshd.join("\n"));
+        assert.equal(files.get("/etc/hostname")?.content, "mail\n");
+        const script = scriptOf(unsecret(run.one("command:remote:Command", "base").inputs.create));
+        assert.match(script, /^check sshd -t$/m);
+        assert.match(script, /^check visudo -c -q -f \/etc\/sudoers.d\/selfhost-admin$/m);
+        assert.match(script, /useradd --create-home --shell \/bin\/bash --comment "selfhost administrator" carol/);
+        // Every step logs in as the stack's deploy user, whatever the admin is called.
+        for (const c of run.all("command:remote:Command")) assert.equal(unsecret(c.inputs.connection).user, "selfhost");
     });
 
     it("is deterministic: a second run declares identical inputs", async () => {

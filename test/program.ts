@@ -21,6 +21,8 @@ export interface DeclaredResource {
     readonly dependencies: string[];
     readonly inputs: Record<string, any>;
     readonly state: Record<string, any>;
+    /** The resource options the engine acts on when the resource changes or goes. */
+    readonly options: { protect: boolean; deleteBeforeReplace: boolean; aliases: string[]; ignoreChanges: string[] };
 }
 
 export interface ProgramRun {
@@ -150,7 +152,7 @@ export async function runProgram(
     const cloud = options.cloud ?? DEFAULT_CLOUD;
     const resources: DeclaredResource[] = [];
     // The mock monitor hands newResource no URN or dependencies; take them from the request itself.
-    let request: { urn: string; dependencies: string[] } | undefined;
+    let request: Pick<DeclaredResource, "urn" | "dependencies" | "options"> | undefined;
     await pulumi.runtime.setMocks({
         newResource(args) {
             const id = numericId(args.type, args.name);
@@ -166,7 +168,15 @@ export async function runProgram(
     const register = monitor.registerResource.bind(monitor);
     monitor.registerResource = (req: any, callback: unknown) => {
         // registerResource calls newResource synchronously, before its first await.
-        request = { urn: monitor.newUrn(req.getParent(), req.getType(), req.getName()), dependencies: req.getDependenciesList() };
+        request = {
+            urn: monitor.newUrn(req.getParent(), req.getType(), req.getName()), dependencies: req.getDependenciesList(),
+            options: {
+                protect: Boolean(req.getProtect()), deleteBeforeReplace: req.getDeletebeforereplace(),
+                // An alias that names the old resource (its name, and parent when it moved).
+                aliases: req.getAliasesList().map((a: any) => a.getUrn() || a.getSpec()?.getName()).filter(Boolean),
+                ignoreChanges: req.getIgnorechangesList(),
+            },
+        };
         return register(req, callback);
     };
     pulumi.runtime.setAllConfig(asPulumiConfig(config));
@@ -221,3 +231,18 @@ export function resolve<T>(value: pulumi.Input<T>): Promise<T> {
 /** The script inside a step's `sudo -n bash -c '…'`, unquoted. */
 export const scriptOf = (createCommand: string): string =>
     createCommand.match(/^sudo -n bash -c '([\s\S]*)' selfhost-step \S+$/)![1].replace(/'\\''/g, "'");
+
+export interface InstalledFile { readonly content: string; readonly mode: string; readonly owner: string }
+
+/**
+ * The files a step installs, by path, as the server receives them. Tests read a step's files only
+ * through this, so the way a step carries its files can change without touching them.
+ */
+export function stepFiles(run: ProgramRun, step: string): Map<string, InstalledFile> {
+    const script = scriptOf(unsecret<string>(run.one("command:remote:Command", step).inputs.create));
+    const files = new Map<string, InstalledFile>();
+    for (const m of script.matchAll(/^put '((?:[^']|'\\'')*)' (\d+) (\S+) <<'(SELFHOST_\w+)'\n([\s\S]*?)^\4$/gm)) {
+        files.set(m[1].replace(/'\\''/g, "'"), { mode: m[2], owner: m[3], content: m[5] });
+    }
+    return files;
+}

@@ -7,7 +7,8 @@ import { runProgram, ProgramRun, isSecret, unsecret, scriptOf } from "./program"
 import { baseConfig } from "./fixtures";
 import { stepScript } from "../components/remote/step";
 
-const commands = (run: ProgramRun) => run.all("command:remote:Command");
+/** The steps: commands that run something when created (the server-type hook only acts when it goes). */
+const commands = (run: ProgramRun) => run.all("command:remote:Command").filter(c => c.inputs.create !== undefined);
 const create = (run: ProgramRun, name: string): string => unsecret(run.one("command:remote:Command", name).inputs.create);
 
 /** Runs a step script locally as root, the way sudo runs it on the server. */
@@ -17,14 +18,44 @@ function runLocally(script: string, stdin = ""): { code: number; out: string } {
 }
 
 describe("remote steps", () => {
-    it("connect as the admin user on sshPort with the deploy key, after the volume is attached, in order", async () => {
+    // A step's URN is its identity in state: a new one makes Pulumi delete the old Command at the end of
+    // `up`, and a Command's delete is the handover (mail stopped, volume unmounted) on the live server.
+    // Rename a step only with `aliases: [{ name: "<old>" }]`; then add the new URN here.
+    const STEP_URNS = [
+        ...["base", "backup", "hardening", "tls", "web", "mail", "xmpp", "status"]
+            .map(name => `urn:pulumi:test::selfhost::selfhost:index:RemoteStep$command:remote:Command::${name}`),
+        "urn:pulumi:test::selfhost::selfhost:index:Host$command:remote:Command::before-server-type-change",
+    ];
+    it("stop mail and flush disks before Hetzner powers the server off for a new type, and only then", async () => {
+        const run = await runProgram(baseConfig());
+        const hook = run.one("command:remote:Command", "before-server-type-change");
+        assert.equal(hook.inputs.create, undefined, "no create: the provider does nothing (not even connect) until it goes");
+        assert.deepEqual(hook.inputs.triggers, ["cx23"], "replaced, so its delete runs, exactly when the type changes");
+        assert.equal(hook.options.deleteBeforeReplace, true);
+        const script = scriptOf(unsecret<string>(hook.inputs.delete).replace("selfhost-before-power-off", "selfhost-step x"));
+        assert.match(script, /^systemctl stop postfix nginx dovecot redis-server prosody \|\| true\nsync$/m);
+        assert.ok(run.one("hcloud:index/server:Server").dependencies.includes(hook.urn), "the server's update waits for it");
+        assert.equal(run.one("hcloud:index/server:Server").inputs.keepDisk, true, "a type change keeps the disk, so the server can shrink again");
+    });
+
+    it("keep their URNs, or name the old one in an alias", async () => {
+        const run = await runProgram(baseConfig());
+        const commands = run.all("command:remote:Command");
+        const known = new Set([...commands.map(c => c.urn), ...commands.flatMap(c => c.options.aliases.map(a =>
+            a.startsWith("urn:") ? a : c.urn.replace(/::[^:]+$/, `::${a}`)))]);
+        for (const urn of STEP_URNS) assert.ok(known.has(urn), `no step has the URN ${urn} or an alias to it`);
+        for (const c of commands) assert.ok(STEP_URNS.includes(c.urn), `a new step ${c.urn}: add it to STEP_URNS`);
+    });
+
+    it("connect as the stack's deploy user on sshPort with the deploy key, after the volume is attached, in order", async () => {
         const run = await runProgram({ ...baseConfig(), adminUser: "carol", sshPort: 2345 });
         assert.deepEqual(commands(run).map(c => c.name), ["base", "backup", "hardening", "tls", "web", "mail", "xmpp", "status"]);
         const deployKey = run.one("tls:index/privateKey:PrivateKey", "deploy-key").state.privateKeyOpenssh;
         for (const c of commands(run)) {
             assert.ok(isSecret(c.inputs.connection), "the connection (with its private key) is secret");
             const conn = unsecret(c.inputs.connection);
-            assert.deepEqual([conn.host, conn.port, conn.user, conn.privateKey], ["198.51.100.10", 2345, "carol", deployKey]);
+            assert.deepEqual([conn.host, conn.port, conn.user, conn.privateKey], ["198.51.100.10", 2345, "selfhost", deployKey]);
+            assert.equal(c.inputs.addPreviousOutputInEnv, false, "Debian's sshd refuses PULUMI_COMMAND_STDOUT: a warning on every update");
             assert.match(unsecret<string>(c.inputs.create), /^sudo -n bash -c '/);
             assert.deepEqual(c.inputs.triggers, [run.one("hcloud:index/server:Server").id], "a new server re-runs the step");
         }

@@ -68,11 +68,26 @@ export interface RemoteStepArgs {
     readonly dependsOn?: pulumi.Input<pulumi.Input<pulumi.Resource>[]>;
 }
 
-/** A heredoc terminator that cannot occur in the content. */
-const terminator = (content: string) =>
-    `SELFHOST_${crypto.createHash("sha256").update(content).digest("hex").slice(0, 12).toUpperCase()}`;
+/** A heredoc terminator that is no line of the content (checked, not hoped: content can come from config). */
+function terminator(content: string): string {
+    const lines = new Set(content.split("\n"));
+    for (let i = 0; ; i++) {
+        const end = `SELFHOST_${crypto.createHash("sha256").update(i ? `${i}:${content}` : content).digest("hex").slice(0, 12).toUpperCase()}`;
+        if (!lines.has(end)) return end;
+    }
+}
 
 const shellQuote = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+
+/** A shell script as the command the provider sends: run as root through sudo, named in the process list. */
+export const asRoot = (script: string, label: string) => `sudo -n bash -c ${shellQuote(script)} ${label}`;
+
+/** The provider's SSH connection for a step. */
+export const sshConnection = (c: Omit<Connection, "serverId">) => ({
+    host: c.host, port: c.port, user: c.user, privateKey: c.privateKey,
+    // First boot: sshd moves to its port and cloud-init creates the user; keep dialling.
+    dialErrorLimit: 60, perDialTimeout: 10,
+});
 
 /** Bash's limit for one argument (MAX_ARG_STRLEN is 128 KiB); sshd hands the command to `bash -c`. */
 const MAX_SCRIPT_BYTES = 120 * 1024;
@@ -128,14 +143,12 @@ export class RemoteStep extends pulumi.ComponentResource {
                 Object.entries(all).map(([k, v]) => `${k} ${Buffer.from(v).toString("base64")}\n`).join("")))
             : undefined;
         this.command = new command.remote.Command(name, {
-            connection: {
-                host: c.host, port: c.port, user: c.user, privateKey: c.privateKey,
-                // First boot: sshd moves to its port and cloud-init creates the user; keep dialling.
-                dialErrorLimit: 60, perDialTimeout: 10,
-            },
-            create: script.apply(s => `sudo -n bash -c ${shellQuote(s)} selfhost-step ${name}`),
-            delete: args.delete && `sudo -n bash -c ${shellQuote(`set -euo pipefail\n${args.delete}`)} selfhost-step-delete ${name}`,
+            connection: sshConnection(c),
+            create: script.apply(s => asRoot(s, `selfhost-step ${name}`)),
+            delete: args.delete && asRoot(`set -euo pipefail\n${args.delete}`, `selfhost-step-delete ${name}`),
             stdin,
+            // Debian's sshd refuses to set PULUMI_COMMAND_STDOUT (AcceptEnv), and the steps never read it.
+            addPreviousOutputInEnv: false,
             triggers: [c.serverId],
         }, { parent: this, dependsOn: args.dependsOn, deleteBeforeReplace: true });
         this.registerOutputs({ stdout: this.command.stdout });

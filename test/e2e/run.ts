@@ -12,7 +12,9 @@ import { firstAddress } from "../../components/host";
 import { sh, must, Cleanup } from "./sh";
 import { NET, sweep, network, startDns, startAcme } from "./world";
 import { TestServer, sweepServers } from "./server";
-import { declaredSteps, applyStep, deleteStep, Step } from "./steps";
+import { startClient } from "./client";
+import { inPlaceChecks } from "./inplace";
+import { declaredSteps, applyStep, deleteStep, Step, stepsThatChanged, changedServerInputs } from "./steps";
 import { e2eConfig, changedOption, openSsh, SERVER } from "./config";
 import { Checks } from "./checks";
 import { benchBaseline, memoryTable, throughput } from "./bench";
@@ -27,9 +29,9 @@ import { statusChecks } from "./status";
 const SERVER_IPV6 = firstAddress(SERVER.ipv6Network);
 const bench = process.argv.includes("--bench");
 
-function ownerKey(dir: string): { pub: string; file: string } {
-    const file = path.join(dir, "owner-key");
-    must(`ssh-keygen -q -t ed25519 -N '' -C owner@laptop -f ${file}`);
+function ownerKey(dir: string, name = "owner-key"): { pub: string; file: string } {
+    const file = path.join(dir, name);
+    must(`ssh-keygen -q -t ed25519 -N '' -C ${name}@laptop -f ${file}`);
     return { pub: fs.readFileSync(`${file}.pub`, "utf8").trim(), file };
 }
 
@@ -79,10 +81,12 @@ async function main(): Promise<number> {
         const deployKey = path.join(work, "deploy-key");
         fs.writeFileSync(deployKey, steps[0].connection.privateKey, { mode: 0o600 });
         const sshPort = steps[0].connection.port;
-        const adminUser = steps[0].connection.user;
+        const deployUser = steps[0].connection.user;
+        const adminUser = /(\S+)@/.exec(program.outputs.sshCommand)![1];
 
         console.log("simulated internet");
         network(cleanup);
+        await startClient(work, cleanup);
         const ptrs = {
             ...Object.fromEntries(program.all("hcloud:index/rdns:Rdns").map(r => [r.inputs.ipAddress, r.inputs.dnsPtr])),
             [NET.peer.ipv4]: NET.peer.domain, [NET.peer.ipv6]: NET.peer.domain,
@@ -150,12 +154,16 @@ async function main(): Promise<number> {
             // A checker that writes its output somewhere once replaced /dev/null; units with PrivateDevices then fail to start.
             checks.check("/dev/null is still the null device", () => server.exec("test -c /dev/null").code === 0 ? undefined : server.exec("ls -l /dev/null").stdout);
             checks.check("data volume is mounted at /srv", () => server.exec("findmnt -n -o SOURCE /srv").stdout.includes("HC_Volume") ? undefined : "not mounted");
-            checks.check(`SSH with the stack's deploy key on port ${sshPort} (IPv4 and IPv6)`, () => {
-                const r4 = ssh(deployKey, adminUser);
-                const r6 = ssh(deployKey, adminUser, "", SERVER_IPV6);
+            checks.check(`SSH with the stack's deploy key on port ${sshPort} as ${deployUser} (IPv4 and IPv6)`, () => {
+                const r4 = ssh(deployKey, deployUser);
+                const r6 = ssh(deployKey, deployUser, "", SERVER_IPV6);
                 return r4.code === 0 && r6.code === 0 ? undefined : r4.stderr + r6.stderr;
             });
-            checks.check("SSH with the owner's key", () => { const r = ssh(owner.file, adminUser); return r.code === 0 ? undefined : r.stderr; });
+            checks.check("SSH with the owner's key as the admin, whom the base step made", () => { const r = ssh(owner.file, adminUser); return r.code === 0 ? undefined : r.stderr; });
+            checks.check("each key logs in only as its own user (deploy key not as the admin, owner's key not as the deploy user)", () => {
+                const [a, b] = [ssh(deployKey, adminUser), ssh(owner.file, deployUser)];
+                return a.code !== 0 && b.code !== 0 ? undefined : `deploy key as ${adminUser}: exit ${a.code}; owner's key as ${deployUser}: exit ${b.code}`;
+            });
             checks.check("root login is refused", () => {
                 const r = ssh(owner.file, "root");
                 return r.code !== 0 && /Permission denied/.test(r.stderr) ? undefined : `exit ${r.code}: ${r.stderr}`;
@@ -261,7 +269,7 @@ async function main(): Promise<number> {
         console.log("change locality: one service option changed");
         const changed = await runProgram({ ...config, ...changedOption }, { cloud: SERVER });
         const rerun = stepsThatChanged(program, changed);
-        const replaced = serverReplaced(program, changed);
+        const replaced = changedServerInputs(program, changed);
         checks.check(`changing ${Object.keys(changedOption).join(", ")} re-runs exactly the tls step`, () =>
             rerun.map(s => s.name).join(",") === "tls" ? undefined : `steps that changed: ${rerun.map(s => s.name).join(", ") || "none"}`);
         checks.check("the user-data and the server are untouched", () => replaced ? `server inputs changed: ${replaced}` : undefined);
@@ -351,11 +359,27 @@ async function main(): Promise<number> {
             ["ratio: full chain / sink", (burst.chainPerSecond / burst.sinkPerSecond).toFixed(2)],
         );
 
+        console.log("in place: another SSH key, a bigger volume, a new server type");
+        const imapList = () => sh(`python3 ${path.join(__dirname, "imap.py")} mail.example.test ${root} alice@example.test list INBOX`,
+            { ns: NET.client.ns, input: program.outputs.mailPasswords.alice, timeoutMs: 60_000 });
+        const inboxBefore = imapList().stdout;
+        await inPlaceChecks({
+            checks, server, program, work, adminUser, ownerPub: owner.pub, secondKey: ownerKey(work, "second-key"),
+            rerun: change => runProgram({ ...config, ...change }, { cloud: SERVER }),
+            apply: (s, label) => { applyAll(s, work, label); },
+            ssh: (key, user) => ssh(key, user),
+            servicesAnswer: () => {
+                const inbox = new Set(imapList().stdout.split("\n"));
+                const lost = inboxBefore.split("\n").filter(l => !inbox.has(l));
+                return inboxBefore.includes("Subject:") && !lost.length ? tlsCheck("mail.example.test", 443) : `not in INBOX over IMAP after the boot:\n${lost.slice(0, 5).join("\n")}`;
+            },
+        });
+
         console.log("data that outlives the server");
         const moved = await runProgram({ ...config, location: "hel1" }, { cloud: SERVER });
         checks.check("a move to another location replaces the server and its volume (a volume cannot follow)", () => {
             const volumes = [program, moved].map(r => r.one("hcloud:index/volume:Volume").inputs.location);
-            return /location/.test(serverReplaced(program, moved)) && volumes[0] !== volumes[1] ? undefined : `${serverReplaced(program, moved)}; ${volumes}`;
+            return /location/.test(changedServerInputs(program, moved)) && volumes[0] !== volumes[1] ? undefined : `${changedServerInputs(program, moved)}; ${volumes}`;
         });
         figures.push(...await dataChecks({
             checks, peer, box, backupSshPublicKey: program.outputs.backupSshPublicKey, passwords: program.outputs.mailPasswords,
@@ -380,21 +404,6 @@ async function main(): Promise<number> {
     }
     console.log(`\n${checks.summary()}`);
     return checks.failed.length === 0 ? 0 : 1;
-}
-
-/** Remote commands whose create command or stdin differ between two program runs. */
-function stepsThatChanged(before: ProgramRun, after: ProgramRun): Step[] {
-    const old = new Map(declaredSteps(before).map(s => [s.urn, s]));
-    return declaredSteps(after).filter(s => {
-        const o = old.get(s.urn);
-        return !o || o.create !== s.create || o.stdin !== s.stdin;
-    });
-}
-
-/** Which of the server's inputs differ (a replacement on Hetzner for user-data, image, location). */
-function serverReplaced(before: ProgramRun, after: ProgramRun): string {
-    const [a, b] = [before, after].map(r => r.one("hcloud:index/server:Server").inputs);
-    return Object.keys({ ...a, ...b }).filter(k => JSON.stringify(a[k]) !== JSON.stringify(b[k])).join(", ");
 }
 
 main().then(code => process.exit(code), e => { console.error(e); process.exit(1); });

@@ -18,9 +18,10 @@ export interface Step {
     readonly after: string[];
 }
 
-/** Every remote command, ordered so that each comes after everything it depends on. */
+/** Every remote command that runs something when created (a step), ordered so that each comes after everything it depends on. */
 export function declaredSteps(run: ProgramRun): Step[] {
-    const commands = run.all("command:remote:Command");
+    // A command without a create is, as the provider treats it, nothing to run until it goes.
+    const commands = run.all("command:remote:Command").filter(c => c.inputs.create !== undefined);
     const urns = new Set(commands.map(c => c.urn));
     const steps: Step[] = commands.map(c => ({
         name: c.name, urn: c.urn, create: unsecret(c.inputs.create), delete: unsecret(c.inputs.delete), stdin: unsecret(c.inputs.stdin),
@@ -59,4 +60,33 @@ export function applyStep(step: Step, workdir: string): Result {
         sh("sleep 2");
     }
     return { ...result, ms: result.ms + waited };
+}
+
+/**
+ * Commands the provider replaces between two runs (a changed `triggers`, its only replace-on-change
+ * input): what their delete runs, on the server as it is, before anything that waits for them.
+ */
+export function replacedCommands(before: ProgramRun, after: ProgramRun): Step[] {
+    const old = new Map(before.all("command:remote:Command").map(c => [c.urn, c]));
+    return after.all("command:remote:Command")
+        .filter(c => old.has(c.urn) && JSON.stringify(old.get(c.urn)!.inputs.triggers) !== JSON.stringify(c.inputs.triggers))
+        .map(c => {
+            const o = old.get(c.urn)!;
+            return { name: o.name, urn: o.urn, create: "", delete: unsecret(o.inputs.delete), connection: unsecret(o.inputs.connection), after: [] };
+        });
+}
+
+/** Remote commands whose create command or stdin differ between two program runs. */
+export function stepsThatChanged(before: ProgramRun, after: ProgramRun): Step[] {
+    const old = new Map(declaredSteps(before).map(s => [s.urn, s]));
+    return declaredSteps(after).filter(s => {
+        const o = old.get(s.urn);
+        return !o || o.create !== s.create || o.stdin !== s.stdin;
+    });
+}
+
+/** Which of the server's inputs differ (Hetzner replaces it for userData, sshKeys, image, location; see test/providers.ts). */
+export function changedServerInputs(before: ProgramRun, after: ProgramRun): string {
+    const [a, b] = [before, after].map(r => r.one("hcloud:index/server:Server").inputs);
+    return Object.keys({ ...a, ...b }).filter(k => JSON.stringify(a[k]) !== JSON.stringify(b[k])).join(", ");
 }

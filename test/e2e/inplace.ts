@@ -1,0 +1,82 @@
+/**
+ * Routine changes on the running server, done in place as the providers do them: another SSH key
+ * (only the base step re-runs; the server and its user-data stay), a bigger volume (Hetzner grows the
+ * block device, the base step grows ext4 online), a new server type (Hetzner powers the server off
+ * hard: the command that waits for it stops mail and flushes disks first; services come back at boot).
+ */
+import { ProgramRun } from "../program";
+import { Checks } from "./checks";
+import { TestServer } from "./server";
+import { Step, stepsThatChanged, changedServerInputs, replacedCommands, deleteStep } from "./steps";
+import { Result } from "./sh";
+
+export interface InPlaceContext {
+    readonly checks: Checks;
+    readonly server: TestServer;
+    readonly program: ProgramRun;
+    /** The program run with a change to the embedded stack. */
+    readonly rerun: (change: Record<string, unknown>) => Promise<ProgramRun>;
+    readonly apply: (steps: Step[], label: string) => void;
+    readonly work: string;
+    readonly adminUser: string;
+    /** The owner's key as it is, and a second key the owner adds. */
+    readonly ownerPub: string;
+    readonly secondKey: { pub: string; file: string };
+    /** SSH to the server from the client with a key file, as a user. */
+    readonly ssh: (key: string, user: string) => Result;
+    /** A check that IMAP and HTTPS answer as before (after the reboot). */
+    readonly servicesAnswer: () => string | undefined;
+}
+
+const names = (steps: Step[]) => steps.map(s => s.name).join(",") || "none";
+
+export async function inPlaceChecks(c: InPlaceContext): Promise<void> {
+    const { checks, server, program } = c;
+
+    const withKey = await c.rerun({ sshPublicKeys: [c.ownerPub, c.secondKey.pub] });
+    const keySteps = stepsThatChanged(program, withKey);
+    checks.check("adding an SSH key re-runs only the base step; the server's inputs (user-data, Hetzner keys) stay", () =>
+        names(keySteps) === "base" && !changedServerInputs(program, withKey) ? undefined
+            : `steps: ${names(keySteps)}; server inputs changed: ${changedServerInputs(program, withKey) || "none"}`);
+    c.apply(keySteps, "add a key");
+    checks.check("the added key logs in as the admin", () => { const r = c.ssh(c.secondKey.file, c.adminUser); return r.code === 0 ? undefined : r.stderr; });
+    c.apply(stepsThatChanged(withKey, program), "remove it again");
+    checks.check("once removed from the config, that key is refused", () =>
+        c.ssh(c.secondKey.file, c.adminUser).code !== 0 ? undefined : "the removed key still logs in");
+
+    const bigger = await c.rerun({ volumeSizeGb: 20 });
+    const growSteps = stepsThatChanged(program, bigger);
+    checks.check("a bigger volume is resized in place and re-runs only the base step", () =>
+        names(growSteps) === "base" && !changedServerInputs(program, bigger) ? undefined
+            : `steps: ${names(growSteps)}; server inputs changed: ${changedServerInputs(program, bigger) || "none"}`);
+    const size = () => Number(server.exec("df -B1M --output=size /srv | tail -1").stdout.trim());
+    const before = size();
+    server.growVolume(3 * 1024 ** 3);
+    c.apply(growSteps, "grow the volume");
+    checks.check("the data filesystem grew online to the volume's new size", () =>
+        size() > before + 900 ? undefined : `/srv is ${size()} MB (was ${before} MB)`);
+    c.apply(stepsThatChanged(bigger, program), "volume size back in config");
+
+    const typed = await c.rerun({ serverType: "cx33" });
+    const hooks = replacedCommands(program, typed);
+    checks.check("a new server type changes the server in place and re-runs no step", () =>
+        changedServerInputs(program, typed) === "serverType" && !stepsThatChanged(program, typed).length ? undefined
+            : `server inputs changed: ${changedServerInputs(program, typed)}; steps: ${names(stepsThatChanged(program, typed))}`);
+    checks.check("the server waits for one command that goes when the type changes", () => {
+        const waits = program.one("hcloud:index/server:Server").dependencies;
+        return hooks.length === 1 && waits.includes(hooks[0].urn) ? undefined : `replaced: ${names(hooks)}`;
+    });
+    // What Pulumi runs before Hetzner's power-off: the replaced command's delete, on the live server.
+    const stopped = hooks.map(h => deleteStep(h, c.work));
+    const active = (units: string) => server.exec(`systemctl is-active ${units}`).stdout.trim().split("\n");
+    checks.check("before the power-off, mail and the data services are stopped", () => {
+        const states = active("postfix dovecot prosody");
+        return stopped.every(r => r.code === 0) && states.every(s => s !== "active") ? undefined
+            : `${states}; ${stopped.map(r => r.stdout + r.stderr).join("")}`;
+    });
+    await server.reboot();
+    checks.check("after the power-off and boot, every service is back with its data", () => {
+        const states = active("postfix dovecot rspamd nginx prosody redis-server");
+        return states.every(s => s === "active") ? c.servicesAnswer() : `states: ${states}`;
+    });
+}
