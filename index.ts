@@ -67,6 +67,8 @@ export const backupRepository = backups.repository;
 export const backupPassword = backups.password;
 export const backupSshPublicKey = backups.sshPublicKey;
 export const sshCommand = pulumi.interpolate`ssh -p ${settings.sshPort} ${settings.adminUser}@${host.ipv4}`;
+/** The server's host key as a known_hosts line: add it before the first login and no key is taken on trust. */
+export const sshKnownHosts = pulumi.interpolate`[${host.ipv4}]:${settings.sshPort},[${settings.hostname}]:${settings.sshPort} ${host.hostPublicKey}`;
 export const mailSettings = {
     imap: { host: settings.hostname, port: portOf("imaps"), security: "TLS" },
     smtp: [

@@ -3,7 +3,9 @@
  * user with the stack's deploy key, sshd's port and lock-down, and the data volume's mount. The admin
  * user, the user's SSH keys and the hostname are applied by the base step, so editing them never
  * replaces the server (Hetzner replaces a server whose user-data changes).
- * It holds no secret: any process on the server can read user-data from the metadata service.
+ * Its one secret is the server's own SSH host key, made by the stack so that every connection can
+ * verify the host before anything is sent; the hardening step closes the metadata service (which
+ * hands out user-data) to every process but root's.
  */
 import * as YAML from "yaml";
 
@@ -19,6 +21,8 @@ export const volumeDevice = (volumeId: string | number) => `/dev/disk/by-id/scsi
 export interface UserDataArgs {
     /** The stack's deploy key (public half). */
     readonly deployKey: string;
+    /** The server's ED25519 host key, made by the stack (OpenSSH private key, and its public line). */
+    readonly hostKey: { readonly private: string; readonly public: string };
     readonly sshPort: number;
     readonly volumeId: string | number;
 }
@@ -46,6 +50,9 @@ export function renderUserData(a: UserDataArgs): string {
         manage_etc_hosts: false,
         disable_root: true,
         ssh_pwauth: false,
+        // The host key the stack pins; the image's keys are deleted, and with ssh_keys none other is made.
+        ssh_deletekeys: true,
+        ssh_keys: { ed25519_private: a.hostKey.private, ed25519_public: a.hostKey.public },
         users: [{
             name: DEPLOY_USER,
             gecos: "selfhost deploy (pulumi up)",

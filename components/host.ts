@@ -33,6 +33,8 @@ export class Host extends pulumi.ComponentResource {
     /** Attachment of the volume: remote steps that touch data wait for it. */
     readonly volumeAttachment: hcloud.VolumeAttachment;
     readonly userData: pulumi.Output<string>;
+    /** The server's SSH host key (public line), pinned by every connection. */
+    readonly hostPublicKey: pulumi.Output<string>;
     /** How remote steps reach the server: admin user, SSH port, deploy key. */
     readonly connection: Connection;
 
@@ -45,6 +47,10 @@ export class Host extends pulumi.ComponentResource {
         const kept = { ...child, protect: s.protectData };
 
         const deployKey = new tls.PrivateKey("deploy-key", { algorithm: "ED25519" }, child);
+        // The server's SSH host key, made here: every remote step (and `npm run check`) verifies it before
+        // sending anything, from the first connection on; a replacement server presents the same key.
+        const hostKey = new tls.PrivateKey("host-key", { algorithm: "ED25519" }, child);
+        this.hostPublicKey = hostKey.publicKeyOpenssh.apply(k => k.trim());
         this.deployPrivateKey = pulumi.secret(deployKey.privateKeyOpenssh);
         // Hetzner puts this key in root's authorized_keys (root login is then disabled); without any key,
         // it would mail a root password. The stack's own key: Hetzner refuses a second key with a fingerprint
@@ -81,10 +87,11 @@ export class Host extends pulumi.ComponentResource {
             ],
         }, child);
 
-        this.userData = pulumi.all([deployKey.publicKeyOpenssh, this.volume.id]).apply(([deployPublic, volumeId]) =>
-            renderUserData({ deployKey: deployPublic.trim(), sshPort: s.sshPort, volumeId }));
+        this.userData = pulumi.secret(pulumi.all([deployKey.publicKeyOpenssh, hostKey.privateKeyOpenssh, this.hostPublicKey, this.volume.id])
+            .apply(([deployPublic, hostPrivate, hostPublic, volumeId]) =>
+                renderUserData({ deployKey: deployPublic.trim(), hostKey: { private: hostPrivate, public: hostPublic }, sshPort: s.sshPort, volumeId })));
 
-        const reach = { host: this.ipv4, port: s.sshPort, user: DEPLOY_USER, privateKey: this.deployPrivateKey };
+        const reach = { host: this.ipv4, port: s.sshPort, user: DEPLOY_USER, privateKey: this.deployPrivateKey, hostKey: this.hostPublicKey };
         // Hetzner changes a server's type in place by a hard power-off. This command has no create (the
         // provider then does nothing, not even connect): it acts only when it goes — when the type changes
         // (its trigger) — and the server's update waits for it: mail stopped and disks flushed first.

@@ -4,10 +4,10 @@ import * as os from "os";
 import * as path from "path";
 import { execFileSync } from "child_process";
 import * as YAML from "yaml";
-import { runProgram, ProgramRun } from "./program";
+import { runProgram, ProgramRun, isSecret, unsecret } from "./program";
 import { baseConfig, ALICE_KEY, BOB_KEY } from "./fixtures";
 
-const userData = (run: ProgramRun): string => run.one("hcloud:index/server:Server").inputs.userData;
+const userData = (run: ProgramRun): string => unsecret(run.one("hcloud:index/server:Server").inputs.userData);
 
 describe("cloud-init user-data", () => {
     it("creates the stack's deploy user with the deploy key only, locks sshd down on sshPort, mounts the volume", async () => {
@@ -33,15 +33,25 @@ describe("cloud-init user-data", () => {
         assert.match(doc.mounts[0][3], /nofail/);
     });
 
-    it("holds no secret", async () => {
+    it("holds no secret but the server's own host key, which every connection pins", async () => {
         const run = await runProgram(baseConfig());
+        const server = run.one("hcloud:index/server:Server");
+        assert.ok(isSecret(server.inputs.userData), "user-data is a secret in state");
         const text = userData(run);
-        assert.doesNotMatch(text, /PRIVATE KEY/);
-        for (const key of run.all("tls:index/privateKey:PrivateKey")) {
+        const hostKey = run.one("tls:index/privateKey:PrivateKey", "host-key").state;
+        const doc = YAML.parse(text);
+        assert.deepEqual(doc.ssh_keys, { ed25519_private: hostKey.privateKeyOpenssh, ed25519_public: hostKey.publicKeyOpenssh.trim() });
+        assert.equal(doc.ssh_deletekeys, true);
+        for (const key of run.all("tls:index/privateKey:PrivateKey").filter(k => k.name !== "host-key")) {
             const secret = key.state.privateKeyOpenssh ?? key.state.privateKeyPem;
             const body = secret.split("\n").filter((l: string) => l && !l.startsWith("-----")).join("");
-            assert.ok(!text.includes(body.slice(0, 40)), `user-data contains ${key.name}'s private key`);
+            // Past the header every OpenSSH key shares: the key material itself.
+            assert.ok(!text.includes(body.slice(-60)), `user-data contains ${key.name}'s private key`);
         }
+        for (const c of run.all("command:remote:Command")) {
+            assert.equal(unsecret(c.inputs.connection).hostKey, hostKey.publicKeyOpenssh.trim(), `${c.name} does not pin the host key`);
+        }
+        assert.match(run.outputs.sshKnownHosts, /^\[198\.51\.100\.10\]:2222,\[mail\.example\.org\]:2222 ssh-ed25519 /);
     });
 
     it("is unchanged by every service setting, so tuning a service never replaces the server", async () => {

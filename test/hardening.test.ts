@@ -62,6 +62,15 @@ describe("hardening", () => {
         assert.match(jails(settings({ adminSources })), /^ignoreip = 127\.0\.0\.0\/8 ::1 203\.0\.113\.7\/32 2001:db8::\/48$/m);
     });
 
+    it("closes the metadata service (user-data holds the host key) to every process but root's, before any accept rule", () => {
+        for (const restrictOutbound of [true, false]) {
+            const output = nftRuleset(settings({ restrictOutbound })).split("chain output {")[1];
+            const close = output.indexOf("ip daddr 169.254.169.254 meta skuid != 0 reject");
+            const firstAccept = output.search(/dport .* accept/);
+            assert.ok(close > 0 && (firstAccept < 0 || close < firstAccept), output);
+        }
+    });
+
     it("lets the server connect out only where its services need to, the ACME server's port included", () => {
         const ruleset = nftRuleset(settings({ acmeServer: "https://ca.example:14000/dir", caaIssuer: "ca.example", outboundPorts: [8443] }));
         assert.match(ruleset, /type filter hook output priority filter; policy drop;/);

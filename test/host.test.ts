@@ -9,7 +9,7 @@ describe("host", () => {
         const server = run.one("hcloud:index/server:Server");
         const [ip4, ip6] = ["ipv4", "ipv6"].map(t => run.one("hcloud:index/primaryIp:PrimaryIp", t));
         assert.deepEqual(server.inputs.publicNets, [{ ipv4Enabled: true, ipv4: Number(ip4.id), ipv6Enabled: true, ipv6: Number(ip6.id) }]);
-        assert.match(server.inputs.userData, /^#cloud-config\n/);
+        assert.match(unsecret(server.inputs.userData), /^#cloud-config\n/);
         // One stack-owned key at Hetzner: a user's key may already be in the project (uniqueness_error).
         const deployKey = run.one("tls:index/privateKey:PrivateKey", "deploy-key").state.publicKeyOpenssh.trim();
         assert.deepEqual(run.all("hcloud:index/sshKey:SshKey").map(k => k.inputs.publicKey), [deployKey]);
@@ -60,10 +60,10 @@ describe("host", () => {
         for (const r of rules) assert.deepEqual(r.sourceIps, ["0.0.0.0/0", "::/0"]);
     });
 
-    it("makes ED25519 deploy and backup keys and a 2048-bit RSA DKIM key", async () => {
+    it("makes ED25519 deploy, host and backup keys and a 2048-bit RSA DKIM key", async () => {
         const run = await runProgram(baseConfig());
         const keys = run.all("tls:index/privateKey:PrivateKey").map(k => [k.name, k.inputs.algorithm, k.inputs.rsaBits]);
-        assert.deepEqual(keys.sort(), [["backup-key", "ED25519", undefined], ["deploy-key", "ED25519", undefined], ["dkim-selfhost", "RSA", 2048]]);
+        assert.deepEqual(keys.sort(), [["backup-key", "ED25519", undefined], ["deploy-key", "ED25519", undefined], ["dkim-selfhost", "RSA", 2048], ["host-key", "ED25519", undefined]]);
     });
 
     it("follows protectData and protectServer", async () => {

@@ -20,6 +20,8 @@ export interface Connection {
     readonly port: number;
     readonly user: string;
     readonly privateKey: pulumi.Input<string>;
+    /** The server's host key (public line): the connection refuses any other host, before it sends anything. */
+    readonly hostKey: pulumi.Input<string>;
     /** The server the step applies to: a new server re-runs every step. */
     readonly serverId: pulumi.Input<string>;
 }
@@ -84,7 +86,7 @@ export const asRoot = (script: string, label: string) => `sudo -n bash -c ${shel
 
 /** The provider's SSH connection for a step. */
 export const sshConnection = (c: Omit<Connection, "serverId">) => ({
-    host: c.host, port: c.port, user: c.user, privateKey: c.privateKey,
+    host: c.host, port: c.port, user: c.user, privateKey: c.privateKey, hostKey: c.hostKey,
     // First boot: sshd moves to its port and cloud-init creates the user; keep dialling.
     dialErrorLimit: 60, perDialTimeout: 10,
 });

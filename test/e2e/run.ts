@@ -75,7 +75,7 @@ async function main(): Promise<number> {
 
         console.log("program under mocks (the embedded test stack)");
         const program = await runProgram(config, { cloud: SERVER });
-        const userData: string = program.one("hcloud:index/server:Server").inputs.userData;
+        const userData: string = unsecret(program.one("hcloud:index/server:Server").inputs.userData);
         const steps = declaredSteps(program);
         console.log(`  ${program.resources.length} resources, steps in order: ${steps.map(s => s.name).join(" → ")}`);
         const deployKey = path.join(work, "deploy-key");
@@ -158,6 +158,16 @@ async function main(): Promise<number> {
                 const r4 = ssh(deployKey, deployUser);
                 const r6 = ssh(deployKey, deployUser, "", SERVER_IPV6);
                 return r4.code === 0 && r6.code === 0 ? undefined : r4.stderr + r6.stderr;
+            });
+            checks.check("the server presents exactly the host key the stack made and pins", () => {
+                const scanned = fromClient(`ssh-keyscan -T 5 -t ed25519 -p ${sshPort} ${SERVER.ipv4} 2>/dev/null`).stdout.trim().split(" ").slice(1).join(" ");
+                return scanned && scanned === steps[0].connection.hostKey.split(" ").slice(0, 2).join(" ") ? undefined : `scanned: ${scanned}`;
+            });
+            checks.check("a step pinned to another host key is refused before anything is sent (it never runs)", () => {
+                const r = applyStep({ ...steps[0], create: "sudo touch /root/reached-by-unverified-step", stdin: "secret on stdin\n",
+                    connection: { ...steps[0].connection, hostKey: owner.pub } }, work);
+                const reached = server.exec("test -e /root/reached-by-unverified-step").code === 0;
+                return r.code !== 0 && /Host key verification failed/.test(r.stderr) && !reached ? undefined : `exit ${r.code}, reached: ${reached}: ${r.stderr}`;
             });
             checks.check("SSH with the owner's key as the admin, whom the base step made", () => { const r = ssh(owner.file, adminUser); return r.code === 0 ? undefined : r.stderr; });
             checks.check("each key logs in only as its own user (deploy key not as the admin, owner's key not as the deploy user)", () => {

@@ -14,7 +14,7 @@ export interface Step {
     /** What the provider runs on the old server when the step goes (a replaced server, destroy). */
     readonly delete?: string;
     readonly stdin?: string;
-    readonly connection: { host: string; port: number; user: string; privateKey: string };
+    readonly connection: { host: string; port: number; user: string; privateKey: string; hostKey: string };
     readonly after: string[];
 }
 
@@ -47,15 +47,20 @@ export function deleteStep(step: Step, workdir: string): Result {
 export function applyStep(step: Step, workdir: string): Result {
     const key = path.join(workdir, "deploy-key");
     fs.writeFileSync(key, step.connection.privateKey, { mode: 0o600 });
-    const ssh = ["ssh", "-i", key, "-p", String(step.connection.port), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-        "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10",
+    // Like the provider with `hostKey` set: only that key, of its type, or nothing is sent.
+    const knownHosts = path.join(workdir, "pinned-host-key");
+    fs.writeFileSync(knownHosts, `[${step.connection.host}]:${step.connection.port} ${step.connection.hostKey}\n`);
+    const ssh = ["ssh", "-i", key, "-p", String(step.connection.port), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+        "-o", `UserKnownHostsFile=${knownHosts}`, "-o", `HostKeyAlgorithms=${step.connection.hostKey.split(" ")[0]}`,
+        "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10",
         `${step.connection.user}@${step.connection.host}`];
     let result: Result = { code: -1, stdout: "", stderr: "", ms: 0 };
     let waited = 0;
     for (let attempt = 0; attempt < 60; attempt++) {
         // The create command goes as one string, as the provider's session.Run sends it.
         result = run([...ssh, step.create], { input: step.stdin ?? "", timeoutMs: 900_000 });
-        if (result.code !== 255) break; // 255: ssh could not connect or authenticate yet
+        // 255: ssh could not connect or authenticate yet; a host with another key is final.
+        if (result.code !== 255 || /Host key verification failed/.test(result.stderr)) break;
         waited += 2000;
         sh("sleep 2");
     }
