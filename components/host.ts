@@ -64,7 +64,7 @@ export class Host extends pulumi.ComponentResource {
         // Names are unique per project and a move creates the new IP and volume before the old ones go:
         // the location in the name keeps the two apart.
         const primaryIp = (type: "ipv4" | "ipv6") => new hcloud.PrimaryIp(type, {
-            name: `${s.hostname} ${type} ${s.location}`, type, location: s.location, assigneeType: "server",
+            name: `${s.hostname} ${type} ${s.location}`, type, location: s.location,
             autoDelete: false, deleteProtection: s.protectData, labels,
         }, kept);
         const ip4 = primaryIp("ipv4");

@@ -83,7 +83,7 @@ export function table(all: Outcome[]): string {
         "| change | replaced | updated in place | created / deleted | handover (mail stops) |",
         "|---|---|---|---|---|",
         ...all.map(({ change, plan: p, before, after }) => `| ${change.what} | ${p.refused.length
-            ? `**refused by Pulumi before anything runs**: protected ${cell([...new Set(p.refused.map(u => label(u, before)))])} would go; ` : ""}${cell(labels(p, "replace", before, after))} | ` +
+            ? `**refused by Pulumi before anything runs**: protected ${cell([...new Set(p.refused.map(u => label(u, before)))].sort())} would go; ` : ""}${cell(labels(p, "replace", before, after))} | ` +
             `${cell(labels(p, "update", before, after))} | ${cell([...labels(p, "create", before, after).map(l => `+${l}`), ...labels(p, "delete", before, after).map(l => `−${l}`)])} | ` +
             `${p.handover ? "yes" : "no"} |`),
     ].join("\n");
