@@ -27,7 +27,6 @@ function accessFiles(s: Settings) {
         { path: "/etc/ssh/sshd_config.d/00-selfhost.conf", content: sshdDropIn({ sshPort: s.sshPort, users: [DEPLOY_USER, s.adminUser] }) },
         { path: "/etc/sudoers.d/selfhost-admin", mode: "0440", content: `${s.adminUser} ALL=(ALL) NOPASSWD:ALL\n` },
         { path: `${home}/.ssh/authorized_keys`, mode: "0600", owner: `${s.adminUser}:${s.adminUser}`, content: s.sshPublicKeys.join("\n") },
-        { path: "/etc/hostname", content: s.hostname.split(".")[0] },
     ];
 }
 
@@ -54,8 +53,15 @@ export class Base extends pulumi.ComponentResource {
                 `mountpoint -q ${DATA_DIR} || { log "the data volume is not mounted at ${DATA_DIR}; is it attached?"; exit 1; }`,
                 `id -u ${s.adminUser} >/dev/null 2>&1 || useradd --create-home --shell /bin/bash --comment "selfhost administrator" ${s.adminUser}`,
                 `install -d -m 0700 -o ${s.adminUser} -g ${s.adminUser} /home/${s.adminUser}/.ssh`,
+                // The name first: packages (postfix) read it when they are installed. The FQDN resolves
+                // locally (hostname -f), as Debian's installer sets it up.
+                `[ "$(cat /etc/hostname 2>/dev/null)" = ${shortName} ] || { echo ${shortName} > /etc/hostname; log "hostname ${shortName}"; }`,
+                `[ "$(hostname)" = ${shortName} ] || hostname ${shortName}`,
+                `grep -qxF '127.0.1.1 ${s.hostname} ${shortName}' /etc/hosts || ` +
+                    `{ sed -i '/^127\\.0\\.1\\.1[[:space:]]/d' /etc/hosts; echo '127.0.1.1 ${s.hostname} ${shortName}' >> /etc/hosts; }`,
             ].join("\n"),
-            packages: ["systemd-timesyncd", "ca-certificates", "openssl", ...new Set(args.packages)],
+            // e2fsprogs: resize2fs (Hetzner's images have it; a minimal Debian may not).
+            packages: ["systemd-timesyncd", "ca-certificates", "openssl", "e2fsprogs", ...new Set(args.packages)],
             files: [
                 ...accessFiles(s),
                 { path: "/etc/systemd/journald.conf.d/selfhost.conf", content: renderTemplate("base/journald.conf", {}) },
@@ -69,10 +75,6 @@ export class Base extends pulumi.ComponentResource {
                 "check visudo -c -q -f /etc/sudoers.d/selfhost-admin",
             ].join("\n"),
             run: [
-                // The FQDN resolves locally (hostname -f), as Debian's installer sets it up.
-                "changed_in /etc/hostname && hostname -F /etc/hostname",
-                `grep -qxF '127.0.1.1 ${s.hostname} ${shortName}' /etc/hosts || ` +
-                    `{ sed -i '/^127\\.0\\.1\\.1[[:space:]]/d' /etc/hosts; echo '127.0.1.1 ${s.hostname} ${shortName}' >> /etc/hosts; }`,
                 // A reload keeps open sessions (this one) and applies the allowed users to the next logins.
                 "changed_in /etc/ssh && systemctl reload ssh",
                 // Hetzner grows a resized volume's block device only; ext4 grows online to fill it. The size

@@ -87,8 +87,10 @@ describe("host", () => {
         assert.equal(files.get("/etc/sudoers.d/selfhost-admin")?.mode, "0440");
         const sshd = files.get("/etc/ssh/sshd_config.d/00-selfhost.conf")!.content.split("\n");
         assert.ok(sshd.includes("AllowUsers selfhost carol") && sshd.includes("Port 2345"), sshd.join("\n"));
-        assert.equal(files.get("/etc/hostname")?.content, "mail\n");
         const script = scriptOf(unsecret(run.one("command:remote:Command", "base").inputs.create));
+        // Named before any package is installed (postfix reads the name then).
+        assert.ok(script.indexOf("echo mail > /etc/hostname") < script.search(/^ensure_packages /m), "hostname after the packages");
+        assert.match(script, /echo '127\.0\.1\.1 mail\.example\.org mail' >> \/etc\/hosts/);
         assert.match(script, /^check sshd -t$/m);
         assert.match(script, /^check visudo -c -q -f \/etc\/sudoers.d\/selfhost-admin$/m);
         assert.match(script, /useradd --create-home --shell \/bin\/bash --comment "selfhost administrator" carol/);

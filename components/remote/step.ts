@@ -54,7 +54,7 @@ export interface RemoteStepArgs {
     readonly connection: Connection;
     /** Debian packages the step needs (installed only when missing). */
     readonly packages?: readonly string[];
-    /** Shell run before the files are installed (users, directories). */
+    /** Shell run first, before packages and files (users, directories, the host's name). */
     readonly prepare?: string;
     readonly files?: readonly StepFile[];
     /** Files whose content is secret: sent on stdin, never in the command line. */
@@ -109,8 +109,8 @@ export function stepScript(name: string, args: Omit<RemoteStepArgs, "connection"
         `DATA_DIR=${DATA_DIR}`,
         RUNNER,
         `# --- step ${name} ---`,
-        args.packages?.length ? `ensure_packages ${args.packages.join(" ")}` : "",
         args.prepare ?? "",
+        args.packages?.length ? `ensure_packages ${args.packages.join(" ")}` : "",
         ...(args.files ?? []).map(put),
         ...(args.secretFiles ?? []).map(putSecret),
         "prune",
