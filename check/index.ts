@@ -36,7 +36,7 @@ export function targetOf(outputs: Record<string, any>): Target {
     if (!outputs.domain || !outputs.records || !ssh) throw new Error("these are not this stack's outputs (domain, records, sshCommand missing)");
     return {
         domain: outputs.domain, hostname: outputs.hostname, ipv4: outputs.ipv4, ipv6: outputs.ipv6, records: outputs.records,
-        sshPort: Number(ssh[1]), adminUser: ssh[2],
+        sshPort: Number(ssh[1]), adminUser: ssh[2], knownHosts: outputs.sshKnownHosts,
     };
 }
 

@@ -7,6 +7,8 @@ import * as net from "net";
 import * as https from "https";
 import * as tls from "tls";
 import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
 import { Resolver } from "dns/promises";
 import { spawnSync } from "child_process";
 import { DnsRecord, untxt, policyId } from "../components/dns/records";
@@ -23,6 +25,8 @@ export interface Target {
     readonly records: readonly DnsRecord[];
     readonly sshPort: number;
     readonly adminUser: string;
+    /** The server's host key as a known_hosts line (the stack's `sshKnownHosts`): SSH verifies exactly that. */
+    readonly knownHosts?: string;
 }
 
 export interface Options {
@@ -269,9 +273,15 @@ export async function relayFindings(t: Target): Promise<Finding[]> {
 
 /** The server's own report, over SSH as the admin (your key, or --ssh-key). */
 export function serverFindings(t: Target, o: Options): Finding[] {
+    // The stack's pinned key when the outputs have it; else your known_hosts (a first contact is trusted).
+    const pinned = t.knownHosts && path.join(fs.mkdtempSync(path.join(os.tmpdir(), "selfhost-check-")), "known_hosts");
+    if (pinned) fs.writeFileSync(pinned, `${t.knownHosts}\n`);
+    const hostKeys = pinned ? ["-o", `UserKnownHostsFile=${pinned}`, "-o", "StrictHostKeyChecking=yes"]
+        : [...(o.knownHosts ? ["-o", `UserKnownHostsFile=${o.knownHosts}`] : []), "-o", "StrictHostKeyChecking=accept-new"];
     const r = spawnSync("ssh", ["-p", String(t.sshPort), "-o", "BatchMode=yes", "-o", "ConnectTimeout=8", ...(o.sshKey ? ["-i", o.sshKey] : []),
-        ...(o.knownHosts ? ["-o", `UserKnownHostsFile=${o.knownHosts}`] : []), "-o", "StrictHostKeyChecking=accept-new", `${t.adminUser}@${t.ipv4}`, `sudo -n env CERT_WARN_DAYS=${o.certWarnDays} ${STATUS_COMMAND}`],
+        ...hostKeys, `${t.adminUser}@${t.ipv4}`, `sudo -n env CERT_WARN_DAYS=${o.certWarnDays} ${STATUS_COMMAND}`],
     { encoding: "utf8", timeout: 120000 });
+    if (pinned) fs.rmSync(path.dirname(pinned), { recursive: true, force: true });
     if (r.status !== 0 && !r.stdout) {
         return [finding("server", "selfhost-status", "error", `could not run over SSH: ${(r.stderr ?? "").trim().split("\n").pop()}`,
             `ssh -p ${t.sshPort} ${t.adminUser}@${t.ipv4} must work with your key`)];

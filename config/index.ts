@@ -182,7 +182,10 @@ function parseTyped(text: string, type: string): { value?: unknown; error?: stri
 
 const LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 const LOCAL_PART = /^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$/;
-const EMAIL = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
+/** An address as people have them; no quotes, spaces or shell characters (RFC 5322 allows more; nobody needs it here). */
+const EMAIL = /^[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$/;
+/** An https URL without query, fragment, credentials or characters a shell, Lua or a map would read. */
+const HTTPS_URL = /^https:\/\/[A-Za-z0-9.-]+(:\d{1,5})?(\/[A-Za-z0-9._~%\/-]*)?$/;
 
 export function isDomainName(name: string): boolean {
     const labels = name.split(".");
@@ -282,10 +285,11 @@ export function validate(raw: Record<string, unknown>): Settings {
     let acmeHost = "";
     try {
         const url = new URL(acmeServer);
-        if (url.protocol !== "https:") throw new Error();
+        if (url.protocol !== "https:" || !HTTPS_URL.test(acmeServer)) throw new Error();
         acmeHost = url.hostname;
     } catch {
-        bad("acmeServer", `"${acmeServer}" must be an https:// ACME directory URL, e.g. https://acme-v02.api.letsencrypt.org/directory.`);
+        bad("acmeServer", `"${acmeServer}" must be an https:// ACME directory URL (letters, digits and . _ ~ % / - in its path, no query), ` +
+            "e.g. https://acme-v02.api.letsencrypt.org/directory.");
     }
     let caaIssuer = String(raw.caaIssuer ?? "");
     if (caaIssuer && !isDomainName(caaIssuer)) bad("caaIssuer", `"${caaIssuer}" must be the CA's CAA domain, e.g. letsencrypt.org.`);
@@ -349,6 +353,8 @@ export function validate(raw: Record<string, unknown>): Settings {
 
 /** user@host and port of a restic sftp repository (`sftp://user@host:port/path` or `sftp:user@host:path`), or undefined if it is none. */
 export function sftpLogin(repository: string): { sftpLogin: string; sftpPort: number } | undefined {
+    // Letters, digits and . _ - (and / in the path) only: the URL reaches restic's command line and an ssh config.
+    if (!/^sftp:(\/\/)?([\w.-]+@)?[\w.-]+(:\d{1,5})?[:/][\w./-]+$/.test(repository)) return undefined;
     if (repository.startsWith("sftp://")) {
         let url: URL;
         try { url = new URL(repository); } catch { return undefined; }
@@ -416,6 +422,8 @@ const SSH_KEY_TYPES = ["ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-s
 
 /** Why an OpenSSH public key line is unusable, or undefined when it is fine. */
 export function sshKeyProblem(line: string): string | undefined {
+    // One line: a newline would add a line (with options of its own) to authorized_keys.
+    if (/[\x00-\x1f\x7f]/.test(line.trim())) return "has a line break or control character; give one key per list entry.";
     const [type, body] = line.trim().split(/\s+/);
     if (!SSH_KEY_TYPES.includes(type)) return `has type "${type}"; accepted: ${SSH_KEY_TYPES.join(", ")}.`;
     const blob = Buffer.from(body ?? "", "base64");

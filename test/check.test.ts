@@ -34,6 +34,7 @@ describe("check", () => {
         const t = targetOf(run.outputs);
         assert.deepEqual([t.domain, t.hostname, t.ipv4, t.sshPort, t.adminUser], ["example.org", "mail.example.org", "198.51.100.10", 2345, "carol"]);
         assert.equal(t.records, run.outputs.records);
+        assert.match(t.knownHosts!, /^\[198\.51\.100\.10\]:2345,\[mail\.example\.org\]:2345 ssh-ed25519 /, "the server's report is fetched from the pinned host only");
         assert.throws(() => targetOf({ hostname: "x" }), /not this stack's outputs/);
     });
 

@@ -4,7 +4,7 @@ import { runProgram } from "./program";
 import { baseConfig, ALICE_KEY } from "./fixtures";
 import * as fs from "fs";
 import * as path from "path";
-import { ConfigError, schema } from "../config";
+import { ConfigError, schema, validate } from "../config";
 
 /** Runs the program with the base config changed (undefined removes a key); returns the error it fails with. */
 async function failure(change: Record<string, unknown>): Promise<{ message: string; declared: number }> {
@@ -122,6 +122,55 @@ describe("configuration", () => {
                 assert.ok(row.includes(`\`${scalar}\``), `README row for ${key} does not show its default ${scalar}`);
             }
         }
+    });
+
+    // Config values reach root shells, Lua, Postfix maps, nginx and DNS on the server. Every string is
+    // held to what it really is; a value with anything a shell or a config language would read is
+    // refused, naming the key. siteBuild alone is a shell command by design (it runs as the site's builder).
+    describe("hostile values are refused before any resource, naming the key", () => {
+        const VALID: Record<string, unknown> = {
+            domain: "example.org", hostname: "mail.example.org", adminUser: "admin", adminEmail: "you@example.net", rebootTime: "04:30",
+            serverType: "cx23", location: "fsn1", image: "debian-13", dnsProvider: "hetzner", dkimSelector: "s1", dmarcPolicy: "reject",
+            mtaStsMode: "enforce", tlsMode: "acme", acmeServer: "https://acme-v02.api.letsencrypt.org/directory", caaIssuer: "letsencrypt.org",
+            unknownRdns: "reject", siteDir: "public", backup: "sftp://u1@backup.example.net:23/selfhost", backupStorageBoxType: "bx11",
+            backupSchedule: "daily", checkSmtpHost: "smtp.example.net",
+        };
+        const HOSTILE = ["'$(touch /tmp/pwned)'", "`id`", ";reboot", "\nx", "{x}", "\"x", "$HOME", "\\x", "${IFS}", "'", "&x", "|x", "<x", "ａ"];
+        const raw = () => ({ ...Object.fromEntries(Object.entries(schema()).map(([k, d]) => [k, d.default])), ...baseConfig() });
+        const refused = (key: string, change: Record<string, unknown>) => {
+            try { validate({ ...raw(), ...change }); } catch (e) { return String(e).includes(`selfhost:${key}`); }
+            return false;
+        };
+        it("covers every string key of the schema", () => {
+            const strings = Object.entries(schema()).filter(([, d]) => d.type === "string").map(([k]) => k);
+            assert.deepEqual(strings.filter(k => k !== "siteBuild" && !(k in VALID)), []);
+        });
+        it("for each string key, before, inside and after a valid value", () => {
+            const accepted = Object.entries(VALID).flatMap(([key, valid]) => HOSTILE.flatMap(h => {
+                const v = String(valid);
+                return [h + v, v + h, v.slice(0, 3) + h + v.slice(3)].filter(x => !refused(key, { [key]: x })).map(x => `${key}=${JSON.stringify(x)}`);
+            }));
+            assert.deepEqual(accepted, []);
+        });
+        it("in lists: users, aliases, forwards, SSH keys, admin sources, apps", () => {
+            const cases: [string, (h: string) => Record<string, unknown>][] = [
+                ["users[0].name", h => ({ users: [{ name: `al${h}ice` }] })],
+                ["users[0].aliases", h => ({ users: [{ name: "alice", aliases: [`in${h}fo`] }] })],
+                ["users[0].forwards", h => ({ users: [{ name: "alice", forwards: [`carol${h}@example.net`] }] })],
+                ["sshPublicKeys[0]", h => ({ sshPublicKeys: [`${ALICE_KEY}${h === "\nx" ? "\nssh-ed25519 AAAA x" : ""}`] })],
+                ["adminSources[0]", h => ({ adminSources: [`203.0.113.7${h}`] })],
+                ["apps[0].name", h => ({ apps: [{ name: `bl${h}og`, port: 8080, path: "/blog" }] })],
+                ["apps[0].path", h => ({ apps: [{ name: "blog", port: 8080, path: `/bl${h}og` }] })],
+            ];
+            const accepted = cases.flatMap(([key, make]) => HOSTILE.filter(h => key !== "sshPublicKeys[0]" || h === "\nx")
+                .filter(h => !refused(key, make(h))).map(h => `${key} with ${JSON.stringify(h)}`));
+            assert.deepEqual(accepted, []);
+        });
+        it("and the program declares nothing", async () => {
+            const { message, declared } = await failure({ adminEmail: "you@example.net$(touch${IFS}/tmp/pwned)" });
+            assert.match(message, /selfhost:adminEmail/);
+            assert.equal(declared, 0);
+        });
     });
 
     it("reports every problem at once", async () => {

@@ -131,7 +131,9 @@ export class TestServer {
             const loop = must(`losetup -f --show ${image}`).trim();
             this.cleanup.add(`loop ${loop}`, () => sh(`losetup -d ${loop}`));
             this.loop = loop;
-            args.push(`--bind=${loop}:/dev/disk/by-id/scsi-0HC_Volume_${spec.volumeId}`, `--property=DeviceAllow=${loop} rwm`);
+            args.push(`--bind=${loop}:/dev/disk/by-id/scsi-0HC_Volume_${spec.volumeId}`, `--property=DeviceAllow=${loop} rwm`,
+                // Growing ext4 online (resize2fs on the mounted volume) needs it; nspawn leaves it out by default.
+                "--capability=CAP_SYS_RESOURCE");
         }
         this.cleanup.add(`container ${spec.name}`, () => this.stop());
         await this.start(args);

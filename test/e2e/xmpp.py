@@ -44,7 +44,9 @@ class Client(slixmpp.ClientXMPP):
         self.ready.set()
 
     async def online(self, server, port, direct_tls):
-        self.connect((server, port), use_ssl=direct_tls)
+        # Debian 13's slixmpp picks STARTTLS or direct TLS by these flags (connect() no longer takes use_ssl).
+        self.enable_direct_tls, self.enable_starttls = direct_tls, not direct_tls
+        self.connect(server, port)
         await asyncio.wait_for(self.ready.wait(), TIMEOUT)
         if self.failed:
             raise SystemExit(f"{self.boundjid.bare}: {self.failed}")
