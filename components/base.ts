@@ -18,7 +18,8 @@ export interface BaseArgs {
 }
 
 /** Stops everything that writes mail and data (before a handover or a power-off). */
-export const stopWriters = (dataUnits: readonly string[]) => `systemctl stop ${["postfix", ...dataUnits].join(" ")} || true`;
+const writers = (dataUnits: readonly string[]) => ["postfix", ...dataUnits].join(" ");
+export const stopWriters = (dataUnits: readonly string[]) => `systemctl stop ${writers(dataUnits)} || true`;
 
 /** Who may log in, and as what: the admin with the user's keys and sudo, beside the stack's deploy user. */
 function accessFiles(s: Settings) {
@@ -89,6 +90,10 @@ export class Base extends pulumi.ComponentResource {
             // server deleted. No new mail after this; the volume gets what must move with it (the last
             // snapshot, the outgoing queue) and leaves cleanly unmounted. A failure stops the replacement here.
             delete: [
+                // A failure anywhere means the server is not going (the replacement stops here): put the
+                // volume and the services back, so mail keeps flowing while you fix it.
+                `trap '${`mountpoint -q ${DATA_DIR} || mount ${DATA_DIR}; systemctl start ${writers(args.dataUnits)}`} || true; ` +
+                    `echo "the handover failed: this server keeps running; fix the cause and run pulumi up again" >&2' ERR`,
                 stopWriters(args.dataUnits),
                 ...args.handover,
                 `! mountpoint -q ${DATA_DIR} || umount ${DATA_DIR}`,

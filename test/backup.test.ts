@@ -1,4 +1,8 @@
 import { strict as assert } from "assert";
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
+import { spawnSync } from "child_process";
 import { runProgram, isSecret, unsecret, scriptOf } from "./program";
 import { baseConfig } from "./fixtures";
 import { sftpLogin, storageBoxLocation } from "../components/backup";
@@ -57,7 +61,7 @@ describe("backup", () => {
         assert.deepEqual(steps.filter(s => s.inputs.delete).map(s => s.name), ["base"]);
         const handover = scriptOf(unsecret<string>(run.one("command:remote:Command", "base").inputs.delete).replace("selfhost-step-delete", "selfhost-step"));
         const lines = handover.split("\n");
-        assert.deepEqual(lines, [
+        assert.deepEqual(lines.filter(l => !l.startsWith("trap ")), [
             "set -euo pipefail",
             "systemctl stop postfix nginx dovecot redis-server prosody || true",
             "q=/var/spool/postfix; if mountpoint -q /srv && [ -n \"$(cd $q && find incoming active deferred hold maildrop -type f -print -quit)\" ]; " +
@@ -65,6 +69,21 @@ describe("backup", () => {
             "if mountpoint -q /srv && systemctl is-enabled --quiet selfhost-backup.timer 2>/dev/null; then /usr/local/sbin/selfhost-backup run; fi",
             "! mountpoint -q /srv || umount /srv",
         ]);
+        // A failed snapshot: the server is not going, so the volume and every service come back.
+        const stubs = fs.mkdtempSync(path.join(os.tmpdir(), "selfhost-handover-"));
+        const stub = (name: string, body: string) => fs.writeFileSync(path.join(stubs, name), `#!/bin/bash\n${body}\n`, { mode: 0o755 });
+        stub("systemctl", `echo "systemctl $*" >> ${stubs}/log; [ "$1" != is-enabled ]`);
+        stub("mountpoint", `[ -e ${stubs}/mounted ]`);
+        stub("mount", `echo "mount $*" >> ${stubs}/log; touch ${stubs}/mounted`);
+        stub("umount", `echo "umount $*" >> ${stubs}/log; rm -f ${stubs}/mounted`);
+        const failing = handover.replace("/usr/local/sbin/selfhost-backup run", "false").replace("systemctl is-enabled --quiet", "true ||");
+        fs.writeFileSync(path.join(stubs, "mounted"), "");
+        const r = spawnSync("bash", ["-c", failing], { encoding: "utf8", env: { ...process.env, PATH: `${stubs}:${process.env.PATH}` } });
+        const log = fs.readFileSync(path.join(stubs, "log"), "utf8");
+        fs.rmSync(stubs, { recursive: true });
+        assert.notEqual(r.status, 0, "the failure stops the replacement");
+        assert.match(r.stderr, /the handover failed: this server keeps running/);
+        assert.deepEqual(log.trim().split("\n"), ["systemctl stop postfix nginx dovecot redis-server prosody", "systemctl start postfix nginx dovecot redis-server prosody"]);
         // Every other step goes first: each depends, directly or not, on base.
         assert.ok(run.one("command:remote:Command", "backup").dependencies.some(d => d.endsWith("Command::base")));
     });

@@ -61,6 +61,9 @@ describe("mail", () => {
         assert.match(mainCf, /reject_rbl_client zen\.spamhaus\.org=127\.0\.0\.\[2\.\.11\],\n    reject_rbl_client bl\.example\.net=127\.0\.0\.\[2\.\.11\]/);
         assert.match(mainCf, /smtpd_client_restrictions = permit_mynetworks, reject_unknown_reverse_client_hostname\n/);
         assert.match(mainCf, /myhostname = mail\.example\.org\n/);
+        // The hostname takes mail for its aliases only, never for a Unix account (an outsider could fill the disk).
+        assert.match(mainCf, /\nlocal_recipient_maps = \$alias_maps\n/);
+        assert.match(mainCf, /alias_maps = inline:\{ \{root = [^}]+\}, \{postmaster = [^}]+\}, \{abuse = [^}]+\} \}/);
     });
 
     it("asks the MTA-STS resolver for outbound policies, on the port it listens on, and keeps its cache on disk", async () => {

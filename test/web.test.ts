@@ -20,6 +20,12 @@ describe("web", () => {
         assert.ok(!/~\(\[a-z_\]/.test(conf), "no user directories unless asked");
     });
 
+    it("never serves dotfiles but /.well-known, ahead of the ~user and app locations", () => {
+        const conf = nginxSite(settings({ userDirs: true, apps: [{ name: "blog", port: 8080, path: "/blog" }] }));
+        const dotfiles = conf.indexOf("location ~ /\\.(?!well-known/) {");
+        assert.ok(dotfiles > 0 && dotfiles < conf.indexOf("location ~ ^/~") && dotfiles < conf.indexOf("location /blog"), conf);
+    });
+
     it("proxies apps by path and by subdomain, and gives a subdomain app its DNS name and certificate", async () => {
         const conf = nginxSite(settings({ apps, userDirs: true }));
         assert.match(conf, /location \/blog\/ \{\n\s+proxy_pass http:\/\/127\.0\.0\.1:2368;\n\s+include snippets\/selfhost-proxy\.conf;/);

@@ -176,6 +176,16 @@ export async function dataChecks(c: DataContext, server: TestServer, steps: Step
     const mailed = await until(30, () =>
         server.exec(`grep -rlqF 'Subject: selfhost: selfhost-backup.service failed' ${MAILDIR}/alice/Maildir/new`).code === 0);
     checks.check("the failure is mailed to the admin, with the log", () => mailed ? undefined : "no failure mail in the admin's inbox");
+    // A replacement whose last snapshot fails: the server is not going, so it keeps serving.
+    const failedHandover = c.remove(steps.find(s => s.name === "base")!);
+    checks.check("a handover whose snapshot fails stops the replacement and leaves mail running on the mounted volume", () => {
+        const smtp = sh(`nc -z -w 3 ${c.serverIp} 25`, { ns: NET.client.ns }).code === 0;
+        const mounted = server.exec("mountpoint -q /srv").code === 0;
+        const active = server.exec("systemctl is-active postfix dovecot nginx prosody").stdout.trim().split("\n");
+        return failedHandover.code !== 0 && /the handover failed: this server keeps running/.test(failedHandover.stderr + failedHandover.stdout)
+            && smtp && mounted && active.every(a => a === "active") ? undefined
+            : `exit ${failedHandover.code}, port 25 open: ${smtp}, /srv mounted: ${mounted}, units: ${active}\n${failedHandover.stdout}${failedHandover.stderr}`;
+    });
     c.apply(steps.filter(s => s.name === "backup"), "re-apply");
     checks.check("re-running the backup step puts the stack's password back and backups work again", () => {
         const r = server.exec("systemctl start selfhost-backup.service");

@@ -226,6 +226,13 @@ export async function mailChecks(c: MailContext): Promise<void> {
             return refused ? undefined : `exit ${r.code}\n${r.stdout.slice(-400)}`;
         });
     }
+    checks.check("at the hostname only postmaster, abuse and root take mail: a system account is refused", () => {
+        const rcpt = (to: string) => client(["swaks", "--server", c.serverIp, "--port", "25", "--helo", HELO, "--from", "someone@peer.test",
+            "--to", to, "--quit-after", "RCPT"]);
+        const [system, postmaster, abuse] = [rcpt(`www-data@${HOST}`), rcpt(`postmaster@${HOST}`), rcpt(`abuse@${HOST}`)];
+        return system.code !== 0 && /<\*\* +550/.test(system.stdout) && postmaster.code === 0 && abuse.code === 0 ? undefined
+            : `www-data: exit ${system.code}, postmaster: exit ${postmaster.code}, abuse: exit ${abuse.code}\n${system.stdout.slice(-300)}`;
+    });
     checks.check("open relay attempt refused: unauthenticated on the submission port", () => {
         const r = swaks(["--port", "587", "--tls", "--from", "x@peer.test", "--to", "victim@elsewhere.test", "--quit-after", "RCPT"]);
         return r.code !== 0 ? undefined : r.stdout.slice(-400);

@@ -95,6 +95,13 @@ export async function webChecks(c: WebContext): Promise<void> {
         const got = curl(`https://${DOMAIN}/~${c.adminUser}/`).stdout;
         return made.code === 0 && got.includes("the admin home page") ? undefined : made.stderr + got;
     });
+    checks.check("dotfiles are never served (a ~user/.env here), /.well-known is", () => {
+        const made = fromClient(`ssh -i ${c.ownerKey} -p ${c.sshPort} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null ` +
+            `${c.adminUser}@${c.serverIp} 'echo SECRET=1 > ~/public_html/.env'`);
+        const status = (url: string) => curl(`-o /dev/null -w '%{http_code}' '${url}'`).stdout;
+        const [dotfile, wellKnown] = [status(`https://${DOMAIN}/~${c.adminUser}/.env`), status(`https://${DOMAIN}/.well-known/autoconfig/mail/config-v1.1.xml`)];
+        return made.code === 0 && dotfile === "404" && wellKnown === "200" ? undefined : `~/.env: ${dotfile}, /.well-known: ${wellKnown}`;
+    });
 
     checks.check("the MTA-STS policy is served and its hash is the id published in DNS", () => {
         const policy = curl(`https://mta-sts.${DOMAIN}/.well-known/mta-sts.txt`).stdout;

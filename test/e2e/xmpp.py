@@ -85,7 +85,15 @@ async def main():
     elif command == "room":
         room, jid = args
         member = await client(jid).online(None, port, False)
-        await member.plugin["xep_0045"].join_muc_wait(slixmpp.JID(room), "e2e", maxstanzas=0, timeout=TIMEOUT)
+        muc = member.plugin["xep_0045"]
+        joined = asyncio.get_running_loop().create_future()
+        member.add_event_handler(f"muc::{room}::self-presence", lambda p: joined.done() or joined.set_result(p))
+        muc.join_muc(slixmpp.JID(room), "e2e")
+        presence = await asyncio.wait_for(joined, TIMEOUT)
+        if 201 in presence["muc"]["status_codes"]:
+            # A new room stays locked until its owner accepts a configuration: an instant room (XEP-0045 10.1.2),
+            # as clients make one.
+            await muc.set_room_config(room, member.plugin["xep_0004"].make_form(ftype="submit"))
         body = f"hello room {uuid.uuid4()}"
         member.send_message(mto=room, mbody=body, mtype="groupchat")
         while True:
