@@ -148,8 +148,6 @@ export class TestServer {
     }
 
     private loop?: string;
-    /** Where reboot() mounted the volume for the container; unmounted when it stops. */
-    private bootMount?: string;
     private volumeImage = () => this.spec.volumeImage ?? path.join(this.spec.dir, "volume.img");
 
     private async start(args: string[]): Promise<void> {
@@ -169,20 +167,6 @@ export class TestServer {
         }
     }
     private args: string[] = [];
-
-    /**
-     * Power off and boot again, as Hetzner does around a server-type change. In a container systemd's
-     * fstab generator skips block-device mounts, so the volume is mounted here, where a real server's
-     * boot mounts it from fstab before any service.
-     */
-    async reboot(): Promise<void> {
-        this.stop();
-        const mnt = `${this.spec.dir}/volume-at-boot`;
-        fs.mkdirSync(mnt, { recursive: true });
-        must(`mount ${this.loop} ${mnt}`);
-        this.bootMount = mnt;
-        await this.start([...this.args.filter(a => !a.startsWith(`--bind=${mnt}:`)), `--bind=${mnt}:/srv`]);
-    }
 
     /** Hetzner's volume resize: the block device grows, the filesystem on it does not. */
     growVolume(bytes: number): void {
@@ -211,7 +195,5 @@ export class TestServer {
             sh(`kill -9 ${this.process.pid}`);
         }
         this.process = undefined;
-        if (this.bootMount) sh(`umount ${this.bootMount}`);
-        this.bootMount = undefined;
     }
 }
