@@ -92,7 +92,7 @@ export class Base extends pulumi.ComponentResource {
             delete: [
                 // A failure anywhere means the server is not going (the replacement stops here): put the
                 // volume and the services back, so mail keeps flowing while you fix it.
-                `trap '${`mountpoint -q ${DATA_DIR} || mount ${DATA_DIR}; systemctl start ${writers(args.dataUnits)}`} || true; ` +
+                `trap 'mountpoint -q ${DATA_DIR} || mount ${DATA_DIR}; systemctl start ${writers(args.dataUnits)} || true; ` +
                     `echo "the handover failed: this server keeps running; fix the cause and run pulumi up again" >&2' ERR`,
                 stopWriters(args.dataUnits),
                 ...args.handover,

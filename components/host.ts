@@ -56,9 +56,10 @@ export class Host extends pulumi.ComponentResource {
         // it would mail a root password. The stack's own key: Hetzner refuses a second key with a fingerprint
         // or name already in the project, so the user's keys (often uploaded in the console) are not sent
         // there; the base step installs them. The name carries the key's hash: unique, and stable.
+        const deployPublicKey = deployKey.publicKeyOpenssh.apply(k => k.trim());
         const hetznerKey = new hcloud.SshKey("deploy", {
-            name: deployKey.publicKeyOpenssh.apply(k => `selfhost deploy ${crypto.createHash("sha256").update(k.trim()).digest("hex").slice(0, 16)}`),
-            publicKey: deployKey.publicKeyOpenssh.apply(k => k.trim()), labels,
+            name: deployPublicKey.apply(k => `selfhost deploy ${crypto.createHash("sha256").update(k).digest("hex").slice(0, 16)}`),
+            publicKey: deployPublicKey, labels,
         }, child);
 
         // Names are unique per project and a move creates the new IP and volume before the old ones go:
@@ -87,9 +88,9 @@ export class Host extends pulumi.ComponentResource {
             ],
         }, child);
 
-        this.userData = pulumi.secret(pulumi.all([deployKey.publicKeyOpenssh, hostKey.privateKeyOpenssh, this.hostPublicKey, this.volume.id])
+        this.userData = pulumi.secret(pulumi.all([deployPublicKey, hostKey.privateKeyOpenssh, this.hostPublicKey, this.volume.id])
             .apply(([deployPublic, hostPrivate, hostPublic, volumeId]) =>
-                renderUserData({ deployKey: deployPublic.trim(), hostKey: { private: hostPrivate, public: hostPublic }, sshPort: s.sshPort, volumeId })));
+                renderUserData({ deployKey: deployPublic, hostKey: { private: hostPrivate, public: hostPublic }, sshPort: s.sshPort, volumeId })));
 
         const reach = { host: this.ipv4, port: s.sshPort, user: DEPLOY_USER, privateKey: this.deployPrivateKey, hostKey: this.hostPublicKey };
         // Hetzner changes a server's type in place by a hard power-off. This command has no create (the
