@@ -12,6 +12,8 @@ import * as pulumi from "@pulumi/pulumi";
 import { Resolver } from "dns/promises";
 import { spawnSync } from "child_process";
 import { loadSettings, ConfigError, Settings } from "../config";
+import { dnsRecords } from "../components/dns/records";
+import { explain } from "../components/dns/livedns";
 import { Finding, finding, render } from "./findings";
 
 /** `pulumi config --json` entries: key → { value }. */
@@ -38,17 +40,17 @@ export async function preflight(config: StackConfig, o: { resolver?: string; off
     const token = value("hcloud:token");
     out.push(token ? finding("credentials", "hcloud:token", "ok", "set")
         : finding("credentials", "hcloud:token", "error", "not set", "a read & write API token of your Hetzner Cloud project: pulumi config set --secret hcloud:token"));
-    const gandiKey = value("gandi:key");
-    if (s?.dnsProvider === "gandi") {
-        out.push(gandiKey ? finding("credentials", "gandi:key", "ok", "set")
-            : finding("credentials", "gandi:key", "error", "not set", "a Gandi API key (not a PAT; see README): pulumi config set --secret gandi:key"));
+    // The one Gandi credential the config validation let through, and how LiveDNS expects it.
+    const gandi = s?.dnsProvider !== "gandi" ? undefined
+        : value("selfhost:gandiToken") ? { key: "selfhost:gandiToken", authorization: `Bearer ${value("selfhost:gandiToken")}` }
+        : value("selfhost:gandiApiKey") ? { key: "selfhost:gandiApiKey", authorization: `Apikey ${value("selfhost:gandiApiKey")}` } : undefined;
+    if (gandi) {
+        out.push(config[gandi.key].secret ? finding("credentials", gandi.key, "ok", "set, encrypted")
+            : finding("credentials", gandi.key, "warn", "set in clear in the stack file", `pulumi config set --secret ${gandi.key.replace("selfhost:", "")} <it> (and rotate it if the file was shared)`));
     }
     if (!o.offline) {
         if (token) out.push(await api("Hetzner Cloud API", "https://api.hetzner.cloud/v1/locations", { Authorization: `Bearer ${token}` }, "create a new token in the Cloud Console (Security → API tokens)"));
-        if (s?.dnsProvider === "gandi" && gandiKey) {
-            out.push(await api(`Gandi LiveDNS: ${s.domain}`, `https://api.gandi.net/v5/livedns/domains/${s.domain}`, { Authorization: `Apikey ${gandiKey}` },
-                "the domain must be on Gandi LiveDNS, and the key must manage it"));
-        }
+        if (s && gandi) out.push(...await gandiZone(s, gandi.authorization));
     }
     if (s && s.dnsProvider !== "none") {
         const resolver = new Resolver({ timeout: 5000, tries: 2 });
@@ -63,6 +65,34 @@ export async function preflight(config: StackConfig, o: { resolver?: string; off
     out.push(finding("mail", "outbound port 25", "warn", "Hetzner blocks it on new accounts: the server can receive mail but not send",
         "after your first paid invoice, ask Hetzner support to unblock port 25 for the project; `npm run check` tests it"));
     return out;
+}
+
+/** The Gandi records a first `up` replaces or removes: sets of a name and type the stack declares, and CNAMEs where it writes. */
+export function adoption(declared: readonly { name: string; type: string }[], existing: readonly GandiRrset[]): Adopted[] {
+    const ours = new Set(declared.map(d => `${d.name} ${d.type}`));
+    const names = new Set(declared.map(d => d.name));
+    return existing.flatMap((rrset): Adopted[] => ours.has(`${rrset.rrset_name} ${rrset.rrset_type}`) ? [{ rrset, fate: "replaced" }]
+        : rrset.rrset_type === "CNAME" && names.has(rrset.rrset_name) ? [{ rrset, fate: "removed" }] : []);
+}
+
+interface Adopted { rrset: GandiRrset; fate: "replaced" | "removed" }
+
+interface GandiRrset { rrset_name: string; rrset_type: string; rrset_values: string[] }
+
+/** The zone at Gandi: reachable with the credential, and what the stack will take over in it. */
+async function gandiZone(s: Settings, authorization: string): Promise<Finding[]> {
+    const name = `Gandi LiveDNS: ${s.domain}`;
+    try {
+        const r = await fetch(`${s.gandiApiUrl}/domains/${s.domain}/records`, { headers: { Authorization: authorization }, signal: AbortSignal.timeout(10000) });
+        if (!r.ok) return [finding("providers", name, "error", `HTTP ${r.status}`, explain(r.status, s.domain, await r.text()))];
+        const taken = adoption(dnsRecords(s, { ipv4: "", ipv6: "", dkimPublicKeyPem: "" }), await r.json() as GandiRrset[]);
+        return [finding("providers", name, "ok", `HTTP ${r.status}`),
+            ...taken.map(t => finding("gandi zone", `${t.rrset.rrset_name} ${t.rrset.rrset_type}`, "warn", `${t.fate} at the first up: ${t.rrset.rrset_values.join(" ")}`,
+                t.fate === "replaced" ? "the stack's set takes its place; nothing to do unless you still need it" : "a CNAME cannot sit beside the stack's records at this name")),
+            ...(taken.length ? [] : [finding("gandi zone", "existing records", "ok", "none is replaced or removed")])];
+    } catch (e) {
+        return [finding("providers", name, "error", `unreachable: ${e instanceof Error ? e.message : e}`, "check this machine's network")];
+    }
 }
 
 async function api(name: string, url: string, headers: Record<string, string>, fix: string): Promise<Finding> {

@@ -8,6 +8,7 @@ import * as pulumi from "@pulumi/pulumi";
 import * as net from "net";
 import * as YAML from "yaml";
 import { SERVICE_PORTS, ALL_SERVICE_SUBDOMAINS, LOCAL_PORTS } from "../services/catalog";
+import { gandiOptions } from "../components/dns/livedns";
 
 export const PROJECT = "selfhost";
 
@@ -88,6 +89,8 @@ export interface Settings {
     readonly protectData: boolean;
     readonly protectServer: boolean;
     readonly dnsProvider: DnsProvider;
+    /** The LiveDNS API root (dnsProvider gandi); the credentials are read by the provider itself. */
+    readonly gandiApiUrl: string;
     readonly dnsTtl: number;
     readonly dkimSelector: string;
     readonly dmarcPolicy: typeof DMARC_POLICIES[number];
@@ -159,6 +162,8 @@ export function loadSettings(): Settings {
         raw[key] = parsed.value;
     }
     if (problems.length) throw new ConfigError(problems);
+    // The old Gandi provider's key: only to say where it goes now.
+    raw.legacyGandiKey = pulumi.runtime.getConfig("gandi:key") !== undefined;
     return validate(raw);
 }
 
@@ -185,7 +190,7 @@ const LOCAL_PART = /^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$/;
 /** An address as people have them; no quotes, spaces or shell characters (RFC 5322 allows more; nobody needs it here). */
 const EMAIL = /^[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$/;
 /** An https URL without query, fragment, credentials or characters a shell, Lua or a map would read. */
-const HTTPS_URL = /^https:\/\/[A-Za-z0-9.-]+(:\d{1,5})?(\/[A-Za-z0-9._~%\/-]*)?$/;
+export const HTTPS_URL = /^https:\/\/[A-Za-z0-9.-]+(:\d{1,5})?(\/[A-Za-z0-9._~%\/-]*)?$/;
 
 export function isDomainName(name: string): boolean {
     const labels = name.split(".");
@@ -275,6 +280,7 @@ export function validate(raw: Record<string, unknown>): Settings {
     const volumeSizeGb = intIn("volumeSizeGb", 10, 10240);
     const dnsProvider = oneOf("dnsProvider", DNS_PROVIDERS);
     const dnsTtl = intIn("dnsTtl", 300, 86400);
+    const { gandiApiUrl } = gandiOptions(raw, dnsProvider, bad);
     const dkimSelector = String(raw.dkimSelector);
     if (!LABEL.test(dkimSelector)) bad("dkimSelector", `"${dkimSelector}" must be one DNS label (lowercase letters, digits, -), e.g. selfhost.`);
     const dmarcPolicy = oneOf("dmarcPolicy", DMARC_POLICIES);
@@ -343,7 +349,7 @@ export function validate(raw: Record<string, unknown>): Settings {
         domain, hostname, adminUser, adminEmail, sshPublicKeys: sshPublicKeys.map(k => String(k).trim()), sshPort,
         adminSources, banTime, recidiveBanTime, restrictOutbound: raw.restrictOutbound as boolean, outboundPorts, rebootTime,
         serverType, location, image, volumeSizeGb, protectData: raw.protectData as boolean,
-        protectServer: raw.protectServer as boolean, dnsProvider, dnsTtl, dkimSelector, dmarcPolicy, mtaStsMode,
+        protectServer: raw.protectServer as boolean, dnsProvider, dnsTtl, gandiApiUrl, dkimSelector, dmarcPolicy, mtaStsMode,
         tlsMode, acmeServer, caaIssuer, dnsbls, unknownRdns, users,
         siteBuild, siteDir, sitePackages, userDirs: raw.userDirs as boolean, apps, webLogDays, webStats: raw.webStats as boolean,
         xmppUploadLimitMb, xmppUploadExpiresDays, xmppUploadQuotaMb, backup, backupStorageBoxType, backupSchedule, backupKeep,

@@ -35,7 +35,7 @@ export const CHANGES: readonly Change[] = [
     { what: "volumeSizeGb (grow)", change: { volumeSizeGb: 40 }, expect: { replaced: [], handover: false } },
     { what: "add a mail user", change: { users: [...(baseConfig().users as unknown[]), { name: "dave" }] }, expect: { replaced: [], handover: false } },
     { what: "a service option (dmarcPolicy)", change: { dmarcPolicy: "reject" }, expect: { replaced: [], handover: false } },
-    { what: "dnsProvider hetzner → gandi", change: { dnsProvider: "gandi" }, expect: { replaced: [], handover: false } },
+    { what: "dnsProvider hetzner → gandi", change: { dnsProvider: "gandi", gandiToken: "pat0123456789" }, expect: { replaced: [], handover: false } },
     { what: "tlsMode private-ca", change: { tlsMode: "private-ca" }, expect: { replaced: [], handover: false } },
     { what: "backup storagebox → off", change: { backup: "off" }, expect: { replaced: [], handover: false, refused: true } },
     { what: "dnsTtl", change: { dnsTtl: 600 }, expect: { replaced: [], handover: false } },
@@ -50,7 +50,7 @@ export function label(urn: string, run: ProgramRun): string {
         "hcloud:index/server:Server": "server", "hcloud:index/volume:Volume": "volume", "hcloud:index/primaryIp:PrimaryIp": "primary IPs",
         "hcloud:index/rdns:Rdns": "reverse DNS", "hcloud:index/volumeAttachment:VolumeAttachment": "volume attachment",
         "hcloud:index/firewall:Firewall": "firewall", "hcloud:index/sshKey:SshKey": "Hetzner SSH key",
-        "hcloud:index/zoneRrset:ZoneRrset": "DNS records", "gandi:livedns/record:Record": "DNS records", "hcloud:index/zone:Zone": "DNS zone",
+        "hcloud:index/zoneRrset:ZoneRrset": "DNS records", "pulumi-nodejs:dynamic/gandi:LiveDnsRrset": "DNS records", "hcloud:index/zone:Zone": "DNS zone",
     };
     return labels[r.type] ?? r.type.split(":").pop()!.replace(/([a-z])([A-Z])/g, "$1 $2").toLowerCase();
 }

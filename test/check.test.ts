@@ -1,11 +1,13 @@
 import { strict as assert } from "assert";
 import * as net from "net";
 import { runProgram, unsecret, scriptOf } from "./program";
-import { baseConfig } from "./fixtures";
+import { baseConfig, settings } from "./fixtures";
 import { targetOf } from "../check";
 import { render, finding } from "../check/findings";
 import { relayFindings, Target } from "../check/probes";
-import { preflight } from "../check/preflight";
+import { preflight, adoption } from "../check/preflight";
+import { dnsRecords } from "../components/dns/records";
+import { gandiDefaultZone } from "./livedns-api";
 
 /** A stack config as `pulumi config --json` prints it. */
 const stackConfig = (config: Record<string, unknown>, extra: Record<string, string> = {}) => ({
@@ -91,7 +93,17 @@ describe("check", () => {
         assert.deepEqual(findings.filter(f => f.status === "error"), []);
         assert.match(findings.find(f => f.name === "outbound port 25")!.hint, /ask Hetzner support to unblock port 25/);
         const gandi = await preflight(stackConfig({ ...baseConfig(), dnsProvider: "gandi" }, { "hcloud:token": "t" }), { offline: true, resolver: "127.0.0.1:1" });
-        assert.equal(gandi.find(f => f.name === "gandi:key")!.status, "error");
-        assert.equal(gandi.find(f => f.name === "delegation of example.org")!.status, "warn");
+        assert.equal(gandi.find(f => f.name === "selfhost:gandiToken")!.status, "error");
+        const clear = await preflight(stackConfig({ ...baseConfig(), dnsProvider: "gandi", gandiToken: "pat0123456789" }, { "hcloud:token": "t" }), { offline: true, resolver: "127.0.0.1:1" });
+        assert.match(clear.find(f => f.name === "selfhost:gandiToken")!.hint, /pulumi config set --secret gandiToken/);
+        assert.equal(clear.find(f => f.name === "delegation of example.org")!.status, "warn");
+    });
+
+    it("preflight: lists exactly the Gandi records a first up replaces or removes", () => {
+        const zone = gandiDefaultZone();
+        const declared = dnsRecords(settings({ dnsProvider: "gandi", gandiToken: "pat0123456789" }), { ipv4: "", ipv6: "", dkimPublicKeyPem: "" });
+        const taken = adoption(declared, zone).map(t => `${t.fate} ${t.rrset.rrset_name} ${t.rrset.rrset_type}`);
+        assert.deepEqual(taken.sort(), ["removed www CNAME", "replaced @ A", "replaced @ MX", "replaced @ TXT", "replaced _imap._tcp SRV",
+            "replaced _imaps._tcp SRV", "replaced _pop3._tcp SRV", "replaced _pop3s._tcp SRV", "replaced _submission._tcp SRV"]);
     });
 });

@@ -57,7 +57,7 @@ describe("cloud-init user-data", () => {
     it("is unchanged by every service setting, so tuning a service never replaces the server", async () => {
         const base = userData(await runProgram(baseConfig()));
         const serviceChanges: Record<string, unknown>[] = [
-            { dmarcPolicy: "reject" }, { mtaStsMode: "enforce" }, { dnsProvider: "gandi" }, { dnsTtl: 300 },
+            { dmarcPolicy: "reject" }, { mtaStsMode: "enforce" }, { dnsProvider: "gandi", gandiToken: "pat0123456789" }, { dnsTtl: 300 },
             { tlsMode: "private-ca" }, { dkimSelector: "s2" }, { users: [{ name: "dave" }] }, { adminEmail: "me@example.com" },
             { volumeSizeGb: 40 }, { serverType: "cx33" }, { protectData: false },
             // Access and identity are the base step's: editing them must not replace the server.

@@ -130,7 +130,8 @@ describe("configuration", () => {
     describe("hostile values are refused before any resource, naming the key", () => {
         const VALID: Record<string, unknown> = {
             domain: "example.org", hostname: "mail.example.org", adminUser: "admin", adminEmail: "you@example.net", rebootTime: "04:30",
-            serverType: "cx23", location: "fsn1", image: "debian-13", dnsProvider: "hetzner", dkimSelector: "s1", dmarcPolicy: "reject",
+            serverType: "cx23", location: "fsn1", image: "debian-13", dnsProvider: "hetzner", gandiToken: "pat0123456789abcdef",
+            gandiApiKey: "key0123456789", gandiApiUrl: "https://api.sandbox.gandi.net/v5/livedns", dkimSelector: "s1", dmarcPolicy: "reject",
             mtaStsMode: "enforce", tlsMode: "acme", acmeServer: "https://acme-v02.api.letsencrypt.org/directory", caaIssuer: "letsencrypt.org",
             unknownRdns: "reject", siteDir: "public", backup: "sftp://u1@backup.example.net:23/selfhost", backupStorageBoxType: "bx11",
             backupSchedule: "daily", checkSmtpHost: "smtp.example.net",

@@ -32,10 +32,10 @@ describe("DNS", () => {
 
     it("publishes the same record set at Gandi and at Hetzner DNS, equal to the model", async () => {
         const hetzner = await runProgram({ ...baseConfig(), dnsProvider: "hetzner" });
-        const gandi = await runProgram({ ...baseConfig(), dnsProvider: "gandi" });
+        const gandi = await runProgram({ ...baseConfig(), dnsProvider: "gandi", gandiToken: "pat0123456789" });
         const atHetzner = hetzner.all("hcloud:index/zoneRrset:ZoneRrset").map(r =>
             ({ name: r.inputs.name, type: r.inputs.type, ttl: r.inputs.ttl, values: r.inputs.records.map((x: any) => x.value) }));
-        const atGandi = gandi.all("gandi:livedns/record:Record").map(r =>
+        const atGandi = gandi.all("pulumi-nodejs:dynamic/gandi:LiveDnsRrset").map(r =>
             ({ name: r.inputs.name, type: r.inputs.type, ttl: r.inputs.ttl, values: r.inputs.values }));
         assert.ok(atHetzner.length > 20);
         assert.deepEqual(rows(atGandi), rows(atHetzner));
@@ -47,7 +47,7 @@ describe("DNS", () => {
 
     it("with dnsProvider none declares no record and exports a zone file that named-checkzone accepts", async () => {
         const run = await runProgram({ ...baseConfig(), dnsProvider: "none" });
-        assert.equal(run.all("hcloud:index/zoneRrset:ZoneRrset").length + run.all("gandi:livedns/record:Record").length, 0);
+        assert.equal(run.all("hcloud:index/zoneRrset:ZoneRrset").length + run.all("pulumi-nodejs:dynamic/gandi:LiveDnsRrset").length, 0);
         const dir = fs.mkdtempSync(path.join(os.tmpdir(), "selfhost-zone-"));
         const file = path.join(dir, "example.org.zone");
         fs.writeFileSync(file, [

@@ -4,14 +4,10 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { runProgram, unsecret } from "./program";
-import { baseConfig } from "./fixtures";
+import { baseConfig, settings } from "./fixtures";
 import { validate, schema } from "../config";
 import { nftRuleset, jails, jailNames } from "../components/hardening";
 
-const settings = (change: Record<string, unknown> = {}) => {
-    const raw = Object.fromEntries(Object.entries(schema()).map(([k, d]) => [k, d.default]));
-    return validate({ ...raw, ...baseConfig(), ...change });
-};
 
 /** nft's own checker, as the step runs it (needs root, like the test run in CI). */
 function nftCheck(ruleset: string): { code: number; out: string } {

@@ -5,16 +5,12 @@ import * as os from "os";
 import * as path from "path";
 import { renderTemplate } from "../services/template";
 import { runProgram, isSecret, unsecret } from "./program";
-import { baseConfig } from "./fixtures";
+import { baseConfig, settings } from "./fixtures";
 import { validate, schema } from "../config";
 import YAML from "yaml";
 import { postfixMaps } from "../components/mail";
 
 /** Settings from the base config, defaults applied, as the program sees them. */
-function settings(change: Record<string, unknown> = {}) {
-    const raw = Object.fromEntries(Object.entries(schema()).map(([k, d]) => [k, d.default]));
-    return validate({ ...raw, ...baseConfig(), ...change });
-}
 
 describe("mail", () => {
     it("derives Postfix's tables from users: mailboxes, aliases, postmaster/abuse, catch-all, senders", () => {

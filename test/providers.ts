@@ -3,6 +3,7 @@
  * anything, Hetzner and pulumi-command do not. Each rule cites the provider's source it was read from.
  */
 import { ProgramRun, DeclaredResource, unsecret } from "./program";
+import { REPLACED_ON } from "../components/dns/livedns";
 
 /**
  * Inputs whose change replaces the resource (every other input updates in place).
@@ -15,7 +16,9 @@ import { ProgramRun, DeclaredResource, unsecret } from "./program";
  *   internal/zonerrset/resource.go (zone, name, type), internal/storagebox/resource.go (location, ssh_keys),
  *   internal/storageboxsubaccount/resource.go (storage_box_id).
  * - pulumi-command 1.x: only `triggers` replaces a Command (provider/pkg/provider/remote/command.go).
- * - terraform-provider-gandi 2.x gandi/resource_livedns_record.go: zone, name, type (ForceNew).
+ * - Gandi LiveDNS sets: this project's own provider, whose `diff` replaces on REPLACED_ON
+ *   (components/dns/livedns.ts). The earlier @pulumiverse/gandi records (terraform-provider-gandi 2.x
+ *   gandi/resource_livedns_record.go: zone, name, type ForceNew) are aliased to them.
  * - tls/random: every input of a key or password replaces it (they have no update).
  */
 export const REPLACED_BY: Record<string, readonly string[]> = {
@@ -31,7 +34,7 @@ export const REPLACED_BY: Record<string, readonly string[]> = {
     "hcloud:index/storageBox:StorageBox": ["location", "sshKeys"],
     "hcloud:index/storageBoxSubaccount:StorageBoxSubaccount": ["storageBoxId"],
     "command:remote:Command": ["triggers"],
-    "gandi:livedns/record:Record": ["zone", "name", "type"],
+    "pulumi-nodejs:dynamic/gandi:LiveDnsRrset": REPLACED_ON,
 };
 const REPLACED_BY_ANY = ["tls:", "random:"];
 

@@ -4,20 +4,29 @@
  */
 import * as pulumi from "@pulumi/pulumi";
 import * as hcloud from "@pulumi/hcloud";
-import * as gandi from "@pulumiverse/gandi";
 import { DnsRecord } from "./records";
+import { LiveDnsRrset } from "./livedns";
 
 export type PublishedRecord = DnsRecord<pulumi.Output<string>>;
 
 /** A stable resource name for a record: the record's own identity. */
 export const resourceName = (r: { name: string; type: string }) => `${r.type}-${r.name}`;
 
-/** Gandi LiveDNS: the domain must already use LiveDNS; the provider reads `gandi:key`. */
-export function publishAtGandi(domain: string, records: PublishedRecord[], parent: pulumi.Resource): void {
+/**
+ * Gandi LiveDNS: the domain must already use LiveDNS. A set of the same name and type already there
+ * (Gandi's default zone has some) becomes the stack's.
+ */
+export function publishAtGandi(domain: string, apiUrl: string, records: PublishedRecord[], parent: pulumi.Resource): void {
     for (const r of records) {
-        new gandi.livedns.Record(resourceName(r), {
-            zone: domain, name: r.name, type: r.type, ttl: r.ttl, values: [...r.values],
-        }, { parent });
+        new LiveDnsRrset(resourceName(r), {
+            apiUrl, zone: domain, name: r.name, type: r.type, ttl: r.ttl, values: [...r.values],
+        }, {
+            parent,
+            // The same record under the earlier provider (@pulumiverse/gandi): Pulumi replaces it, and since
+            // both write one set, the old one must be deleted before the new one is written, not after.
+            aliases: [{ type: "gandi:livedns/record:Record" }],
+            deleteBeforeReplace: true,
+        });
     }
 }
 

@@ -35,7 +35,7 @@ export class Dns extends pulumi.ComponentResource {
             ...shape,
             values: shape.values.map((_, j) => this.records.apply(r => r[i].values[j])),
         }));
-        if (s.dnsProvider === "gandi") publishAtGandi(s.domain, published, this);
+        if (s.dnsProvider === "gandi") publishAtGandi(s.domain, s.gandiApiUrl, published, this);
         this.nameservers = s.dnsProvider === "hetzner"
             ? publishAtHetzner(s.domain, s.dnsTtl, published, this)
             : pulumi.output([]);
