@@ -90,6 +90,9 @@ export function explain(status: number, zone: string, body: string): string {
     return `Gandi LiveDNS, ${zone}: HTTP ${status} (${String(said).slice(0, 200)}): ${fix}`;
 }
 
+/** A record name as a path segment; "@" (the apex) stays as Gandi's reference writes it. */
+const segment = (name: string) => encodeURIComponent(name).replace(/%40/g, "@");
+
 const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms));
 
 export class LiveDnsProvider implements pulumi.dynamic.ResourceProvider {
@@ -125,7 +128,7 @@ export class LiveDnsProvider implements pulumi.dynamic.ResourceProvider {
     }
 
     private put(a: RrsetArgs) {
-        return this.call("PUT", a, `/records/${encodeURIComponent(a.name)}/${a.type}`, { rrset_ttl: a.ttl, rrset_values: [...a.values] });
+        return this.call("PUT", a, `/records/${segment(a.name)}/${a.type}`, { rrset_ttl: a.ttl, rrset_values: [...a.values] });
     }
 
     async check(_olds: RrsetArgs, news: RrsetArgs): Promise<pulumi.dynamic.CheckResult<RrsetArgs>> {
@@ -144,9 +147,9 @@ export class LiveDnsProvider implements pulumi.dynamic.ResourceProvider {
 
     async create(a: RrsetArgs): Promise<pulumi.dynamic.CreateResult<RrsetArgs>> {
         if (a.type !== "CNAME") {
-            const here = await this.call("GET", a, `/records/${encodeURIComponent(a.name)}`, undefined, [404]);
+            const here = await this.call("GET", a, `/records/${segment(a.name)}`, undefined, [404]);
             if (here.status === 200 && (here.json as { rrset_type: string }[]).some(r => r.rrset_type === "CNAME")) {
-                await this.call("DELETE", a, `/records/${encodeURIComponent(a.name)}/CNAME`, undefined, [404]);
+                await this.call("DELETE", a, `/records/${segment(a.name)}/CNAME`, undefined, [404]);
             }
         }
         await this.put(a);
@@ -154,7 +157,7 @@ export class LiveDnsProvider implements pulumi.dynamic.ResourceProvider {
     }
 
     async read(id: string, props: RrsetArgs): Promise<pulumi.dynamic.ReadResult<RrsetArgs>> {
-        const r = await this.call("GET", props, `/records/${encodeURIComponent(props.name)}/${props.type}`, undefined, [404]);
+        const r = await this.call("GET", props, `/records/${segment(props.name)}/${props.type}`, undefined, [404]);
         if (r.status === 404) return {};
         return { id, props: { ...props, ttl: r.json.rrset_ttl, values: r.json.rrset_values } };
     }
@@ -165,7 +168,7 @@ export class LiveDnsProvider implements pulumi.dynamic.ResourceProvider {
     }
 
     async delete(_id: string, props: RrsetArgs): Promise<void> {
-        await this.call("DELETE", props, `/records/${encodeURIComponent(props.name)}/${props.type}`, undefined, [404]);
+        await this.call("DELETE", props, `/records/${segment(props.name)}/${props.type}`, undefined, [404]);
     }
 }
 

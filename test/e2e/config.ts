@@ -1,10 +1,11 @@
 /** The local target's stack: the embedded default that `npm run e2e` stands up. */
 import { NET, acmeDirectory } from "./world";
+import { GANDI_API_URL } from "./gandi";
 
 export const SERVER = { ipv4: "198.51.100.10", ipv6Network: "2001:db8:10::/64" };
 
-/** The owner's keys, made fresh for each run: SSH for the admin, OpenPGP for dave's encrypted mailbox. */
-export interface OwnerKeys { readonly ssh: string; readonly openpgp: string }
+/** The owner's keys and Gandi token, made fresh for each run: SSH for the admin, OpenPGP for dave's encrypted mailbox. */
+export interface OwnerKeys { readonly ssh: string; readonly openpgp: string; readonly gandiToken: string }
 
 export const e2eConfig = (keys: OwnerKeys): Record<string, unknown> => ({
     domain: "example.test",
@@ -12,7 +13,10 @@ export const e2eConfig = (keys: OwnerKeys): Record<string, unknown> => ({
     // The daily report proves outbound SMTP against the peer.
     checkSmtpHost: "peer.test",
     sshPublicKeys: [keys.ssh],
-    dnsProvider: "none",
+    // Gandi LiveDNS as a new account has it: a personal access token, a zone with Gandi's defaults.
+    dnsProvider: "gandi",
+    gandiToken: keys.gandiToken,
+    gandiApiUrl: GANDI_API_URL,
     dnsTtl: 300,
     acmeServer: acmeDirectory(NET.inet.ipv4),
     caaIssuer: "pebble.example",

@@ -10,7 +10,8 @@ import * as path from "path";
 import { runProgram, ProgramRun, unsecret } from "../program";
 import { firstAddress } from "../../components/host";
 import { sh, must, Cleanup } from "./sh";
-import { NET, sweep, network, startDns, startAcme } from "./world";
+import { NET, sweep, network, startDns, startAcme, zoneHeader } from "./world";
+import { startGandi, gandiToken, gandiChecks } from "./gandi";
 import { TestServer, sweepServers } from "./server";
 import { startClient } from "./client";
 import { inPlaceChecks } from "./inplace";
@@ -71,7 +72,8 @@ async function main(): Promise<number> {
         const owner = ownerKey(work);
         const dave = openpgpKey(work);
         cleanup.add("gpg agent", () => sh(`gpgconf --homedir ${dave.home} --kill all`));
-        const config = e2eConfig({ ssh: owner.pub, openpgp: dave.pub });
+        const token = gandiToken();
+        const config = e2eConfig({ ssh: owner.pub, openpgp: dave.pub, gandiToken: token });
 
         console.log("program under mocks (the embedded test stack)");
         const program = await runProgram(config, { cloud: SERVER });
@@ -93,8 +95,11 @@ async function main(): Promise<number> {
         };
         const listed = NET.client.listed.split(".").reverse().join(".");
         const box = storageBoxOf(program);
-        await startDns(path.join(work, "dns"), {
-            domain: "example.test", zoneFile: program.outputs.zoneFile, ptrs, extra: { acme: NET.inet.ipv4 },
+        const dnsDir = path.join(work, "dns");
+        const testZone = { domain: "example.test", extra: { acme: NET.inet.ipv4 } };
+        // The test domain's own records come from Gandi (below), not from the program's zone file.
+        await startDns(dnsDir, {
+            ...testZone, zoneFile: "", ptrs,
             zones: {
                 [NET.peer.domain]: peerZone(),
                 // A stand-in for Spamhaus: lists one client address (and the usual 127.0.0.2 test entry).
@@ -106,6 +111,13 @@ async function main(): Promise<number> {
             },
         }, cleanup);
         const acme = await startAcme(path.join(work, "acme"), ["acme.example.test"], cleanup);
+
+        console.log("Gandi LiveDNS: preflight, then the program's records through the provider");
+        const gandi = await startGandi(path.join(work, "gandi"), {
+            domain: testZone.domain, header: zoneHeader(testZone), zoneFile: path.join(dnsDir, "example.test.zone"),
+            reload: `knotc -c ${dnsDir}/knot.conf zone-reload example.test`, token,
+        }, cleanup);
+        await gandiChecks({ checks, gandi, program, config, token });
 
         console.log("the peer mail server");
         const peerTls = peerCa(path.join(work, "peer-ca"));
@@ -320,7 +332,6 @@ async function main(): Promise<number> {
         checks.check("back on ACME, the certificate verifies against the ACME root again", () => tlsCheck("mail.example.test", 443));
 
         console.log("npm run check, from the client: green, then one fault at a time");
-        const dnsDir = path.join(work, "dns");
         statusChecks({
             checks, server, outputs: program.outputs, root, ownerKey: owner.file, work,
             zoneFile: path.join(dnsDir, "example.test.zone"), reloadZone: () => must(`knotc -c ${dnsDir}/knot.conf zone-reload example.test`),

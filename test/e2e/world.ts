@@ -110,10 +110,12 @@ const soa = (zone: string) => [
     `ns 300 IN A ${NET.inet.ipv4}`,
 ];
 
+/** The test domain's zone without the program's records: what its DNS host has of its own. */
+export const zoneHeader = (d: Pick<DnsData, "domain" | "extra">) =>
+    [...soa(d.domain), ...Object.entries(d.extra).map(([n, ip]) => `${n} 300 IN A ${ip}`)].join("\n");
+
 export function zoneFiles(d: DnsData): Record<string, string> {
-    const zones: Record<string, string[]> = {
-        [d.domain]: [...soa(d.domain), ...Object.entries(d.extra).map(([n, ip]) => `${n} 300 IN A ${ip}`), d.zoneFile],
-    };
+    const zones: Record<string, string[]> = { [d.domain]: [zoneHeader(d), d.zoneFile] };
     for (const [zone, records] of Object.entries(d.zones)) zones[zone] = [...soa(zone), ...records];
     for (const [ip, name] of Object.entries(d.ptrs)) {
         const { zone, owner } = reverseName(ip);
@@ -141,17 +143,25 @@ export async function startDns(dir: string, d: DnsData, cleanup: Cleanup): Promi
         sh(`kdig +short @${NET.inet.ipv4} SOA ${d.domain}`, { ns: NET.client.ns }).stdout.trim() !== "");
 }
 
+/**
+ * A little CA and a certificate for an API on the "inet" host (its address and `names`), in `dir`:
+ * api-ca.pem (the trust anchor), api.pem and api.key.
+ */
+export function apiCertificate(dir: string, caName: string, names: string[] = []): void {
+    const san = [...names.map(n => `DNS:${n}`), `IP:${NET.inet.ipv4}`].join(",");
+    must([
+        `cd ${dir}`,
+        `openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout api-ca.key -out api-ca.pem -days 2 -subj '/CN=${caName}' 2>/dev/null`,
+        "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout api.key -out api.csr -subj '/CN=api' 2>/dev/null",
+        `openssl x509 -req -in api.csr -CA api-ca.pem -CAkey api-ca.key -CAcreateserial -out api.pem -days 2 -extfile <(printf 'subjectAltName=${san}') 2>/dev/null`,
+    ].join(" && "));
+}
+
 /** Starts pebble (ACME CA) validating through the test DNS; returns the CA's TLS trust anchor. */
 export async function startAcme(dir: string, names: string[], cleanup: Cleanup): Promise<{ apiCa: string; rootUrl: string }> {
     fs.mkdirSync(dir, { recursive: true });
     // Pebble's own HTTPS listener needs a certificate; make a little CA for it.
-    const san = [...names.map(n => `DNS:${n}`), `IP:${NET.inet.ipv4}`].join(",");
-    must([
-        `cd ${dir}`,
-        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout api-ca.key -out api-ca.pem -days 2 -subj '/CN=e2e ACME API CA' 2>/dev/null",
-        "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout api.key -out api.csr -subj '/CN=acme' 2>/dev/null",
-        `openssl x509 -req -in api.csr -CA api-ca.pem -CAkey api-ca.key -CAcreateserial -out api.pem -days 2 -extfile <(printf 'subjectAltName=${san}') 2>/dev/null`,
-    ].join(" && "));
+    apiCertificate(dir, "e2e ACME API CA", names);
     fs.writeFileSync(path.join(dir, "pebble.json"), JSON.stringify({
         pebble: {
             listenAddress: `0.0.0.0:${ACME_PORT}`, managementListenAddress: `0.0.0.0:${ACME_MGMT_PORT}`,
