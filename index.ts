@@ -30,9 +30,13 @@ const dns = new Dns("dns", {
 });
 
 const connection = host.connection;
+// Until a new sshPort has carried a whole `up`, the steps that move sshd and the firewall connect on
+// the port SSH is proven on; every later step connects on sshPort (components/ssh.ts).
+const sshPorts = host.ssh.apply(p => p.open);
 const base = new Base("base", {
     settings,
-    connection,
+    connection: host.provenConnection,
+    sshPorts,
     packages: [...backup.packages(settings), ...hardening.packages, ...tls.packages, ...web.packages(settings), ...mail.packages(settings), ...xmpp.packages],
     dataUnits,
     // When this server is replaced: its outgoing queue onto the volume, then the last snapshot.
@@ -40,8 +44,8 @@ const base = new Base("base", {
     dependsOn: [host.volumeAttachment],
 });
 // Before any service is configured: an empty volume gets the latest snapshot back.
-const backups = new backup.Backup("backup", { settings, connection, dependsOn: [base.step] });
-const firewall = new hardening.Hardening("hardening", { settings, connection, dependsOn: [backups.step] });
+const backups = new backup.Backup("backup", { settings, connection: host.provenConnection, dependsOn: [base.step] });
+const firewall = new hardening.Hardening("hardening", { settings, connection: host.provenConnection, sshPorts, dependsOn: [backups.step] });
 const certificate = new tls.Tls("tls", { settings, connection, dependsOn: [firewall.step, dns] });
 new web.Web("web", { settings, connection, dependsOn: [certificate.step] });
 const mailServer = new mail.Mail("mail", {
@@ -49,9 +53,10 @@ const mailServer = new mail.Mail("mail", {
 });
 
 const chat = new xmpp.Xmpp("xmpp", { settings, connection, passwords: mailServer.passwords, dependsOn: [mailServer.step] });
-new Status("status", {
+const status = new Status("status", {
     settings, connection, units: [...hardening.units, ...web.dataUnits, ...mail.units, ...xmpp.dataUnits], dependsOn: [chat.step],
 });
+host.sshProven([status.step]);
 
 export const domain = settings.domain;
 export const hostname = settings.hostname;

@@ -1,6 +1,6 @@
 /**
- * The first-boot payload. It holds only stack-owned values that never change for a server: the deploy
- * user with the stack's deploy key, sshd's port and lock-down, and the data volume's mount. The admin
+ * The first-boot payload. It holds only values that never change for a server: the deploy user with
+ * the stack's deploy key, the port sshd boots on and its lock-down, and the data volume's mount. The admin
  * user, the user's SSH keys and the hostname are applied by the base step, so editing them never
  * replaces the server (Hetzner replaces a server whose user-data changes).
  * Its one secret is the server's own SSH host key, made by the stack so that every connection can
@@ -23,14 +23,15 @@ export interface UserDataArgs {
     readonly deployKey: string;
     /** The server's ED25519 host key, made by the stack (OpenSSH private key, and its public line). */
     readonly hostKey: { readonly private: string; readonly public: string };
+    /** The port sshd listens on at first boot (see components/ssh.ts). */
     readonly sshPort: number;
     readonly volumeId: string | number;
 }
 
-/** sshd settings: first boot allows the deploy user only; the base step adds the admin. */
-export function sshdDropIn(a: { sshPort: number; users: readonly string[] }): string {
+/** sshd settings: first boot allows the deploy user only; the base step adds the admin (and moves the port). */
+export function sshdDropIn(a: { sshPorts: readonly number[]; users: readonly string[] }): string {
     return [
-        `Port ${a.sshPort}`,
+        ...a.sshPorts.map(p => `Port ${p}`),
         "PermitRootLogin no",
         "PasswordAuthentication no",
         "KbdInteractiveAuthentication no",
@@ -65,7 +66,7 @@ export function renderUserData(a: UserDataArgs): string {
             // Sorted before Debian's own drop-ins: sshd keeps the first value it reads.
             path: "/etc/ssh/sshd_config.d/00-selfhost.conf",
             permissions: "0644",
-            content: sshdDropIn({ sshPort: a.sshPort, users: [DEPLOY_USER] }),
+            content: sshdDropIn({ sshPorts: [a.sshPort], users: [DEPLOY_USER] }),
         }],
         // nofail: the volume is attached right after the server is created, possibly after this boot.
         mounts: [[volumeDevice(a.volumeId), DATA_DIR, "ext4", "discard,nofail,x-systemd.device-timeout=60s", "0", "2"]],

@@ -7,6 +7,8 @@ import { Settings } from "../config";
 export interface BaseArgs {
     readonly settings: Settings;
     readonly connection: Connection;
+    /** The ports sshd listens on (two while sshPort moves). */
+    readonly sshPorts: pulumi.Input<readonly number[]>;
     /** Every Debian package the enabled services need, installed in one go. */
     readonly packages: readonly string[];
     /** systemd units that keep data on the volume: they wait for its mount. */
@@ -22,10 +24,11 @@ const writers = (dataUnits: readonly string[]) => ["postfix", ...dataUnits].join
 export const stopWriters = (dataUnits: readonly string[]) => `systemctl stop ${writers(dataUnits)} || true`;
 
 /** Who may log in, and as what: the admin with the user's keys and sudo, beside the stack's deploy user. */
-function accessFiles(s: Settings) {
+function accessFiles(s: Settings, sshPorts: pulumi.Input<readonly number[]>) {
     const home = `/home/${s.adminUser}`;
     return [
-        { path: "/etc/ssh/sshd_config.d/00-selfhost.conf", content: sshdDropIn({ sshPort: s.sshPort, users: [DEPLOY_USER, s.adminUser] }) },
+        { path: "/etc/ssh/sshd_config.d/00-selfhost.conf",
+            content: pulumi.output(sshPorts).apply(ports => sshdDropIn({ sshPorts: ports, users: [DEPLOY_USER, s.adminUser] })) },
         { path: "/etc/sudoers.d/selfhost-admin", mode: "0440", content: `${s.adminUser} ALL=(ALL) NOPASSWD:ALL\n` },
         { path: `${home}/.ssh/authorized_keys`, mode: "0600", owner: `${s.adminUser}:${s.adminUser}`, content: s.sshPublicKeys.join("\n") },
     ];
@@ -64,7 +67,7 @@ export class Base extends pulumi.ComponentResource {
             // e2fsprogs: resize2fs (Hetzner's images have it; a minimal Debian may not).
             packages: ["systemd-timesyncd", "ca-certificates", "openssl", "e2fsprogs", ...new Set(args.packages)],
             files: [
-                ...accessFiles(s),
+                ...accessFiles(s, args.sshPorts),
                 { path: "/etc/systemd/journald.conf.d/selfhost.conf", content: renderTemplate("base/journald.conf", {}) },
                 { path: "/etc/default/locale", content: renderTemplate("base/locale", {}) },
                 ...args.dataUnits.map(unit => ({

@@ -34,28 +34,29 @@ function acceptRules(ports: readonly ServicePort[]): string[] {
 }
 
 /** The host firewall as nft source: inbound exactly `publicPorts`, outbound what the services need. */
-export function nftRuleset(s: Settings): string {
+export function nftRuleset(s: Settings, sshPorts: readonly number[] = [s.sshPort]): string {
+    const ssh = portSet([...sshPorts]);
     const inbound = [
-        `tcp dport ${s.sshPort} ct state new add @ssh_meter4 { ip saddr limit rate over 10/minute burst 20 packets } drop`,
-        `tcp dport ${s.sshPort} ct state new add @ssh_meter6 { ip6 saddr limit rate over 10/minute burst 20 packets } drop`,
-        ...acceptRules(publicPorts(s.sshPort, s.adminSources)),
+        `tcp dport ${ssh} ct state new add @ssh_meter4 { ip saddr limit rate over 10/minute burst 20 packets } drop`,
+        `tcp dport ${ssh} ct state new add @ssh_meter6 { ip6 saddr limit rate over 10/minute burst 20 packets } drop`,
+        ...acceptRules(publicPorts(sshPorts, s.adminSources)),
     ];
     const outbound = s.restrictOutbound ? acceptRules(outboundPorts(s.acmeServer, s.outboundPorts, s.backup.kind === "off" ? undefined : s.backup.port)) : [];
     return renderTemplate("hardening/nftables.conf", {
         inbound: inbound.map(r => INDENT + r).join("\n"),
         outbound: outbound.map(r => INDENT + r).join("\n"),
         outputPolicy: s.restrictOutbound ? "drop" : "accept",
-        sshPort: s.sshPort,
+        sshPorts: ssh,
     });
 }
 
 /** The jails a jail.local defines (its sections but DEFAULT). */
 export const jailNames = (conf: string) => [...conf.matchAll(/^\[([\w-]+)\]$/gm)].map(m => m[1]).filter(n => n !== "DEFAULT");
 
-export function jails(s: Settings): string {
+export function jails(s: Settings, sshPorts: readonly number[] = [s.sshPort]): string {
     const ports = (...names: string[]) => names.map(portOf).join(",");
     return renderTemplate("hardening/jail.local", {
-        banTime: s.banTime, recidiveBanTime: s.recidiveBanTime, sshPort: s.sshPort,
+        banTime: s.banTime, recidiveBanTime: s.recidiveBanTime, sshPorts: sshPorts.join(","),
         ignore: s.adminSources.join(" "),
         smtpPorts: ports("smtp", "submissions", "submission"),
         authPorts: ports("submissions", "submission", "imaps", "sieve"),
@@ -66,15 +67,17 @@ export function jails(s: Settings): string {
 export class Hardening extends pulumi.ComponentResource {
     readonly step: RemoteStep;
 
-    constructor(name: string, args: ServiceArgs, opts?: pulumi.ComponentResourceOptions) {
+    /** `sshPorts`: the ports SSH is open on (two while sshPort moves). */
+    constructor(name: string, args: ServiceArgs & { sshPorts: pulumi.Input<readonly number[]> }, opts?: pulumi.ComponentResourceOptions) {
         super("selfhost:index:Hardening", name, {}, opts);
         const s = args.settings;
-        const jailConf = jails(s);
+        // Which jails there are does not depend on the ports: the step's check loop can name them now.
+        const jailConf = pulumi.output(args.sshPorts).apply(ports => jails(s, ports));
         this.step = new RemoteStep("hardening", {
             connection: args.connection,
             files: [
                 { path: "/etc/ssh/sshd_config.d/10-selfhost-hardening.conf", content: renderTemplate("hardening/sshd.conf", {}) },
-                { path: NFT_RULESET, mode: "0755", content: nftRuleset(s) },
+                { path: NFT_RULESET, mode: "0755", content: pulumi.output(args.sshPorts).apply(ports => nftRuleset(s, ports)) },
                 { path: "/etc/fail2ban/jail.d/selfhost.local", content: jailConf },
                 ...["dovecot-auth", "postfix-sasl", "prosody-auth"].map(f =>
                     ({ path: `/etc/fail2ban/filter.d/selfhost-${f}.conf`, content: renderTemplate(`hardening/${f}.conf`, {}) })),
@@ -102,7 +105,7 @@ export class Hardening extends pulumi.ComponentResource {
                 "changed_in /etc/fail2ban && systemctl restart fail2ban",
                 "systemctl is-active --quiet fail2ban || systemctl start fail2ban",
                 // A restart returns before the jails are loaded; the step is done only once each one watches.
-                `jails_up() { for j in ${jailNames(jailConf).join(" ")}; do fail2ban-client status "$j" >/dev/null 2>&1 || return 1; done; }`,
+                `jails_up() { for j in ${jailNames(jails(s)).join(" ")}; do fail2ban-client status "$j" >/dev/null 2>&1 || return 1; done; }`,
                 "for _ in $(seq 60); do jails_up && break; sleep 1; done",
                 `jails_up || { log "fail2ban did not start every jail"; fail2ban-client status >&2 || true; exit 1; }`,
             ].join("\n"),

@@ -8,9 +8,10 @@ import * as hcloud from "@pulumi/hcloud";
 import * as tls from "@pulumi/tls";
 import * as command from "@pulumi/command";
 import { Settings } from "../config";
-import { publicPorts } from "../services/catalog";
+import { publicPorts, ServicePort } from "../services/catalog";
 import { renderUserData, DEPLOY_USER } from "../cloud-init";
 import { Connection, asRoot, sshConnection } from "./remote/step";
+import { SshPorts, liveSsh, sshPorts, BOOT_PORT_LABEL, SSH_ROLE } from "./ssh";
 
 export interface HostArgs {
     readonly settings: Settings;
@@ -19,6 +20,10 @@ export interface HostArgs {
 }
 
 const ANYWHERE = ["0.0.0.0/0", "::/0"];
+
+/** A port of the catalog as a Hetzner firewall rule. */
+const inboundRule = (p: ServicePort) =>
+    ({ direction: "in", protocol: p.protocol, port: String(p.port), sourceIps: [...p.sources ?? ANYWHERE], description: p.description });
 
 /** Hetzner returns an IPv6 primary IP as its /64; the server uses the network's ::1 (as Hetzner's images do). */
 export const firstAddress = (network: string) => network.replace(/\/\d+$/, "").replace(/::$/, "::1");
@@ -35,14 +40,22 @@ export class Host extends pulumi.ComponentResource {
     readonly userData: pulumi.Output<string>;
     /** The server's SSH host key (public line), pinned by every connection. */
     readonly hostPublicKey: pulumi.Output<string>;
-    /** How remote steps reach the server: admin user, SSH port, deploy key. */
+    /** The SSH ports of this `up`, read from the live project (components/ssh.ts). */
+    readonly ssh: pulumi.Output<SshPorts>;
+    /** How remote steps reach the server: deploy user, sshPort, deploy key. */
     readonly connection: Connection;
+    /** The same on the port SSH is proven on: for the steps that move sshd and the firewall (it differs only during a move). */
+    readonly provenConnection: Connection;
+    private readonly settings: Settings;
+    private readonly labels: Record<string, string>;
 
     constructor(name: string, args: HostArgs, opts?: pulumi.ComponentResourceOptions) {
         super("selfhost:index:Host", name, {}, opts);
         const s = args.settings;
         const child = { parent: this };
         const labels = { app: "selfhost", domain: s.domain.replace(/\./g, "-") };
+        [this.settings, this.labels] = [s, labels];
+        this.ssh = liveSsh(s, labels).apply(live => sshPorts(s, live));
         // Identity: kept when the server is replaced; protected when protectData is on.
         const kept = { ...child, protect: s.protectData };
 
@@ -80,17 +93,15 @@ export class Host extends pulumi.ComponentResource {
 
         const firewall = new hcloud.Firewall("firewall", {
             name: s.hostname, labels,
-            rules: [
-                ...publicPorts(s.sshPort, s.adminSources).map(p => ({
-                    direction: "in", protocol: p.protocol, port: String(p.port), sourceIps: [...p.sources ?? ANYWHERE], description: p.description,
-                })),
+            rules: this.ssh.apply(ssh => [
+                ...publicPorts(ssh.open, s.adminSources).map(inboundRule),
                 { direction: "in", protocol: "icmp", sourceIps: ANYWHERE, description: "ping, path MTU discovery" },
-            ],
+            ]),
         }, child);
 
-        this.userData = pulumi.secret(pulumi.all([deployPublicKey, hostKey.privateKeyOpenssh, this.hostPublicKey, this.volume.id])
-            .apply(([deployPublic, hostPrivate, hostPublic, volumeId]) =>
-                renderUserData({ deployKey: deployPublic, hostKey: { private: hostPrivate, public: hostPublic }, sshPort: s.sshPort, volumeId })));
+        this.userData = pulumi.secret(pulumi.all([deployPublicKey, hostKey.privateKeyOpenssh, this.hostPublicKey, this.volume.id, this.ssh])
+            .apply(([deployPublic, hostPrivate, hostPublic, volumeId, ssh]) =>
+                renderUserData({ deployKey: deployPublic, hostKey: { private: hostPrivate, public: hostPublic }, sshPort: ssh.boot, volumeId })));
 
         const reach = { host: this.ipv4, port: s.sshPort, user: DEPLOY_USER, privateKey: this.deployPrivateKey, hostKey: this.hostPublicKey };
         // Hetzner changes a server's type in place by a hard power-off. This command has no create (the
@@ -106,7 +117,8 @@ export class Host extends pulumi.ComponentResource {
 
         this.server = new hcloud.Server("server", {
             name: s.hostname, serverType: s.serverType, image: s.image, location: s.location,
-            sshKeys: [hetznerKey.id], userData: this.userData, labels,
+            sshKeys: [hetznerKey.id], userData: this.userData,
+            labels: this.ssh.apply(ssh => ({ ...labels, [BOOT_PORT_LABEL]: String(ssh.boot) })),
             firewallIds: [firewall.id.apply(Number)],
             publicNets: [{ ipv4Enabled: true, ipv4: ip4.id.apply(Number), ipv6Enabled: true, ipv6: ip6.id.apply(Number) }],
             deleteProtection: s.protectServer, rebuildProtection: s.protectServer,
@@ -133,7 +145,21 @@ export class Host extends pulumi.ComponentResource {
         new hcloud.Rdns("ptr-ipv6", { primaryIpId: ip6.id.apply(Number), ipAddress: this.ipv6, dnsPtr: s.hostname }, child);
 
         this.connection = { ...reach, serverId: this.server.id };
+        this.provenConnection = { ...this.connection, port: this.ssh.apply(ssh => ssh.current) };
 
         this.registerOutputs({ ipv4: this.ipv4, ipv6: this.ipv6, serverId: this.server.id, volumeId: this.volume.id });
+    }
+
+    /**
+     * The record the next `up` reads: SSH works on sshPort, written only after `after` (the last step),
+     * so only once a whole `up` went through on it. A Hetzner firewall applied to nothing: its one rule
+     * is the record, kept where the program reads the project anyway.
+     */
+    sshProven(after: pulumi.Resource[]): hcloud.Firewall {
+        const s = this.settings;
+        return new hcloud.Firewall("ssh", {
+            name: `${s.hostname} ssh`, labels: { ...this.labels, ...SSH_ROLE },
+            rules: publicPorts(s.sshPort, s.adminSources).filter(p => p.name === "ssh").map(inboundRule),
+        }, { parent: this, dependsOn: after });
     }
 }

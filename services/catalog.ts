@@ -29,12 +29,15 @@ export const SERVICE_PORTS: readonly ServicePort[] = [
     { port: 5269, protocol: "tcp", name: "xmpp-server", description: "XMPP federation" },
 ];
 
-/** All ports open to the world: the service ports plus SSH (only from `adminSources` when given). ICMP is allowed besides. */
-export function publicPorts(sshPort: number, adminSources: readonly string[] = []): ServicePort[] {
-    return [{
-        port: sshPort, protocol: "tcp", name: "ssh", description: "SSH (admin, git push)",
+/**
+ * All ports open to the world: the service ports plus SSH (only from `adminSources` when given; two
+ * ports while sshPort moves). ICMP is allowed besides.
+ */
+export function publicPorts(sshPorts: number | readonly number[], adminSources: readonly string[] = []): ServicePort[] {
+    return [...[sshPorts].flat().map((port): ServicePort => ({
+        port, protocol: "tcp", name: "ssh", description: "SSH (admin, git push)",
         ...(adminSources.length ? { sources: adminSources } : {}),
-    }, ...SERVICE_PORTS];
+    })), ...SERVICE_PORTS];
 }
 
 /** The port of a named service, so no other module writes a port number again. */

@@ -3,7 +3,7 @@
  * under the providers' rules (test/providers.ts). The unit test asserts each row, and README's
  * "What a change does" table is rendered from the same runs (`npm run changes` prints it).
  */
-import { runProgram, ProgramRun } from "./program";
+import { runProgram, ProgramRun, DEFAULT_CLOUD, liveAfter } from "./program";
 import { baseConfig, ALICE_KEY, BOB_KEY } from "./fixtures";
 import { plan, Plan } from "./providers";
 
@@ -26,7 +26,7 @@ export const CHANGES: readonly Change[] = [
     { what: "adminUser", change: { adminUser: "carol" }, expect: { replaced: [], handover: false } },
     { what: "adminSources", change: { adminSources: ["203.0.113.0/24"] }, expect: { replaced: [], handover: false } },
     { what: "hostname", change: { hostname: "mx.example.org" }, expect: { replaced: [], handover: false } },
-    { what: "sshPort (first-boot state)", change: { sshPort: 2200 }, expect: { replaced: SERVER_AND_STEPS, handover: true } },
+    { what: "sshPort (the next `up` closes the old port)", change: { sshPort: 2200 }, expect: { replaced: [], handover: false } },
     { what: "serverType", change: { serverType: "cx33" }, expect: { replaced: ["before-server-type-change"], handover: false } },
     { what: "image", change: { image: "debian-14" }, expect: { replaced: SERVER_AND_STEPS, handover: true } },
     { what: "location, protectData on", change: { location: "hel1" }, expect: { replaced: MOVED, handover: true, refused: true } },
@@ -70,7 +70,8 @@ export async function outcomes(): Promise<Outcome[]> {
     const result: Outcome[] = [];
     for (const change of CHANGES) {
         const before = await runProgram({ ...baseConfig(), ...change.from });
-        const after = await runProgram({ ...baseConfig(), ...change.from, ...change.change });
+        // The `up` that makes the change reads the project as the one before left it.
+        const after = await runProgram({ ...baseConfig(), ...change.from, ...change.change }, { cloud: { ...DEFAULT_CLOUD, live: liveAfter(before) } });
         result.push({ change, plan: plan(before, after), before, after });
     }
     return result;

@@ -37,7 +37,30 @@ export interface ProgramRun {
 export interface MockCloud {
     readonly ipv4: string;
     readonly ipv6Network: string;
+    /** What the project already holds when the program reads it (nothing: a first `up`). */
+    readonly live?: LiveCloud;
 }
+
+/** The live objects the program reads through Hetzner's data sources (getServers, getFirewalls), as they return them. */
+export interface LiveCloud {
+    readonly servers: Record<string, unknown>[];
+    readonly firewalls: Record<string, unknown>[];
+}
+
+/**
+ * The project as Hetzner holds it once a run was applied: its server and firewalls with the inputs
+ * they were given (the data sources return names for image and location, as given here).
+ */
+export function liveAfter(run: ProgramRun): LiveCloud {
+    return {
+        servers: run.all("hcloud:index/server:Server").map(r => ({ id: Number(r.id), ...unsecret(r.inputs) })),
+        firewalls: run.all("hcloud:index/firewall:Firewall").map(r => ({ id: Number(r.id), ...unsecret(r.inputs) })),
+    };
+}
+
+/** Label selectors as the API applies them (`k=v,k=v`, all must match). */
+const selects = (selector: string | undefined, labels: Record<string, string> = {}) =>
+    (selector ?? "").split(",").filter(Boolean).every(kv => { const [k, v] = kv.split("="); return labels[k] === v; });
 export const DEFAULT_CLOUD: MockCloud = { ipv4: "198.51.100.10", ipv6Network: "2001:db8:10::/64" };
 
 // Keys are made once per process and name, so two runs of the program see the same keys (as a
@@ -161,7 +184,16 @@ export async function runProgram(
             return { id, state };
         },
         call(args) {
-            return args.inputs;
+            const live = cloud.live ?? { servers: [], firewalls: [] };
+            const selector = args.inputs.withSelector as string | undefined;
+            switch (args.token) {
+                case "hcloud:index/getServers:getServers":
+                    return { ...args.inputs, id: "servers", servers: live.servers.filter(s => selects(selector, s.labels as Record<string, string>)) };
+                case "hcloud:index/getFirewalls:getFirewalls":
+                    return { ...args.inputs, id: "firewalls", firewalls: live.firewalls.filter(f => selects(selector, f.labels as Record<string, string>)) };
+                default:
+                    return args.inputs;
+            }
         },
     }, "selfhost", "test", options.preview ?? false);
     const monitor = pulumi.runtime.getMonitor() as any;

@@ -17,7 +17,7 @@ const RUNNER = fs.readFileSync(path.join(__dirname, "runner.sh"), "utf8");
 
 export interface Connection {
     readonly host: pulumi.Input<string>;
-    readonly port: number;
+    readonly port: pulumi.Input<number>;
     readonly user: string;
     readonly privateKey: pulumi.Input<string>;
     /** The server's host key (public line): the connection refuses any other host, before it sends anything. */

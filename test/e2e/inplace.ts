@@ -4,7 +4,7 @@
  * block device, the base step grows ext4 online), a new server type (Hetzner powers the server off
  * hard: the command that waits for it stops mail and flushes disks first).
  */
-import { ProgramRun } from "../program";
+import { ProgramRun, LiveCloud, liveAfter } from "../program";
 import { Checks } from "./checks";
 import { TestServer, canGrowMountedExt4 } from "./server";
 import { Step, stepsThatChanged, changedServerInputs, replacedCommands, deleteStep } from "./steps";
@@ -14,16 +14,18 @@ export interface InPlaceContext {
     readonly checks: Checks;
     readonly server: TestServer;
     readonly program: ProgramRun;
-    /** The program run with a change to the embedded stack. */
-    readonly rerun: (change: Record<string, unknown>) => Promise<ProgramRun>;
+    /** The program run with a change to the embedded stack, reading the project as `live` (or as on a first up). */
+    readonly rerun: (change: Record<string, unknown>, live?: LiveCloud) => Promise<ProgramRun>;
     readonly apply: (steps: Step[], label: string) => void;
     readonly work: string;
     readonly adminUser: string;
-    /** The owner's key as it is, and a second key the owner adds. */
+    /** The owner's key as it is (public line and file), and a second key the owner adds. */
     readonly ownerPub: string;
+    readonly ownerKey: string;
     readonly secondKey: { pub: string; file: string };
-    /** SSH to the server from the client with a key file, as a user. */
-    readonly ssh: (key: string, user: string) => Result;
+    /** SSH to the server from the client with a key file, as a user (on sshPort, or `port`). */
+    readonly ssh: (key: string, user: string, port?: number) => Result;
+    readonly sshPort: number;
     /** A check that IMAP and HTTPS answer as before (after the services came back). */
     readonly servicesAnswer: () => string | undefined;
 }
@@ -45,6 +47,8 @@ export async function inPlaceChecks(c: InPlaceContext): Promise<void> {
     c.apply(stepsThatChanged(withKey, program), "remove it again");
     checks.check("once removed from the config, that key is refused", () =>
         c.ssh(c.secondKey.file, c.adminUser).code !== 0 ? undefined : "the removed key still logs in");
+
+    await portMove(c);
 
     const bigger = await c.rerun({ volumeSizeGb: 20 });
     const growSteps = stepsThatChanged(program, bigger);
@@ -91,4 +95,41 @@ export async function inPlaceChecks(c: InPlaceContext): Promise<void> {
         const states = active("postfix dovecot rspamd nginx prosody redis-server");
         return states.every(s => s === "active") ? c.servicesAnswer() : `states: ${states}`;
     });
+}
+
+/**
+ * sshPort moves on the running server, a key added in the same `up`: each `up` reads the project as
+ * the one before left it. The first opens the new port beside the proven one, the next closes the old.
+ */
+async function portMove(c: InPlaceContext): Promise<void> {
+    const { checks, program } = c;
+    const [from, to] = [c.sshPort, c.sshPort + 1];
+    const second = c.secondKey.file;
+    const logsIn = (port: number) => c.ssh(second, c.adminUser, port).code === 0;
+    const refused = (port: number) => /refused/.test(c.ssh(second, c.adminUser, port).stderr);
+    const change = { sshPort: to, sshPublicKeys: [c.ownerPub, c.secondKey.pub] };
+    const ups: ProgramRun[] = [program];
+    /** One `up` on the project as the last one left it: its changed steps applied; an error as text. */
+    const up = async (config: Record<string, unknown>, label: string): Promise<string | undefined> => {
+        try {
+            const next = await c.rerun(config, liveAfter(ups[ups.length - 1]));
+            c.apply(stepsThatChanged(ups[ups.length - 1], next), label);
+            ups.push(next);
+            return undefined;
+        } catch (e) {
+            return String(e instanceof Error ? e.message : e);
+        }
+    };
+    const sameServer = () => ups.every(r => !changedServerInputs(program, r)) ? undefined
+        : `server inputs changed: ${ups.map(r => changedServerInputs(program, r)).filter(Boolean).join("; ")}`;
+
+    const moving = await up(change, `sshPort ${from} → ${to} and a key`);
+    checks.check(`a new sshPort and a key in one up: only steps run; both ports answer; the new key logs in on ${to}`, () =>
+        moving ?? sameServer() ?? (logsIn(to) && logsIn(from) ? undefined : `${to}: ${logsIn(to)}, ${from}: ${logsIn(from)}`));
+    const settled = await up(change, "the next up");
+    checks.check(`the next up closes ${from} (refused there); the key logs in on ${to}; still the same server`, () =>
+        settled ?? sameServer() ?? (logsIn(to) && refused(from) ? undefined : `${to}: ${logsIn(to)}, ${from}: ${c.ssh(second, c.adminUser, from).stderr}`));
+    const back = (await up({}, `sshPort back to ${from}`)) ?? (await up({}, "the next up"));
+    checks.check(`moved back the same way: SSH on ${from} again, ${to} closed, the added key gone`, () =>
+        back ?? sameServer() ?? (refused(to) && c.ssh(c.ownerKey, c.adminUser, from).code === 0 && !logsIn(from) ? undefined : "not as before"));
 }

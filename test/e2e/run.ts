@@ -144,8 +144,8 @@ async function main(): Promise<number> {
 
         console.log("checks from the client host");
         const fromClient = (cmd: string) => sh(cmd, { ns: NET.client.ns, timeoutMs: 60_000 });
-        const ssh = (key: string, user: string, extra = "", host = SERVER.ipv4) =>
-            fromClient(`ssh -i ${key} -p ${sshPort} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null ` +
+        const ssh = (key: string, user: string, extra = "", host = SERVER.ipv4, port = sshPort) =>
+            fromClient(`ssh -i ${key} -p ${port} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null ` +
                 `-o ConnectTimeout=5 ${extra} ${user}@${host} true`);
         const names = (program.outputs.records as { name: string; type: string }[])
             .filter(r => r.type === "A").map(r => r.name === "@" ? "example.test" : `${r.name}.example.test`);
@@ -381,15 +381,15 @@ async function main(): Promise<number> {
             ["ratio: full chain / sink", (burst.chainPerSecond / burst.sinkPerSecond).toFixed(2)],
         );
 
-        console.log("in place: another SSH key, a bigger volume, a new server type");
+        console.log("in place: another SSH key, a new SSH port, a bigger volume, a new server type");
         const imapList = () => sh(`python3 ${path.join(__dirname, "imap.py")} mail.example.test ${root} alice@example.test list INBOX`,
             { ns: NET.client.ns, input: program.outputs.mailPasswords.alice, timeoutMs: 60_000 });
         const inboxBefore = imapList().stdout;
         await inPlaceChecks({
-            checks, server, program, work, adminUser, ownerPub: owner.pub, secondKey: ownerKey(work, "second-key"),
-            rerun: change => runProgram({ ...config, ...change }, { cloud: SERVER }),
+            checks, server, program, work, adminUser, ownerPub: owner.pub, ownerKey: owner.file, secondKey: ownerKey(work, "second-key"), sshPort,
+            rerun: (change, live) => runProgram({ ...config, ...change }, { cloud: { ...SERVER, live } }),
             apply: (s, label) => { applyAll(s, work, label); },
-            ssh: (key, user) => ssh(key, user),
+            ssh: (key, user, port) => ssh(key, user, "", SERVER.ipv4, port),
             servicesAnswer: () => {
                 const inbox = new Set(imapList().stdout.split("\n"));
                 const lost = inboxBefore.split("\n").filter(l => !inbox.has(l));

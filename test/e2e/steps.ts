@@ -81,12 +81,15 @@ export function replacedCommands(before: ProgramRun, after: ProgramRun): Step[] 
         });
 }
 
-/** Remote commands whose create command or stdin differ between two program runs. */
+/**
+ * Remote commands that run again between two program runs: any input changed (pulumi-command has no
+ * diff of its own, so a new connection — another port — is an update too, and an update runs create).
+ */
 export function stepsThatChanged(before: ProgramRun, after: ProgramRun): Step[] {
     const old = new Map(declaredSteps(before).map(s => [s.urn, s]));
     return declaredSteps(after).filter(s => {
         const o = old.get(s.urn);
-        return !o || o.create !== s.create || o.stdin !== s.stdin;
+        return !o || o.create !== s.create || o.stdin !== s.stdin || JSON.stringify(o.connection) !== JSON.stringify(s.connection);
     });
 }
 
