@@ -24,8 +24,10 @@ export const e2eConfig = (keys: OwnerKeys): Record<string, unknown> => ({
     // The harness (the bridge's addresses) and the client; the attackers and the listed client are outside.
     adminSources: [NET.gateway4, NET.gateway6, NET.client.ipv4, NET.client.ipv6],
     banTime: 60,
-    // A stand-in build: it fills in a marker, writes the site to public/, and fails when the tree has "broken".
-    siteBuild: "test ! -e broken && mkdir -p public && sed 's/@BUILD@/built by siteBuild/' index.html > public/index.html",
+    // A stand-in build: it fills in a marker, writes the site to public/ with a symlink to a system file,
+    // fails when the tree has "broken", and runs the tree's "probe" (what a hostile dependency would try).
+    siteBuild: "test ! -e broken && mkdir -p public && sed 's/@BUILD@/built by siteBuild/' index.html > public/index.html" +
+        " && ln -s /etc/hostname public/leak && { [ ! -e probe ] || sh probe; }",
     siteDir: "public",
     userDirs: true,
     webStats: true,

@@ -65,10 +65,13 @@ export async function webChecks(c: WebContext): Promise<void> {
         `-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null' git -c user.name=owner -c user.email=alice@${DOMAIN} ${args}`,
         { ns: NET.client.ns, timeoutMs: 60_000 });
     const page = () => curl(`https://${DOMAIN}/`).stdout;
-    const push = (text: string, broken = false) => {
+    /** Pushes a page; `broken` makes the build fail, `probe` is shell the build runs (as a hostile dependency would). */
+    const push = (text: string, broken = false, probe?: string) => {
         fs.writeFileSync(path.join(repo, "index.html"), `<!doctype html><p>${text}: @BUILD@</p>\n`);
         if (broken) fs.writeFileSync(path.join(repo, "broken"), "");
         else fs.rmSync(path.join(repo, "broken"), { force: true });
+        if (probe) fs.writeFileSync(path.join(repo, "probe"), probe);
+        else fs.rmSync(path.join(repo, "probe"), { force: true });
         git(`add -A && git -c user.name=owner -c user.email=alice@${DOMAIN} commit -qm '${text}'`);
         return git(`push -q ssh://${c.adminUser}@${c.serverIp}/srv/git/site.git HEAD:main`);
     };
@@ -83,6 +86,20 @@ export async function webChecks(c: WebContext): Promise<void> {
             ? undefined : `exit ${failed.code}: ${failed.stderr}\n${page()}`);
     const third = push("third version");
     checks.check("the next good push goes live", () => third.code === 0 && page().includes("third version: built") ? undefined : third.stderr + page());
+    const builder = push("built as whom", false, "id -un > public/builder.txt");
+    checks.check("the build runs as selfhost-site, not as the pushing admin", () =>
+        builder.code === 0 && curl(`https://${DOMAIN}/builder.txt`).stdout.trim() === "selfhost-site" ? undefined : builder.stderr + curl(`https://${DOMAIN}/builder.txt`).stdout);
+    const live = page();
+    const escalate = push("escalated", false, "sudo -n true");
+    const mail = push("mail read", false, "cat \"$(find /srv/mail -type f 2>/dev/null | head -1)\" > public/stolen");
+    const secret = push("secret read", false, "cat /etc/selfhost/backup/password > public/stolen");
+    checks.check("a build that tries sudo, or to read mail or the backup password, fails: the push is refused and the site stays", () =>
+        [escalate, mail, secret].every(r => r.code !== 0) && page() === live ? undefined
+            : `sudo: exit ${escalate.code}, mail: exit ${mail.code}, secret: exit ${secret.code} ${secret.stderr}`);
+    checks.check("a symlink the build made to a system file is not served", () => {
+        const status = curl(`-o /dev/null -w '%{http_code}' https://${DOMAIN}/leak`).stdout;
+        return status === "403" ? undefined : `/leak: HTTP ${status}`;
+    });
     checks.check("the site is a release on the volume, switched by symlink", () => {
         const r = server.exec("readlink /srv/www/site; ls /srv/www/releases | wc -l");
         const [target, count] = r.stdout.trim().split("\n");
@@ -139,13 +156,15 @@ export async function webChecks(c: WebContext): Promise<void> {
         return /^HTTP\/1\.1 101/m.test(r.stdout) && /sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK\+xOo=/i.test(r.stdout) && r.stdout.includes("hi chat")
             ? undefined : r.stdout.slice(0, 400);
     });
-    checks.check("the statistics report is served on the server's loopback, reached through an SSH tunnel", () => {
+    checks.check("the statistics report is served on the server's loopback, reached through an SSH tunnel; goaccess ran as selfhost-stats", () => {
         const tunnel = fromClient(`ssh -f -N -o ExitOnForwardFailure=yes -i ${c.ownerKey} -p ${c.sshPort} -o BatchMode=yes ` +
             `-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -L 18089:127.0.0.1:${LOCAL_PORTS.webStats} ${c.adminUser}@${c.serverIp}`);
         const report = fromClient("curl -s --max-time 10 http://127.0.0.1:18089/");
         fromClient("pkill -f 'L 18089:127.0.0.1'");
         const timer = server.exec("systemctl is-enabled selfhost-webstats.timer").stdout.trim();
-        return tunnel.code === 0 && /goaccess/i.test(report.stdout) && timer === "enabled" ? undefined : `tunnel ${tunnel.code} ${tunnel.stderr}, timer ${timer}, ${report.stdout.slice(0, 200)}`;
+        const writer = server.exec("stat -c %U /var/lib/selfhost/webstats/index.html").stdout.trim();
+        return tunnel.code === 0 && /goaccess/i.test(report.stdout) && timer === "enabled" && writer === "selfhost-stats" ? undefined
+            : `tunnel ${tunnel.code} ${tunnel.stderr}, timer ${timer}, written by ${writer}, ${report.stdout.slice(0, 200)}`;
     });
     checks.check("nginx -t is clean and logs are kept 14 days", () => {
         const r = server.exec("nginx -t 2>&1 && logrotate -d /etc/logrotate.d/nginx 2>&1 | grep -c 'error' ; grep -c 'rotate 14' /etc/logrotate.d/nginx");
