@@ -24,6 +24,12 @@ const BUILD_SCRIPT = "/etc/selfhost/site-build";
 /** The statistics report is derived from logs on the root disk: it need not outlive the server. */
 const STATS_DIR = "/var/lib/selfhost/webstats";
 const STATS_UNIT = "selfhost-webstats";
+/** Unprivileged users of their own: the site build (untrusted code from the pushed tree) and the statistics (internet-supplied logs). */
+export const SITE_BUILDER = "selfhost-site";
+const STATS_USER = "selfhost-stats";
+/** A system user without login (sudo -u still runs commands as it). */
+const systemUser = (name: string, home: string) =>
+    `id -u ${name} >/dev/null 2>&1 || useradd --system --home-dir ${home} --shell /usr/sbin/nologin ${name}`;
 
 /** The site, its repository and the certificates nginx serves live on the volume. */
 export const dataUnits = ["nginx"];
@@ -70,9 +76,11 @@ export class Web extends pulumi.ComponentResource {
                 `chown -h ${admin}:${admin} ${WEB_ROOT}`,
                 `[ -d ${SITE_REPO} ] || runuser -u ${admin} -- git init -q --bare -b main ${SITE_REPO}`,
                 `runuser -u ${admin} -- git -C ${SITE_REPO} config core.hooksPath ${HOOKS}`,
+                systemUser(SITE_BUILDER, `/var/lib/${SITE_BUILDER}`),
+                `install -d -o ${SITE_BUILDER} -g ${SITE_BUILDER} -m 0700 /var/lib/${SITE_BUILDER}`,
                 // nginx (www-data) must reach ~/public_html; the home directory stays unlistable.
                 ...(s.userDirs ? [`chmod o+x "$(getent passwd ${admin} | cut -d: -f6)"`] : []),
-                ...(s.webStats ? [`install -d -m 0755 ${STATS_DIR}`] : []),
+                ...(s.webStats ? [systemUser(STATS_USER, "/nonexistent"), `install -d -o ${STATS_USER} -g ${STATS_USER} -m 0755 ${STATS_DIR}`] : []),
             ].join("\n"),
             files: [
                 { path: "/etc/nginx/snippets/selfhost-tls.conf", content: renderTemplate("nginx/tls.conf", { certDir: CERT_DIR }) },
@@ -84,11 +92,11 @@ export class Web extends pulumi.ComponentResource {
                 { path: `${GENERATED}/autodiscover.xml`, content: renderTemplate("nginx/autodiscover.xml", { hostname: s.hostname, ...ports }) },
                 { path: "/etc/logrotate.d/nginx", content: renderTemplate("nginx/logrotate.conf", { days: s.webLogDays }) },
                 { path: `${HOOKS}/pre-receive`, mode: "0755", content: renderTemplate("web/pre-receive", {
-                    releases: RELEASES_DIR, site: WEB_ROOT, buildScript: BUILD_SCRIPT, siteDir: s.siteDir, domain: s.domain,
+                    releases: RELEASES_DIR, site: WEB_ROOT, buildScript: BUILD_SCRIPT, siteDir: s.siteDir, domain: s.domain, builder: SITE_BUILDER,
                 }) },
                 { path: BUILD_SCRIPT, content: renderTemplate("web/site-build", { siteBuild: s.siteBuild || "true" }) },
                 ...(s.webStats ? [
-                    { path: `/etc/systemd/system/${STATS_UNIT}.service`, content: renderTemplate("web/stats.service", { statsDir: STATS_DIR }) },
+                    { path: `/etc/systemd/system/${STATS_UNIT}.service`, content: renderTemplate("web/stats.service", { statsDir: STATS_DIR, user: STATS_USER }) },
                     { path: `/etc/systemd/system/${STATS_UNIT}.timer`, content: renderTemplate("web/stats.timer", {}) },
                 ] : []),
             ],

@@ -1,14 +1,10 @@
 import { strict as assert } from "assert";
-import { runProgram, unsecret } from "./program";
-import { baseConfig } from "./fixtures";
-import { validate, schema } from "../config";
+import { runProgram, unsecret, stepFiles } from "./program";
+import { spawnSync } from "child_process";
+import { baseConfig, settings } from "./fixtures";
 import { nginxSite } from "../components/web";
 import { mtaStsPolicy, servedNames } from "../components/dns/records";
 
-const settings = (change: Record<string, unknown> = {}) => {
-    const raw = Object.fromEntries(Object.entries(schema()).map(([k, d]) => [k, d.default]));
-    return validate({ ...raw, ...baseConfig(), ...change });
-};
 const apps = [{ name: "blog", port: 2368, path: "/blog" }, { name: "chat", port: 8081, subdomain: "chat" }];
 
 describe("web", () => {
@@ -55,6 +51,16 @@ describe("web", () => {
         assert.match(web, /systemctl enable --quiet --now selfhost-webstats\.timer/);
         assert.match(web, /goaccess - --log-format=COMBINED --no-global-config --anonymize-ip/);
         assert.match(unsecret<string>(run.one("command:remote:Command", "base").inputs.create), /^ensure_packages .*\bgoaccess\b/m);
+    });
+
+    it("runs the site build and the statistics as users of their own, and serves no symlink to what another user owns", async () => {
+        const run = await runProgram({ ...baseConfig(), webStats: true });
+        const files = stepFiles(run, "web");
+        const hook = files.get("/etc/selfhost/git-hooks/pre-receive")!.content;
+        assert.match(hook, /sudo -n -H -u selfhost-site sh -c 'cd "\$1" && sh \/etc\/selfhost\/site-build' build "\$build"/);
+        assert.equal(spawnSync("bash", ["-n"], { input: hook }).status, 0, "the hook parses");
+        assert.match(files.get("/etc/systemd/system/selfhost-webstats.service")!.content, /^User=selfhost-stats\nSupplementaryGroups=adm$/m);
+        assert.match(nginxSite(settings()), /root \/srv\/www\/site;[\s\S]*disable_symlinks if_not_owner from=\$document_root;/);
     });
 
     it("rejects bad apps and site settings, naming the key", () => {
