@@ -29,6 +29,9 @@ const UNITS = ["selfhost-backup.service", "selfhost-backup.timer", "selfhost-bac
 /** Storage Boxes live in the European datacentres; the backup goes to another one than the server's (at creation). */
 export const storageBoxLocation = (serverLocation: string) => serverLocation === "fsn1" ? "hel1" : "fsn1";
 
+/** Hetzner's snapshots of the box: daily at this hour (UTC), after the nightly backup; every box type keeps at least 10. */
+export const STORAGE_BOX_SNAPSHOT = { hour: 4, keep: 10 };
+
 /** A Storage Box password that meets Hetzner's policy (every character class). */
 const boxPassword = (name: string, parent: pulumi.Resource) => new random.RandomPassword(name, {
     length: 32, minLower: 2, minUpper: 2, minNumeric: 2, minSpecial: 2, overrideSpecial: "-_.+#",
@@ -73,7 +76,11 @@ export class Backup extends pulumi.ComponentResource {
             const box = new hcloud.StorageBox("backup", {
                 name: `${s.hostname.replace(/\./g, "-")}-backup`, storageBoxType: s.backupStorageBoxType,
                 location: storageBoxLocation(s.location), password: boxPassword("storagebox-password", this).result,
-                accessSettings: { sshEnabled: true, reachableExternally: true }, deleteProtection: s.protectData, labels,
+                accessSettings: { sshEnabled: true, reachableExternally: true, sambaEnabled: false, webdavEnabled: false, zfsEnabled: false },
+                // History the server cannot delete: Hetzner's own daily snapshots of the box. A compromised server
+                // can `restic forget --prune` its repository; it cannot touch these (they count against the box's space).
+                snapshotPlan: { hour: STORAGE_BOX_SNAPSHOT.hour, minute: 0, maxSnapshots: STORAGE_BOX_SNAPSHOT.keep },
+                deleteProtection: s.protectData, labels,
             }, {
                 ...kept,
                 // Chosen once, away from the server: moving the server later must not move (replace) its backups.
