@@ -55,7 +55,9 @@ export function liveSsh(s: Pick<Settings, "hostname">, labels: Record<string, st
     const servers = hcloud.getServersOutput({ withSelector: selector(labels) });
     const firewalls = hcloud.getFirewallsOutput({ withSelector: selector({ ...labels, ...SSH_ROLE }) });
     return pulumi.all([servers, firewalls]).apply(([sv, fw]) => {
-        const server = (sv.servers ?? []).find(x => x.name === s.hostname);
+        // By its labels: a new hostname renames the server in place, and must not read as a new server.
+        const servers = sv.servers ?? [];
+        const server = servers.find(x => x.name === s.hostname) ?? (servers.length === 1 ? servers[0] : undefined);
         const port = Number((fw.firewalls ?? [])[0]?.rules?.find(r => r.direction === "in" && r.protocol === "tcp")?.port);
         return {
             server: server && { image: server.image ?? "", location: server.location, labels: server.labels ?? {} },

@@ -63,6 +63,13 @@ describe("sshPort in place", () => {
         assert.deepEqual([...plan(settled, again).actions], [], "and then nothing is left to do");
     });
 
+    it("a new hostname after a move renames the server in place; it does not read as a new server", async () => {
+        const settled = await run({ sshPort: 2200 }, liveAfter(await run({ sshPort: 2200 }, liveAfter(await run({})))));
+        const renamed = await run({ sshPort: 2200, hostname: "mx.example.org" }, liveAfter(settled));
+        assert.equal(plan(settled, renamed).actions.get(renamed.one(SERVER).urn), "update");
+        assert.equal(renamed.one(SERVER).inputs.labels["ssh-boot-port"], "2222", "still the port it booted on");
+    });
+
     it("a server made after a move boots on the moved port", async () => {
         const settled = await run({ sshPort: 2200 }, liveAfter(await run({ sshPort: 2200 }, liveAfter(await run({})))));
         const replaced = await run({ sshPort: 2200, image: "debian-14" }, liveAfter(settled));
