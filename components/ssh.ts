@@ -40,7 +40,8 @@ export interface LiveSsh {
 /** The ports for an `up`, from the settings and the live project. Pure. */
 export function sshPorts(s: Pick<Settings, "sshPort" | "image" | "location">, live: LiveSsh): SshPorts {
     // Hetzner replaces the server for these two only: its user-data and keys never change (see test/providers.ts).
-    const replaced = !live.server || live.server.image !== s.image || live.server.location !== s.location;
+    // An image the API no longer names (removed since) says nothing: the provider compares with its state.
+    const replaced = !live.server || (live.server.image !== "" && live.server.image !== s.image) || live.server.location !== s.location;
     if (replaced) return { boot: s.sshPort, current: s.sshPort, open: [s.sshPort] };
     // A server made before the label existed booted on the sshPort of its day, which is still the setting
     // unless it is being changed in this same `up`.

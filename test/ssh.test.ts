@@ -29,6 +29,7 @@ describe("sshPort in place", () => {
         assert.deepEqual(sshPorts(s, { server }), { boot: 22, current: 22, open: [2222, 22] }, "no record yet: the boot port");
         assert.deepEqual(sshPorts(s, { server: { ...server, image: "debian-12" }, provenPort: 22 }), { boot: 2222, current: 2222, open: [2222] },
             "a new image is a new server, booting on sshPort");
+        assert.deepEqual(sshPorts(s, { server: { ...server, image: "" }, provenPort: 2222 }).boot, 22, "an image the API no longer names is no change");
     });
 
     it("a second up of the same config reads the project and changes nothing (the first preview after up is empty)", async () => {
