@@ -88,10 +88,11 @@ export async function inPlaceChecks(c: InPlaceContext): Promise<void> {
         return stopped.every(r => r.code === 0) && states.every(s => s !== "active") ? undefined
             : `${states}; ${stopped.map(r => r.stdout + r.stderr).join("")}`;
     });
-    // Hetzner's power-off and boot are not played here (a container's hard stop and restart left its
-    // veth behind in this harness); the services the hook stopped are started as the boot would.
-    server.exec("systemctl start postfix dovecot prosody nginx redis-server");
-    checks.check("started again, every service is back with its data", () => {
+    // Hetzner's power-off (everything dies at once) and the boot on the new type, same disk and volume.
+    let booted: string | undefined;
+    await server.powerCycle().catch(e => { booted = String(e); });
+    checks.check("after the power-off and boot, every service is back with its data", () => {
+        if (booted) return booted;
         const states = active("postfix dovecot rspamd nginx prosody redis-server");
         return states.every(s => s === "active") ? c.servicesAnswer() : `states: ${states}`;
     });

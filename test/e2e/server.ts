@@ -67,6 +67,9 @@ export function sweepServers(): void {
     sh("rm -rf /tmp/selfhost-e2e-*");
 }
 
+/** The host end of a container's link to the bridge, as systemd-nspawn names it (an interface name has 15 characters). */
+const hostVeth = (machine: string) => `vb-${machine}`.slice(0, 15);
+
 export interface ServerSpec {
     readonly name: string;
     readonly dir: string;
@@ -167,6 +170,21 @@ export class TestServer {
         }
     }
     private args: string[] = [];
+
+    /**
+     * Hetzner's power-off and power-on (a server-type change): every process dies at once, as when the
+     * plug is pulled, then the same disk and volume boot again.
+     */
+    async powerCycle(): Promise<void> {
+        const cgroup = `${CGROUP_ROOT}/selfhost-e2e-${this.spec.name}`;
+        const nspawn = this.process?.pid;
+        must(`echo 1 > ${cgroup}/cgroup.kill`);
+        await waitFor(`${this.spec.name} to die`, 30, () => !nspawn || sh(`kill -0 ${nspawn}`).code !== 0);
+        // What the dead container leaves: its sub-cgroups, and the host side of its network link.
+        sh(`find ${cgroup} -mindepth 1 -depth -type d -exec rmdir {} +`);
+        sh(`ip link del ${hostVeth(this.spec.name)} 2>/dev/null`);
+        await this.start(this.args);
+    }
 
     /** Hetzner's volume resize: the block device grows, the filesystem on it does not. */
     growVolume(bytes: number): void {
