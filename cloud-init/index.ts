@@ -29,9 +29,11 @@ export interface UserDataArgs {
 }
 
 /** sshd settings: first boot allows the deploy user only; the base step adds the admin (and moves the port). */
-export function sshdDropIn(a: { sshPorts: readonly number[]; users: readonly string[] }): string {
+export function sshdDropIn(a: { sshPorts: readonly number[]; users: readonly string[]; keysDir?: string }): string {
     return [
         ...a.sshPorts.map(p => `Port ${p}`),
+        // The stack's keys for a user in a root-owned file of their own; the user's own file still counts.
+        ...(a.keysDir ? [`AuthorizedKeysFile ${a.keysDir}/%u .ssh/authorized_keys`] : []),
         "PermitRootLogin no",
         "PasswordAuthentication no",
         "KbdInteractiveAuthentication no",

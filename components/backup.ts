@@ -12,6 +12,8 @@ import { Settings, STORAGE_BOX_PORT, sftpLogin } from "../config";
 import { DATA_DIR } from "../cloud-init";
 import { RemoteStep, ServiceArgs, StepFile } from "./remote/step";
 import { renderTemplate } from "../services/template";
+import { adminHomeOnVolume } from "./base";
+import { LOCAL_PORTS } from "../services/catalog";
 
 export const packages = (s: Settings) => s.backup.kind === "off" ? [] : ["restic", ...s.backup.kind === "storagebox" ? ["sshpass"] : []];
 
@@ -57,7 +59,7 @@ export class Backup extends pulumi.ComponentResource {
             this.sshPublicKey = pulumi.output("");
             this.step = new RemoteStep("backup", {
                 connection: args.connection,
-                run: `systemctl disable --quiet --now ${TIMERS.join(" ")} 2>/dev/null || true`,
+                run: [`systemctl disable --quiet --now ${TIMERS.join(" ")} 2>/dev/null || true`, adminHomeOnVolume(s.adminUser)].join("\n"),
                 dependsOn: args.dependsOn,
             }, child);
             this.registerOutputs({});
@@ -101,7 +103,7 @@ export class Backup extends pulumi.ComponentResource {
         const files: StepFile[] = [
             { path: BACKUP_COMMAND, mode: "0755", content: this.repository.apply(repository =>
                 renderTemplate("backup/selfhost-backup", {
-                    repository, ...sftpLogin(repository)!, passwordFile: `${CONF_DIR}/password`, sshConfig: SSH_CONFIG, keyFile: KEY_FILE, dataDir: DATA_DIR,
+                    repository, ...sftpLogin(repository)!, passwordFile: `${CONF_DIR}/password`, sshConfig: SSH_CONFIG, keyFile: KEY_FILE, dataDir: DATA_DIR, redisPort: LOCAL_PORTS.redis,
                     keepDaily: s.backupKeep.daily, keepWeekly: s.backupKeep.weekly, keepMonthly: s.backupKeep.monthly,
                 })) },
             { path: SSH_CONFIG, content: renderTemplate("backup/ssh_config", { keyFile: KEY_FILE, knownHosts: `${CONF_DIR}/known_hosts` }) },
@@ -127,6 +129,8 @@ export class Backup extends pulumi.ComponentResource {
                 "changed_in /etc/systemd/system && systemctl daemon-reload",
                 `${subPassword ? 'STORAGE_BOX_PASSWORD_FILE="$SECRETS/storageBoxPassword" ' : ""}${BACKUP_COMMAND} open`,
                 `systemctl enable --quiet --now ${TIMERS.join(" ")}`,
+                // Only now, with the volume restored, may the admin's home be written onto it.
+                adminHomeOnVolume(s.adminUser),
             ].join("\n"),
             dependsOn: args.dependsOn,
         }, child);

@@ -23,15 +23,50 @@ export interface BaseArgs {
 const writers = (dataUnits: readonly string[]) => ["postfix", ...dataUnits].join(" ");
 export const stopWriters = (dataUnits: readonly string[]) => `systemctl stop ${writers(dataUnits)} || true`;
 
+/**
+ * The admin's keys, as the stack knows them: in /etc, which the steps own, not in the home directory,
+ * which is the user's and lives on the volume (written there, it would make an empty volume look used).
+ */
+export const KEYS_DIR = "/etc/ssh/authorized_keys";
+
 /** Who may log in, and as what: the admin with the user's keys and sudo, beside the stack's deploy user. */
 function accessFiles(s: Settings, sshPorts: pulumi.Input<readonly number[]>) {
-    const home = `/home/${s.adminUser}`;
     return [
         { path: "/etc/ssh/sshd_config.d/00-selfhost.conf",
-            content: pulumi.output(sshPorts).apply(ports => sshdDropIn({ sshPorts: ports, users: [DEPLOY_USER, s.adminUser] })) },
+            content: pulumi.output(sshPorts).apply(ports => sshdDropIn({ sshPorts: ports, users: [DEPLOY_USER, s.adminUser], keysDir: KEYS_DIR })) },
         { path: "/etc/sudoers.d/selfhost-admin", mode: "0440", content: `${s.adminUser} ALL=(ALL) NOPASSWD:ALL\n` },
-        { path: `${home}/.ssh/authorized_keys`, mode: "0600", owner: `${s.adminUser}:${s.adminUser}`, content: s.sshPublicKeys.join("\n") },
+        { path: `${KEYS_DIR}/${s.adminUser}`, content: s.sshPublicKeys.join("\n") },
     ];
+}
+
+/** Users' homes live on the volume: in the backups, and on the next server. */
+export const HOMES_DIR = `${DATA_DIR}/home`;
+
+/**
+ * Puts the admin's home on the volume, once the volume holds what it will hold (after a restore):
+ * /home/<admin> becomes a link to it. An earlier server's home on the root disk is copied over first.
+ * A new server may give the admin another uid than the one that wrote the volume: files are owned by
+ * name, so the old uid's files on the volume become the admin's again.
+ */
+export function adminHomeOnVolume(admin: string): string {
+    const [home, kept] = [`/home/${admin}`, `${HOMES_DIR}/${admin}`];
+    return [
+        `install -d -m 0755 ${HOMES_DIR}`,
+        `if [ ! -L ${home} ]; then`,
+        `  if [ ! -e ${kept} ]; then`,
+        `    if [ -d ${home} ]; then cp -a ${home} ${kept}; log "the admin's home is now on the data volume (${kept})"`,
+        `    else install -d -m 0750 -o ${admin} -g ${admin} ${kept}; fi`,
+        `  elif [ -d ${home} ] && ! diff -rq /etc/skel ${home} >/dev/null 2>&1; then`,
+        // Both hold files: keep the root disk's aside rather than lose either.
+        `    mv ${home} ${home}.root-disk.$(date +%Y%m%d%H%M%S); log "kept the root disk's ${home} aside; the volume's home is the home"`,
+        "  fi",
+        `  rm -rf ${home}`,
+        `  ln -s ${kept} ${home}`,
+        "fi",
+        `read -r uid gid < <(stat -c '%u %g' ${kept})`,
+        `if [ "$uid" != "$(id -u ${admin})" ]; then chown -hR --from="$uid" ${admin} ${DATA_DIR}; log "files of uid $uid on the volume are ${admin}'s again"; fi`,
+        `if [ "$gid" != "$(id -g ${admin})" ]; then chown -hR --from=":$gid" ":${admin}" ${DATA_DIR}; fi`,
+    ].join("\n");
 }
 
 /**
@@ -55,8 +90,8 @@ export class Base extends pulumi.ComponentResource {
                 "cloud-init status --wait >/dev/null 2>&1 || true",
                 `for _ in $(seq 60); do mountpoint -q ${DATA_DIR} && break; mount ${DATA_DIR} 2>/dev/null || sleep 1; done`,
                 `mountpoint -q ${DATA_DIR} || { log "the data volume is not mounted at ${DATA_DIR}; is it attached?"; exit 1; }`,
+                // Its home moves onto the volume in the backup step, after a restore (adminHomeOnVolume).
                 `id -u ${s.adminUser} >/dev/null 2>&1 || useradd --create-home --shell /bin/bash --comment "selfhost administrator" ${s.adminUser}`,
-                `install -d -m 0700 -o ${s.adminUser} -g ${s.adminUser} /home/${s.adminUser}/.ssh`,
                 // The name first: packages (postfix) read it when they are installed. The FQDN resolves
                 // locally (hostname -f), as Debian's installer sets it up.
                 `[ "$(cat /etc/hostname 2>/dev/null)" = ${shortName} ] || { echo ${shortName} > /etc/hostname; log "hostname ${shortName}"; }`,
@@ -99,7 +134,10 @@ export class Base extends pulumi.ComponentResource {
                     `echo "the handover failed: this server keeps running; fix the cause and run pulumi up again" >&2' ERR`,
                 stopWriters(args.dataUnits),
                 ...args.handover,
-                `! mountpoint -q ${DATA_DIR} || umount ${DATA_DIR}`,
+                // The admin's home is on the volume: a login session there (the server is going) would keep it busy.
+                `loginctl terminate-user ${s.adminUser} 2>/dev/null || true`,
+                `for _ in $(seq 10); do mountpoint -q ${DATA_DIR} || break; umount ${DATA_DIR} 2>/dev/null || sleep 1; done`,
+                `! mountpoint -q ${DATA_DIR} || { echo "${DATA_DIR} is still in use: $(fuser -vm ${DATA_DIR} 2>&1 | tail -n +2 | head -5)" >&2; false; }`,
             ].join("\n"),
             dependsOn: args.dependsOn,
         }, { parent: this });

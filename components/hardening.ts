@@ -9,6 +9,7 @@ import { Settings } from "../config";
 import { RemoteStep, ServiceArgs } from "./remote/step";
 import { publicPorts, outboundPorts, portOf, ServicePort } from "../services/catalog";
 import { renderTemplate } from "../services/template";
+import { LOOPBACK_CLIENTS } from "./mail";
 
 export const packages = ["nftables", "fail2ban", "python3-systemd", "unattended-upgrades"];
 export const units = ["ssh", "nftables", "fail2ban"];
@@ -46,6 +47,8 @@ export function nftRuleset(s: Settings, sshPorts: readonly number[] = [s.sshPort
         inbound: inbound.map(r => INDENT + r).join("\n"),
         outbound: outbound.map(r => INDENT + r).join("\n"),
         outputPolicy: s.restrictOutbound ? "drop" : "accept",
+        // root (uid 0) may reach every loopback service; each of these answers only its own clients besides.
+        loopback: LOOPBACK_CLIENTS.map(c => `${INDENT}oif lo tcp dport ${c.port} meta skuid != { ${[0, ...c.users].join(", ")} } reject with tcp reset`).join("\n"),
         sshPorts: ssh,
     });
 }

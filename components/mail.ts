@@ -27,10 +27,24 @@ const DKIM_KEY = "/etc/rspamd/selfhost/dkim.key";
 const MAPS = "/etc/postfix/selfhost";
 
 /** Mail not yet passed on to other servers when the old server hands over: carried on the volume, requeued by the next. */
-const QUEUE_CARRY = `${DATA_DIR}/selfhost/postfix-queue`;
+export const QUEUE_CARRY = `${DATA_DIR}/selfhost/postfix-queue`;
 const QUEUES = "incoming active deferred hold maildrop";
 export const handover = `q=/var/spool/postfix; if mountpoint -q ${DATA_DIR} && [ -n "$(cd $q && find ${QUEUES} -type f -print -quit)" ]; ` +
     `then mkdir -p ${QUEUE_CARRY} && (cd $q && cp -a ${QUEUES} ${QUEUE_CARRY}/); fi`;
+
+/**
+ * Who may connect to the mail system's loopback services besides root; the host firewall enforces it by
+ * the connecting socket's owner. rspamd signs what its milter is handed and learns what its controller is
+ * told, redis holds Bayes and greylisting, and SMTP from this host would reach rspamd as "local" mail
+ * (signed). Local programs send with sendmail (authorized_submit_users) or authenticate on submission.
+ */
+export const LOOPBACK_CLIENTS: readonly { port: number; users: readonly (string | number)[] }[] = [
+    { port: portOf("smtp"), users: [] },
+    { port: LOCAL_PORTS.rspamdMilter, users: ["postfix"] },
+    // vmail by uid: the firewall is loaded before the mail step makes the user.
+    { port: LOCAL_PORTS.rspamdController, users: [VMAIL_UID] },
+    { port: LOCAL_PORTS.redis, users: ["_rspamd"] },
+];
 
 /** Mailboxes and the learned spam data live on the volume. */
 export const dataUnits = ["dovecot", "redis-server"];
@@ -98,7 +112,8 @@ export class Mail extends pulumi.ComponentResource {
             srs: hasForwards(s) ? renderTemplate("postfix/srs.cf", {}) : "",
             mailDir: MAIL_DIR, keyDir: OPENPGP_DIR, vmailUid: VMAIL_UID, usersFile: USERS_FILE, sieveDir: SIEVE_DIR, sieveBinDir: SIEVE_BIN_DIR,
             imapsPort: portOf("imaps"), sievePort: portOf("sieve"),
-            dkimKey: DKIM_KEY, selector: s.dkimSelector, redisDir: REDIS_DIR, mtaStsPort: LOCAL_PORTS.mtaSts,
+            dkimKey: DKIM_KEY, selector: s.dkimSelector, redisDir: REDIS_DIR, mtaStsPort: LOCAL_PORTS.mtaSts, adminUser: s.adminUser,
+            milterPort: LOCAL_PORTS.rspamdMilter, controllerPort: LOCAL_PORTS.rspamdController, redisPort: LOCAL_PORTS.redis,
         };
         const files: StepFile[] = [
             { path: "/etc/postfix/main.cf", content: pulumi.all([args.ipv4, args.ipv6]).apply(([ipv4, ipv6]) =>

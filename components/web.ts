@@ -12,6 +12,7 @@ import { CERT_DIR } from "./tls";
 import { portOf, SERVICE_SUBDOMAINS, LOCAL_PORTS } from "../services/catalog";
 import { renderTemplate } from "../services/template";
 import { uploadServer } from "./xmpp";
+import { HOMES_DIR } from "./base";
 
 const WWW_DIR = `${DATA_DIR}/www`;
 /** The live site: a symlink to the newest release, switched in one rename. */
@@ -49,7 +50,7 @@ export function nginxSite(s: Settings): string {
         domain: s.domain, webRoot: WEB_ROOT, generated: GENERATED,
         // www and the hostname lead to the canonical host; every other name has a server of its own.
         redirected: [s.hostname, ...SERVICE_SUBDOMAINS.web.map(n => `${n}.${s.domain}`)].filter(n => n !== s.domain).join(" "),
-        locations: indent([...(s.userDirs ? [renderTemplate("nginx/userdirs.conf", {})] : []), ...pathApps].join("\n"), INDENT),
+        locations: indent([...(s.userDirs ? [renderTemplate("nginx/userdirs.conf", { homesDir: HOMES_DIR })] : []), ...pathApps].join("\n"), INDENT),
         appServers: [...subdomainApps, uploadServer(s),
             ...(s.webStats ? [renderTemplate("web/stats.nginx.conf", { statsDir: STATS_DIR, statsPort: LOCAL_PORTS.webStats })] : [])].join("\n"),
     });
@@ -79,7 +80,7 @@ export class Web extends pulumi.ComponentResource {
                 systemUser(SITE_BUILDER, `/var/lib/${SITE_BUILDER}`),
                 `install -d -o ${SITE_BUILDER} -g ${SITE_BUILDER} -m 0700 /var/lib/${SITE_BUILDER}`,
                 // nginx (www-data) must reach ~/public_html; the home directory stays unlistable.
-                ...(s.userDirs ? [`chmod o+x "$(getent passwd ${admin} | cut -d: -f6)"`] : []),
+                ...(s.userDirs ? [`chmod o+x ${HOMES_DIR}/${admin}`] : []),
                 ...(s.webStats ? [systemUser(STATS_USER, "/nonexistent"), `install -d -o ${STATS_USER} -g ${STATS_USER} -m 0755 ${STATS_DIR}`] : []),
             ].join("\n"),
             files: [

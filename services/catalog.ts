@@ -55,6 +55,12 @@ export const LOCAL_PORTS = {
     webStats: 8089,
     /** Postfix's MTA-STS policy lookups (postfix-mta-sts-resolver). */
     mtaSts: 8461,
+    /** rspamd's milter (Postfix hands it every message: it filters and signs). */
+    rspamdMilter: 11332,
+    /** rspamd's controller (learning, statistics). */
+    rspamdController: 11334,
+    /** redis, rspamd's store (Bayes, greylisting). */
+    redis: 6379,
 } as const;
 
 /** What the services connect out to (restrictOutbound): name service, time, packages and ACME, mail and XMPP peers. */

@@ -68,7 +68,9 @@ describe("backup", () => {
             "q=/var/spool/postfix; if mountpoint -q /srv && [ -n \"$(cd $q && find incoming active deferred hold maildrop -type f -print -quit)\" ]; " +
                 "then mkdir -p /srv/selfhost/postfix-queue && (cd $q && cp -a incoming active deferred hold maildrop /srv/selfhost/postfix-queue/); fi",
             "if mountpoint -q /srv && systemctl is-enabled --quiet selfhost-backup.timer 2>/dev/null; then /usr/local/sbin/selfhost-backup run; fi",
-            "! mountpoint -q /srv || umount /srv",
+            "loginctl terminate-user admin 2>/dev/null || true",
+            "for _ in $(seq 10); do mountpoint -q /srv || break; umount /srv 2>/dev/null || sleep 1; done",
+            "! mountpoint -q /srv || { echo \"/srv is still in use: $(fuser -vm /srv 2>&1 | tail -n +2 | head -5)\" >&2; false; }",
         ]);
         // A failed snapshot: the server is not going, so the volume and every service come back.
         const stubs = fs.mkdtempSync(path.join(os.tmpdir(), "selfhost-handover-"));
@@ -77,14 +79,23 @@ describe("backup", () => {
         stub("mountpoint", `[ -e ${stubs}/mounted ]`);
         stub("mount", `echo "mount $*" >> ${stubs}/log; touch ${stubs}/mounted`);
         stub("umount", `echo "umount $*" >> ${stubs}/log; rm -f ${stubs}/mounted`);
+        stub("loginctl", `echo "loginctl $*" >> ${stubs}/log`);
+        const runHandover = (script: string) => {
+            fs.writeFileSync(path.join(stubs, "mounted"), "");
+            fs.rmSync(path.join(stubs, "log"), { force: true });
+            const r = spawnSync("bash", ["-c", script], { encoding: "utf8", env: { ...process.env, PATH: `${stubs}:${process.env.PATH}` } });
+            return { ...r, log: fs.readFileSync(path.join(stubs, "log"), "utf8").trim().split("\n") };
+        };
+        // Going: the admin's sessions (their home is on the volume) end, and the volume leaves unmounted.
+        const going = runHandover(handover.replace("/usr/local/sbin/selfhost-backup run", "true"));
+        assert.equal(going.status, 0, going.stderr);
+        assert.deepEqual(going.log.slice(-2), ["loginctl terminate-user admin", "umount /srv"]);
         const failing = handover.replace("/usr/local/sbin/selfhost-backup run", "false").replace("systemctl is-enabled --quiet", "true ||");
-        fs.writeFileSync(path.join(stubs, "mounted"), "");
-        const r = spawnSync("bash", ["-c", failing], { encoding: "utf8", env: { ...process.env, PATH: `${stubs}:${process.env.PATH}` } });
-        const log = fs.readFileSync(path.join(stubs, "log"), "utf8");
+        const r = runHandover(failing);
         fs.rmSync(stubs, { recursive: true });
         assert.notEqual(r.status, 0, "the failure stops the replacement");
         assert.match(r.stderr, /the handover failed: this server keeps running/);
-        assert.deepEqual(log.trim().split("\n"), ["systemctl stop postfix nginx dovecot redis-server prosody", "systemctl start postfix nginx dovecot redis-server prosody"]);
+        assert.deepEqual(r.log, ["systemctl stop postfix nginx dovecot redis-server prosody", "systemctl start postfix nginx dovecot redis-server prosody"]);
         // Every other step goes first: each depends, directly or not, on base.
         assert.ok(run.one("command:remote:Command", "backup").dependencies.some(d => d.endsWith("Command::base")));
     });
@@ -107,5 +118,16 @@ describe("backup", () => {
         assert.match(create, /systemctl disable --quiet --now selfhost-backup\.timer selfhost-backup-check\.timer/);
         assert.doesNotMatch(scriptOf(unsecret(run.one("command:remote:Command", "base").inputs.create)), /\brestic\b/);
         assert.equal(run.outputs.backupRepository, "");
+    });
+
+    it("puts the admin's home on the volume only after a restore could run (an empty volume must still look empty)", async () => {
+        for (const backup of ["storagebox", "off"]) {
+            const run = await runProgram({ ...baseConfig(), backup, adminUser: "carol" });
+            const steps = Object.fromEntries(["base", "backup"].map(n => [n, scriptOf(unsecret(run.one("command:remote:Command", n).inputs.create))]));
+            assert.doesNotMatch(steps.base, /\/srv\/home/, "base writes nothing on the volume");
+            const home = steps.backup.indexOf("ln -s /srv/home/carol /home/carol");
+            assert.ok(home > 0, steps.backup);
+            if (backup !== "off") assert.ok(steps.backup.indexOf("selfhost-backup open") < home, "home after the restore");
+        }
     });
 });

@@ -7,12 +7,17 @@ import { runProgram, unsecret } from "./program";
 import { baseConfig, settings } from "./fixtures";
 import { validate, schema } from "../config";
 import { nftRuleset, jails, jailNames } from "../components/hardening";
+import { LOOPBACK_CLIENTS } from "../components/mail";
 
 
-/** nft's own checker, as the step runs it (needs root, like the test run in CI). */
+/**
+ * nft's own checker, as the step runs it (needs root, like the test run in CI). nft resolves user names
+ * when it loads the rules: the server's packages made those users, this machine has none of them.
+ */
 function nftCheck(ruleset: string): { code: number; out: string } {
     const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "nft-")), "rules.nft");
-    fs.writeFileSync(file, ruleset);
+    const users = LOOPBACK_CLIENTS.flatMap(c => c.users).filter(u => typeof u === "string");
+    fs.writeFileSync(file, users.reduce((r, u) => r.replaceAll(`, ${u} }`, ", 65534 }"), ruleset));
     const r = spawnSync("nft", ["-c", "-f", file], { encoding: "utf8" });
     return { code: r.status ?? -1, out: r.stdout + r.stderr };
 }
@@ -35,6 +40,14 @@ describe("hardening", () => {
         assert.match(ruleset, /chain forward \{\n\s+type filter hook forward priority filter; policy drop;/);
         assert.match(ruleset, /add @ssh_meter4 \{ ip saddr limit rate over 10\/minute burst 20 packets \} drop/);
         assert.match(ruleset, /^table inet selfhost\ndelete table inet selfhost\n/m, "one transaction replaces only our table");
+    });
+
+    it("lets only root and each loopback service's own clients connect to it: no local process gets rspamd to sign or learn", () => {
+        const rules = nftRuleset(settings()).split("\n").map(l => l.trim());
+        for (const [port, users] of [[25, "0"], [11332, "0, postfix"], [11334, "0, 5000"], [6379, "0, _rspamd"]]) {
+            const rule = `oif lo tcp dport ${port} meta skuid != { ${users} } reject with tcp reset`;
+            assert.ok(rules.indexOf(rule) >= 0 && rules.indexOf(rule) < rules.indexOf("oif lo accept"), rule);
+        }
     });
 
     it("passes nft's own checker in every shape, and a broken ruleset does not", function () {

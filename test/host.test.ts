@@ -82,11 +82,14 @@ describe("host", () => {
     it("installs the admin, the user's keys, sudo and the hostname in the base step, checked by sshd and visudo", async () => {
         const run = await runProgram({ ...baseConfig(), adminUser: "carol", sshPublicKeys: [ALICE_KEY, BOB_KEY], sshPort: 2345 });
         const files = stepFiles(run, "base");
-        assert.deepEqual(files.get("/home/carol/.ssh/authorized_keys"), { content: `${ALICE_KEY}\n${BOB_KEY}\n`, mode: "0600", owner: "carol:carol" });
+        // The stack's keys in /etc (root's), not in the home, which is the user's and lives on the volume.
+        assert.equal(files.get("/etc/ssh/authorized_keys/carol")?.content, `${ALICE_KEY}\n${BOB_KEY}\n`);
+        assert.ok(![...files.keys()].some(f => f.startsWith("/home/")), [...files.keys()].join(" "));
         assert.equal(files.get("/etc/sudoers.d/selfhost-admin")?.content, "carol ALL=(ALL) NOPASSWD:ALL\n");
         assert.equal(files.get("/etc/sudoers.d/selfhost-admin")?.mode, "0440");
         const sshd = files.get("/etc/ssh/sshd_config.d/00-selfhost.conf")!.content.split("\n");
         assert.ok(sshd.includes("AllowUsers selfhost carol") && sshd.includes("Port 2345"), sshd.join("\n"));
+        assert.ok(sshd.includes("AuthorizedKeysFile /etc/ssh/authorized_keys/%u .ssh/authorized_keys"), sshd.join("\n"));
         const script = scriptOf(unsecret(run.one("command:remote:Command", "base").inputs.create));
         // Named before any package is installed (postfix reads the name then).
         assert.ok(script.indexOf("echo mail > /etc/hostname") < script.search(/^ensure_packages /m), "hostname after the packages");

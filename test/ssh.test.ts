@@ -58,7 +58,7 @@ describe("sshPort in place", () => {
         const settled = await run({ sshPort: 2200 }, liveAfter(moving));
         assert.deepEqual(sshRulePorts(settled), [2200], "the old port closes");
         assert.ok(Object.values(portsOf(settled)).every(port => port === 2200));
-        assert.match(file(settled, "base", "/etc/ssh/sshd_config.d/00-selfhost.conf"), /^Port 2200\nPermitRootLogin/);
+        assert.match(file(settled, "base", "/etc/ssh/sshd_config.d/00-selfhost.conf"), /^Port 2200\nAuthorizedKeysFile /);
         assert.equal(plan(first, settled).actions.get(settled.one(SERVER).urn), undefined, "still the same server");
         const again = await run({ sshPort: 2200 }, liveAfter(settled));
         assert.deepEqual([...plan(settled, again).actions], [], "and then nothing is left to do");

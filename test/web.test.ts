@@ -26,7 +26,7 @@ describe("web", () => {
         const conf = nginxSite(settings({ apps, userDirs: true }));
         assert.match(conf, /location \/blog\/ \{\n\s+proxy_pass http:\/\/127\.0\.0\.1:2368;\n\s+include snippets\/selfhost-proxy\.conf;/);
         assert.match(conf, /server_name chat\.example\.org;[\s\S]*?proxy_pass http:\/\/127\.0\.0\.1:8081;/);
-        assert.match(conf, /alias \/home\/\$1\/public_html\$2;/);
+        assert.match(conf, /alias \/srv\/home\/\$1\/public_html\$2;/);
         assert.ok(servedNames(settings({ apps })).includes("chat.example.org"));
         const run = await runProgram({ ...baseConfig(), apps });
         const records = run.all("hcloud:index/zoneRrset:ZoneRrset").map(r => `${r.inputs.name} ${r.inputs.type}`);

@@ -14,6 +14,7 @@ import { TestServer } from "./server";
 import { Checks } from "./checks";
 import { Step } from "./steps";
 import { PEER_USER } from "./peer";
+import { QUEUE_CARRY } from "../../components/mail";
 
 /** The repository the program declares, and what the test world needs to host it. */
 export interface StorageBox {
@@ -57,6 +58,7 @@ export interface DataContext {
     /** CA file that verifies the server's certificates. */
     readonly root: string;
     readonly serverIp: string;
+    readonly adminUser: string;
     readonly work: string;
     readonly bench: boolean;
     /** Boots a new server at the same addresses, on the given volume image (made empty if it does not exist). */
@@ -95,14 +97,79 @@ const summary = (files: string[]) =>
     `${files.length} files, ${createHash("sha256").update(files.join("\n")).digest("hex").slice(0, 16)}`;
 
 /** The volume as the old server left it: its image, mounted read-only on this machine once that server is off. */
-function volumeFingerprint(image: string): Fingerprint {
+function withVolume<T>(image: string, read: (mnt: string) => T): T {
     const mnt = fs.mkdtempSync(path.join(os.tmpdir(), "selfhost-e2e-volume-"));
     must(`mount -o ro,loop ${image} ${mnt}`);
     try {
-        return fingerprint(sh, mnt);
+        return read(mnt);
     } finally {
         sh(`umount ${mnt} && rmdir ${mnt}`);
     }
+}
+
+const volumeFingerprint = (image: string) => withVolume(image, mnt => fingerprint(sh, mnt));
+
+/**
+ * Places every server rebuilds for itself; the inventory leaves them out, and everything else a server
+ * holds must come through a replacement without anyone naming it. README's "What survives a
+ * replacement" is this list in prose.
+ */
+export const REBUILT: Record<string, readonly string[]> = {
+    "installed by packages, or written by cloud-init and the steps": ["usr", "bin", "sbin", "lib", "lib64", "boot", "etc",
+        "var/lib/dpkg", "var/lib/apt", "var/lib/ucf", "var/lib/systemd", "var/lib/cloud", "var/lib/pam", "var/lib/python",
+        "var/lib/shells.state", "var/.updated", "var/www/html", "var/lib/selfhost/files", "var/lib/selfhost/pending",
+        // root's dotfiles and the key cloud-init puts there (root cannot log in); the deploy user, made at first boot.
+        "root", "home/selfhost"],
+    "caches, logs and runtime state": ["proc", "sys", "dev", "run", "tmp", "var/tmp", "var/cache", "var/log",
+        // rspamd's compiled expressions and counters' graph; the MTA-STS policy cache; Postfix's lock and seed;
+        // compiled Sieve scripts; fail2ban's current bans (they expire); what the steps derive (web statistics,
+        // which XMPP accounts were synced, the last backup's time).
+        "var/lib/rspamd", "var/lib/mta-sts", "var/lib/postfix", "var/lib/dovecot", "var/lib/fail2ban",
+        "var/lib/selfhost/webstats", "var/lib/selfhost/xmpp-synced", "var/lib/selfhost/backup",
+        // The packages' own first-start data: redis and Prosody keep theirs on the volume.
+        "var/lib/redis", "var/lib/prosody"],
+    "the outgoing queue, which the handover carries on its own (checked below)": ["var/spool/postfix", QUEUE_CARRY.slice(1)],
+    "the volume's own": ["srv/lost+found"],
+};
+
+/** Every file and symlink a server holds outside REBUILT: path → "type owner:group mode content-hash-or-target". */
+type Inventory = Map<string, string>;
+
+/**
+ * An inventory of a root directory and a volume (`exec` runs commands where they are). Owners by name,
+ * from that server's own passwd and group: a uid may differ between servers, a name must not.
+ */
+function inventory(exec: (command: string) => string, root: string, volume: string): Inventory {
+    const names = (file: string) => new Map(exec(`cat ${root}/etc/${file}`).split("\n").map(l => l.split(":")).map(f => [f[2], f[0]]));
+    const [users, groups] = [names("passwd"), names("group")];
+    const out: Inventory = new Map();
+    for (const [dir, prefix] of [[root, ""], [volume, "srv/"]]) {
+        const prune = Object.values(REBUILT).flat().filter(p => prefix ? p.startsWith(prefix) : !p.startsWith("srv/"))
+            .map(p => `-path ./${p.slice(prefix.length)}`).join(" -o ");
+        const find = `cd ${dir} && find . -xdev \\( ${prune} \\) -prune -o`;
+        const hashes = new Map(exec(`${find} -type f -print0 | xargs -0 -r sha256sum`).split("\n").filter(Boolean)
+            .map(l => [l.slice(66), l.slice(0, 16)]));
+        for (const line of exec(`${find} \\( -type f -o -type l \\) -printf '%y %U %G %m %l\\t%p\\n'`).split("\n").filter(Boolean)) {
+            const [meta, file] = line.split("\t");
+            const [type, uid, gid, mode, target] = meta.split(" ");
+            out.set(prefix + file.slice(2), `${type} ${users.get(uid) ?? uid}:${groups.get(gid) ?? gid} ${mode} ${type === "l" ? target : hashes.get(file)}`);
+        }
+    }
+    return out;
+}
+
+/** The inventory of a server that has stopped: its root directory and its volume's image, read on this machine. */
+function stoppedInventory(server: TestServer, image: string): Inventory {
+    return withVolume(image, mnt => inventory(command => sh(command).stdout, server.root, mnt));
+}
+
+const liveInventory = (server: TestServer) => inventory(command => server.exec(command).stdout, "/", "/srv");
+
+function sameInventory(checks: Checks, what: string, before: Inventory, after: Inventory): void {
+    const lost = [...before].filter(([file, entry]) => after.get(file) !== entry)
+        .map(([file, entry]) => `  ${file}: ${entry} → ${after.get(file) ?? "missing"}`);
+    checks.check(`${what}: every file the old server held outside the rebuilt places (${before.size}) is on the new one, identical (content, owner, mode)`,
+        () => before.size > 0 && lost.length === 0 ? undefined : [`${lost.length} of ${before.size} differ:`, ...lost.slice(0, 15)].join("\n"));
 }
 
 function sameData(checks: Checks, what: string, before: Fingerprint, server: TestServer): void {
@@ -209,13 +276,19 @@ export async function dataChecks(c: DataContext, server: TestServer, steps: Step
     const certBefore = servedCert();
     const dkimKey = (s: TestServer) => s.exec("sha256sum < /etc/rspamd/selfhost/dkim.key").stdout.trim();
     const dkimBefore = dkimKey(server);
+    // Files nobody names anywhere: the inventory must find them by itself.
+    server.exec(`runuser -u ${c.adminUser} -- sh -c 'mkdir -p ~/notes && echo written by hand > ~/notes/unnamed.txt && chmod 600 ~/notes/unnamed.txt'`);
+    const userPage = () => sh(`curl -sS --cacert ${c.root} --resolve example.test:443:${c.serverIp} https://example.test/~${c.adminUser}/`, { ns: NET.client.ns }).stdout;
+    const pageBefore = userPage();
     replace(server, "same volume");
     const before = volumeFingerprint(volume);
+    const heldBefore = stoppedInventory(server, volume);
     const second = await c.boot("server-2", volume);
     const recreated = c.apply(steps, "recreate");
     checks.check("the new server found its volume and restored nothing", () =>
         /restoring/.test(recreated.get("backup")!.out) ? recreated.get("backup")!.out : undefined);
     sameData(checks, "same volume", before, second);
+    sameInventory(checks, "same volume", heldBefore, liveInventory(second));
     checks.check("same volume: the same DKIM key signs (it comes from the stack, not the server)", () =>
         dkimBefore && dkimKey(second) === dkimBefore ? undefined : `${dkimBefore} → ${dkimKey(second)}`);
     checks.check("same volume: the same certificate is served, nothing was re-issued", () => {
@@ -235,12 +308,25 @@ export async function dataChecks(c: DataContext, server: TestServer, steps: Step
     checks.check("a message to the peer, which refuses mail for now, waits in the queue", () => queued ? undefined : second.exec("postqueue -p").stdout);
     replace(second, "move");
     const beforeMove = volumeFingerprint(volume);
+    const heldBeforeMove = stoppedInventory(second, volume);
     const third = await c.boot("server-3", path.join(c.work, "server-3", "volume.img"));
+    // Another image may number its users otherwise: the admin's old uid is somebody else's here.
+    const adminUid = second.exec(`id -u ${c.adminUser}`).stdout.trim();
+    third.exec(`useradd --uid ${adminUid} --no-create-home somebody-else`);
     const movedRun = c.apply(moved, "move");
     const restoreLine = movedRun.get("backup")!.out.split("\n").find(l => /restored snapshot/.test(l)) ?? "";
     checks.check("restore-on-create: the backup step restored the latest snapshot, before the mail step ran", () =>
         restoreLine ? undefined : movedRun.get("backup")!.out);
     sameData(checks, "moved", beforeMove, third);
+    sameInventory(checks, "moved (restored from the backup onto an empty volume)", heldBeforeMove, liveInventory(third));
+    checks.check(`moved: the admin's files are the admin's, under a new uid (${adminUid} → ${third.exec(`id -u ${c.adminUser}`).stdout.trim()})`, () => {
+        const r = third.exec(`stat -c %U ~${c.adminUser}/notes/unnamed.txt /srv/www/releases/* && find /srv -uid ${adminUid} | head -3`);
+        return r.code === 0 && r.stdout.trim().split("\n").every(l => l === c.adminUser) ? undefined : r.stdout + r.stderr;
+    });
+    checks.check("moved: the admin's ~ page is served, as on the first server", () => {
+        const page = userPage();
+        return pageBefore.includes("the admin home page") && page === pageBefore ? undefined : `before: ${pageBefore.slice(0, 80)}; now: ${page.slice(0, 200)}`;
+    });
     checks.check("moved: the mail that arrived after the last scheduled backup is there (the handover's snapshot)", () =>
         third.exec(`grep -rlqF 'Subject: arrived after the last scheduled backup' ${MAILDIR}/alice/Maildir`).code === 0 ? undefined : "missing");
     checks.check("moved: the outgoing message queued at the handover is in the new server's queue", () =>

@@ -10,6 +10,7 @@ import { TestServer } from "./server";
 import { Checks } from "./checks";
 import { PEER_USER } from "./peer";
 import { LOCAL_PORTS } from "../../services/catalog";
+import { LOOPBACK_CLIENTS } from "../../components/mail";
 
 export interface MailContext {
     readonly checks: Checks;
@@ -149,7 +150,7 @@ export async function mailChecks(c: MailContext): Promise<void> {
 
     // Spam: moving mail in and out of Junk teaches Bayes.
     const learned = (kind: "spam" | "ham") => {
-        const out = server.exec("rspamc --connect 127.0.0.1:11334 stat").stdout;
+        const out = server.exec(`rspamc --connect 127.0.0.1:${LOCAL_PORTS.rspamdController} stat`).stdout;
         const m = out.match(new RegExp(`BAYES_${kind.toUpperCase()} .*?learned: (\\d+)`));
         return m ? Number(m[1]) : -1;
     };
@@ -232,6 +233,14 @@ export async function mailChecks(c: MailContext): Promise<void> {
         const [system, postmaster, abuse] = [rcpt(`www-data@${HOST}`), rcpt(`postmaster@${HOST}`), rcpt(`abuse@${HOST}`)];
         return system.code !== 0 && /<\*\* +550/.test(system.stdout) && postmaster.code === 0 && abuse.code === 0 ? undefined
             : `www-data: exit ${system.code}, postmaster: exit ${postmaster.code}, abuse: exit ${abuse.code}\n${system.stdout.slice(-300)}`;
+    });
+    checks.check("a local program (not root, vmail or the admin) can neither use sendmail nor reach port 25, rspamd or redis over loopback: nothing local gets a signature", () => {
+        const submit = server.exec(`printf 'From: alice@${DOMAIN}\\nSubject: forged\\n\\nx\\n' | runuser -u nobody -- /usr/sbin/sendmail -f alice@${DOMAIN} ${PEER_USER}@peer.test`);
+        const ports = LOOPBACK_CLIENTS.map(l => l.port);
+        const reach = (user: string) => server.exec(`for p in ${ports.join(" ")}; do runuser -u ${user} -- timeout 3 bash -c "exec 3<>/dev/tcp/127.0.0.1/$p" 2>/dev/null && echo $p; done`).stdout.trim();
+        const [byNobody, byRoot] = [reach("nobody"), reach("root")];
+        return submit.code !== 0 && /not allowed to submit/.test(submit.stderr) && byNobody === "" && byRoot === ports.join("\n") ? undefined
+            : `sendmail as nobody: exit ${submit.code} ${submit.stderr.trim()}; reachable by nobody: [${byNobody}]; by root: [${byRoot}]`;
     });
     checks.check("open relay attempt refused: unauthenticated on the submission port", () => {
         const r = swaks(["--port", "587", "--tls", "--from", "x@peer.test", "--to", "victim@elsewhere.test", "--quit-after", "RCPT"]);

@@ -405,7 +405,7 @@ async function main(): Promise<number> {
         });
         figures.push(...await dataChecks({
             checks, peer, box, backupSshPublicKey: program.outputs.backupSshPublicKey, passwords: program.outputs.mailPasswords,
-            root, serverIp: SERVER.ipv4, work, bench,
+            root, serverIp: SERVER.ipv4, work, bench, adminUser,
             boot: async (dir, volumeImage) => {
                 // A name of its own: a new machine, and a cgroup the old one's leftovers do not share.
                 const next = new TestServer({ ...serverSpec, name: dir, dir: path.join(work, dir), volumeImage }, cleanup);
