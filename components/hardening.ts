@@ -11,7 +11,7 @@ import { publicPorts, outboundPorts, portOf, ServicePort } from "../services/cat
 import { renderTemplate } from "../services/template";
 import { LOOPBACK_CLIENTS } from "./mail";
 
-export const packages = ["nftables", "fail2ban", "python3-systemd", "unattended-upgrades"];
+export const packages = ["nftables", "fail2ban", "python3-systemd", "unattended-upgrades", "needrestart"];
 export const units = ["ssh", "nftables", "fail2ban"];
 export const NFT_RULESET = "/etc/nftables.conf";
 
@@ -89,12 +89,14 @@ export class Hardening extends pulumi.ComponentResource {
                 { path: "/etc/apt/apt.conf.d/52selfhost-unattended-upgrades", content: renderTemplate("hardening/unattended-upgrades.conf", {
                     reboot: s.rebootTime ? "true" : "false", rebootTime: s.rebootTime || "now",
                 }) },
+                { path: "/etc/needrestart/conf.d/selfhost.conf", content: renderTemplate("hardening/needrestart.conf", {}) },
             ],
             check: [
                 "check sshd -t",
                 `check nft -c -f ${NFT_RULESET}`,
                 "check fail2ban-client --test",
                 "check sh -c 'apt-config dump >/dev/null'",
+                "check perl -c /etc/needrestart/conf.d/selfhost.conf",
             ].join("\n"),
             run: [
                 "systemctl enable --quiet nftables fail2ban unattended-upgrades",

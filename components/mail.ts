@@ -11,6 +11,7 @@ import { RemoteStep, ServiceArgs, StepFile } from "./remote/step";
 import { CERT_DIR } from "./tls";
 import { portOf, LOCAL_PORTS } from "../services/catalog";
 import { renderTemplate } from "../services/template";
+import { tlsValues } from "../services/tls-policy";
 
 export const MAIL_DIR = `${DATA_DIR}/mail`;
 export const REDIS_DIR = `${DATA_DIR}/rspamd/redis`;
@@ -113,12 +114,13 @@ export class Mail extends pulumi.ComponentResource {
             mailDir: MAIL_DIR, keyDir: OPENPGP_DIR, vmailUid: VMAIL_UID, usersFile: USERS_FILE, sieveDir: SIEVE_DIR, sieveBinDir: SIEVE_BIN_DIR,
             imapsPort: portOf("imaps"), sievePort: portOf("sieve"),
             dkimKey: DKIM_KEY, selector: s.dkimSelector, redisDir: REDIS_DIR, mtaStsPort: LOCAL_PORTS.mtaSts, adminUser: s.adminUser,
-            milterPort: LOCAL_PORTS.rspamdMilter, controllerPort: LOCAL_PORTS.rspamdController, redisPort: LOCAL_PORTS.redis,
+            spamScore: 6, greylistScore: 4,
+            ...tlsValues(), milterPort: LOCAL_PORTS.rspamdMilter, controllerPort: LOCAL_PORTS.rspamdController, redisPort: LOCAL_PORTS.redis,
         };
         const files: StepFile[] = [
             { path: "/etc/postfix/main.cf", content: pulumi.all([args.ipv4, args.ipv6]).apply(([ipv4, ipv6]) =>
                 renderTemplate("postfix/main.cf", { ...values, ipv4, ipv6 })) },
-            { path: "/etc/postfix/master.cf", content: renderTemplate("postfix/master.cf", {}) },
+            { path: "/etc/postfix/master.cf", content: renderTemplate("postfix/master.cf", values) },
             { path: "/etc/mta-sts-daemon.yml", content: renderTemplate("postfix/mta-sts-daemon.yml", values) },
             { path: `${MAPS}/submission-header-checks`, content: renderTemplate("postfix/submission-header-checks", {}) },
             ...Object.entries(postfixMaps(s)).map(([file, content]) => ({ path: `${MAPS}/${file}`, content })),
@@ -129,7 +131,7 @@ export class Mail extends pulumi.ComponentResource {
                 ({ path: `${SIEVE_DIR}/${f}`, mode: "0755", content: renderTemplate(`dovecot/sieve/${f}`, values) })),
             ...encrypting(s).map(u => ({ path: `${OPENPGP_DIR}/${address(s, u.name)}.asc`, content: u.openpgpKey! })),
             ...["worker-proxy.inc", "worker-normal.inc", "worker-controller.inc", "redis.conf", "classifier-bayes.conf",
-                "actions.conf", "greylist.conf", "options.inc", "multimap.conf", "gtube.map", "milter_headers.conf", "dkim_signing.conf", "arc.conf"].map(f =>
+                "actions.conf", "greylist.conf", "options.inc", "multimap.conf", "gtube.map", "milter_headers.conf", "dkim_signing.conf", "arc.conf", "settings.conf"].map(f =>
                 ({ path: `/etc/rspamd/local.d/${f}`, content: renderTemplate(`rspamd/${f}`, values) })),
             ...(hasForwards(s) ? [{ path: "/etc/default/postsrsd", content: renderTemplate("postfix/postsrsd", values) }] : []),
             { path: "/etc/redis/redis.conf", mode: "0640", owner: "redis:redis", content: renderTemplate("redis/redis.conf", values) },

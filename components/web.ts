@@ -13,6 +13,7 @@ import { portOf, SERVICE_SUBDOMAINS, LOCAL_PORTS } from "../services/catalog";
 import { renderTemplate } from "../services/template";
 import { uploadServer } from "./xmpp";
 import { HOMES_DIR } from "./base";
+import { TLS_POLICY, tlsValues } from "../services/tls-policy";
 
 const WWW_DIR = `${DATA_DIR}/www`;
 /** The live site: a symlink to the newest release, switched in one rename. */
@@ -84,7 +85,8 @@ export class Web extends pulumi.ComponentResource {
                 ...(s.webStats ? [systemUser(STATS_USER, "/nonexistent"), `install -d -o ${STATS_USER} -g ${STATS_USER} -m 0755 ${STATS_DIR}`] : []),
             ].join("\n"),
             files: [
-                { path: "/etc/nginx/snippets/selfhost-tls.conf", content: renderTemplate("nginx/tls.conf", { certDir: CERT_DIR }) },
+                { path: "/etc/nginx/snippets/selfhost-tls.conf", content: renderTemplate("nginx/tls.conf", { certDir: CERT_DIR, ...tlsValues(),
+                    nginxProtocols: ["TLSv1.2", "TLSv1.3"].filter(p => p >= TLS_POLICY.minProtocol).join(" ") }) },
                 { path: "/etc/nginx/snippets/selfhost-headers.conf", content: renderTemplate("nginx/headers.conf", {}) },
                 { path: "/etc/nginx/snippets/selfhost-proxy.conf", content: renderTemplate("nginx/proxy.conf", {}) },
                 { path: "/etc/nginx/conf.d/selfhost-https.conf", content: nginxSite(s) },

@@ -11,6 +11,7 @@ import { DEPLOY_HOOK } from "./tls";
 import { USERS_FILE } from "./mail";
 import { portOf, LOCAL_PORTS } from "../services/catalog";
 import { renderTemplate } from "../services/template";
+import { TLS_POLICY, tlsValues } from "../services/tls-policy";
 
 /** Without lua-unbound (only recommended), Prosody resolves through /etc/resolv.conf like Postfix and rspamd do;
  * with it, libunbound answered NXDOMAIN for names the system resolver knows. */
@@ -47,6 +48,8 @@ export class Xmpp extends pulumi.ComponentResource {
         const config = renderTemplate("prosody/prosody.cfg.lua", {
             ...uploadValues(s), adminEmail: s.adminEmail, dataDir: XMPP_DIR,
             c2sPort: portOf("xmpp-client"), c2sTlsPort: portOf("xmpps-client"), s2sPort: portOf("xmpp-server"),
+            // LuaSec names "TLSv1.2 and later" tlsv1_2+.
+            ...tlsValues(), prosodyProtocol: `${TLS_POLICY.minProtocol.toLowerCase().replace(".", "_")}+`,
         });
         const logins = s.users.map(u => `${u.name}@${s.domain}`);
         this.step = new RemoteStep("xmpp", {

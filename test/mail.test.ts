@@ -4,7 +4,7 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { renderTemplate } from "../services/template";
-import { runProgram, isSecret, unsecret } from "./program";
+import { runProgram, isSecret, unsecret, stepFiles } from "./program";
 import { baseConfig, settings } from "./fixtures";
 import { validate, schema } from "../config";
 import YAML from "yaml";
@@ -13,6 +13,16 @@ import { postfixMaps } from "../components/mail";
 /** Settings from the base config, defaults applied, as the program sees them. */
 
 describe("mail", () => {
+    it("refuses our own users' spam at submission (reject at the score that files inbound spam into Junk), never content from outside", async () => {
+        const run = await runProgram(baseConfig());
+        const files = stepFiles(run, "mail");
+        const junk = /^add_header = (\d+);$/m.exec(files.get("/etc/rspamd/local.d/actions.conf")!.content)![1];
+        assert.match(files.get("/etc/rspamd/local.d/actions.conf")!.content, /^reject = null;$/m);
+        const outbound = files.get("/etc/rspamd/local.d/settings.conf")!.content;
+        assert.match(outbound, /authenticated = true;[\s\S]*apply \{\s*actions \{\s*reject = (\d+);/);
+        assert.equal(/reject = (\d+);/.exec(outbound)![1], junk);
+    });
+
     it("derives Postfix's tables from users: mailboxes, aliases, postmaster/abuse, catch-all, senders", () => {
         const maps = postfixMaps(settings({
             users: [{ name: "alice", aliases: ["info"], forwards: ["alice@elsewhere.example"] }, { name: "bob", catchAll: true }],

@@ -29,6 +29,9 @@ archive_expires_after = "1y"
 ssl = {
     certificate = "/etc/prosody/certs/selfhost.crt";
     key = "/etc/prosody/certs/selfhost.key";
+    -- services/tls-policy.ts
+    protocol = "{{prosodyProtocol}}";
+    ciphers = "{{tlsCiphers}}";
 }
 c2s_ports = { {{c2sPort}} }
 c2s_direct_tls_ports = { {{c2sTlsPort}} }

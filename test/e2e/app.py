@@ -25,7 +25,7 @@ class App(BaseHTTPRequestHandler):
             return
         body = f"app {NAME} path={self.path} host={self.headers['Host']} proto={self.headers.get('X-Forwarded-Proto')}\n".encode()
         self.send_response(200)
-        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Type", "text/html")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)

@@ -76,6 +76,16 @@ export function hardeningChecks(c: HardeningContext): void {
             " && unattended-upgrade --dry-run >/dev/null 2>&1 && echo dry-run-ok");
         return /^4$/m.test(r.stdout) && /dry-run-ok/.test(r.stdout) ? undefined : r.stdout + r.stderr;
     });
+    checks.check("after a library upgrade, the daemons still running the old one are restarted (needrestart from apt's hook): redis after liblzf1", () => {
+        const pid = () => server.exec("systemctl show -p MainPID --value redis-server").stdout.trim();
+        const before = pid();
+        // A real package operation: dpkg replaces the library's file, apt's hook runs needrestart.
+        const r = server.exec("apt-get install -y -q --reinstall liblzf1 2>&1 | tail -5");
+        const after = pid();
+        const active = server.exec("systemctl is-active redis-server").stdout.trim();
+        return r.code === 0 && before !== "0" && after !== before && active === "active" ? undefined
+            : `redis-server pid ${before} → ${after} (${active}); apt: ${r.stdout}${r.stderr}`;
+    });
     checks.check("no version in the SMTP, IMAP or HTTP banners", () => {
         const smtp = fromClient(`(sleep 1; printf 'QUIT\\r\\n') | nc -w 5 ${c.serverIp} 25`).stdout.split("\n")[0];
         const imap = fromClient(`sleep 1 | openssl s_client -quiet -no_ign_eof -connect ${c.serverIp}:993 -CAfile ${c.root} 2>/dev/null | head -1`).stdout;

@@ -29,6 +29,8 @@ export interface MailContext {
 const DOMAIN = "example.test";
 const HOST = `mail.${DOMAIN}`;
 const IMAP = path.join(__dirname, "imap.py");
+/** The spam test string every filter knows (rspamd scores it far above spam: gtube.map). */
+const GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
 const BODY = "Dear friend, this message carries enough ordinary words for a filter to learn from: " +
     "gardens, rivers, mountains, bicycles, libraries, harbours, orchards, lanterns, meadows and violins.";
 
@@ -96,7 +98,7 @@ export async function mailChecks(c: MailContext): Promise<void> {
     peer.exec(`printf 'Subject: e2e forwarded\\n\\n${BODY}\\n' | sendmail -f ${PEER_USER}@peer.test bob@${DOMAIN}`);
 
     // GTUBE goes first (it may be greylisted for a minute; the peer retries) and is checked at the end.
-    peer.exec(`printf 'Subject: e2e gtube\\n\\nXJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X\\n' | sendmail -f ${PEER_USER}@peer.test bob@${DOMAIN}`);
+    peer.exec(`printf 'Subject: e2e gtube\\n\\n${GTUBE}\\n' | sendmail -f ${PEER_USER}@peer.test bob@${DOMAIN}`);
 
     // Peer → us, and us → peer (verified by the peer's rspamd).
     peer.exec(`printf 'Subject: e2e from the peer\\n\\n${BODY}\\n' | sendmail -f ${PEER_USER}@peer.test alice@${DOMAIN}`);
@@ -179,6 +181,21 @@ export async function mailChecks(c: MailContext): Promise<void> {
     checks.check("the uploaded Sieve script files matching mail", () => filtered ? undefined : imap("alice", "list", "INBOX").stdout);
 
     // What must be refused.
+    checks.check("TLS: no anonymous or NULL cipher on 25, 465 or 587, nothing below TLS 1.2 on 465 and 587; a modern handshake works on each", () => {
+        const handshake = (port: number, ...args: string[]) => client(["openssl", "s_client", "-connect", `${c.serverIp}:${port}`, "-servername", HOST,
+            ...(port === 465 ? [] : ["-starttls", "smtp"]), ...args], "Q\n").code === 0;
+        const problems = [25, 465, 587].flatMap(port => [
+            ...(handshake(port) ? [] : [`${port}: a modern handshake fails`]),
+            ...(handshake(port, "-tls1_2", "-cipher", "aNULL:eNULL:@SECLEVEL=0") ? [`${port}: anonymous or NULL cipher accepted`] : []),
+            ...(port !== 25 && handshake(port, "-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0") ? [`${port}: TLS 1.1 accepted`] : []),
+        ]);
+        return problems.join("; ") || undefined;
+    });
+    checks.check("spam from an authenticated user is refused at submission, saying so (one stolen password cannot burn the IP)", () => {
+        const r = swaks(["--port", "587", "--tls", "--auth", "PLAIN", "--auth-user", login("alice"), "--auth-password", c.passwords.alice,
+            "--from", login("alice"), "--to", `${PEER_USER}@peer.test`, "--header", "Subject: e2e outbound spam", "--body", GTUBE]);
+        return r.code !== 0 && /5\.7\.1 Spam message rejected/.test(r.stdout) ? undefined : `exit ${r.code}\n${r.stdout.slice(-500)}`;
+    });
     checks.check("AUTH is not offered before STARTTLS on 587, nor at all on 25", () => {
         const plain = client(["swaks", "--server", c.serverIp, "--port", "587", "--quit-after", "EHLO"]);
         const mx = client(["swaks", "--server", c.serverIp, "--port", "25", "--tls", "--tls-ca-path", c.root, "--quit-after", "AUTH", "--tls-sni", HOST]);

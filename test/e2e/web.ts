@@ -146,6 +146,11 @@ export async function webChecks(c: WebContext): Promise<void> {
         const got = curl(`https://${DOMAIN}/echo/hello?x=1`).stdout;
         return got.trim() === `app echo path=/echo/hello?x=1 host=${DOMAIN} proto=https` ? undefined : got;
     });
+    checks.check("a proxied app's responses are never compressed (BREACH: apps echo secrets), while static pages are", () => {
+        const encoding = (url: string) => /^content-encoding: *(\S+)/im.exec(curl(`-o /dev/null -D - -H 'Accept-Encoding: gzip' ${url}`).stdout)?.[1] ?? "none";
+        const [app, page] = [encoding(`https://${DOMAIN}/echo/${"x".repeat(200)}`), encoding(`https://${DOMAIN}/`)];
+        return app === "none" && page === "gzip" ? undefined : `app: ${app}, static page: ${page}`;
+    });
     checks.check("an app on its own subdomain answers, with a certificate for that name", () => {
         const got = curl(`https://chat.${DOMAIN}/room`).stdout;
         return got.trim() === `app chat path=/room host=chat.${DOMAIN} proto=https` ? undefined : got;
