@@ -98,8 +98,9 @@ export class Mail extends pulumi.ComponentResource {
     constructor(name: string, args: MailArgs, opts?: pulumi.ComponentResourceOptions) {
         super("selfhost:index:Mail", name, {}, opts);
         const s = args.settings;
+        // A new passwordVersion is a new keeper, and random's keepers replace the password (any input does).
         const generated = Object.fromEntries(s.users.map(u => [u.name, new random.RandomPassword(`password-${u.name}`, {
-            length: 24, special: false,
+            length: 24, special: false, ...(u.passwordVersion ? { keepers: { passwordVersion: String(u.passwordVersion) } } : {}),
         }, { parent: this }).result]));
         this.passwords = pulumi.secret(pulumi.all(generated));
 

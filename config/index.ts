@@ -45,6 +45,8 @@ export interface MailUser {
     readonly catchAll: boolean;
     /** ASCII-armoured OpenPGP public key: incoming mail is encrypted to it at delivery. */
     readonly openpgpKey?: string;
+    /** Raising it gives the user a new password (the old one stops working at the next `up`). */
+    readonly passwordVersion?: number;
 }
 
 /** A local web app that nginx proxies to, by path or by subdomain. */
@@ -496,7 +498,7 @@ function mailUsers(value: unknown, domain: string, bad: (key: string, message: s
             bad(key, "must be an object like {name: alice, aliases: [ali]}.");
             return;
         }
-        const known = ["name", "aliases", "forwards", "catchAll", "openpgpKey"];
+        const known = ["name", "aliases", "forwards", "catchAll", "openpgpKey", "passwordVersion"];
         for (const field of Object.keys(entry)) {
             if (!known.includes(field)) bad(`${key}.${field}`, `is not a user setting; known: ${known.join(", ")}.`);
         }
@@ -528,7 +530,12 @@ function mailUsers(value: unknown, domain: string, bad: (key: string, message: s
         if (openpgpKey !== undefined && !/^-----BEGIN PGP PUBLIC KEY BLOCK-----\n[\s\S]+\n-----END PGP PUBLIC KEY BLOCK-----\n$/.test(openpgpKey)) {
             bad(`${key}.openpgpKey`, "must be an ASCII-armoured OpenPGP public key (the output of `gpg --armor --export you@example.org`).");
         }
-        users.push({ name, aliases, forwards, catchAll: e.catchAll === true, ...(openpgpKey ? { openpgpKey } : {}) });
+        const passwordVersion = e.passwordVersion;
+        if (passwordVersion !== undefined && !(Number.isInteger(passwordVersion) && (passwordVersion as number) >= 1)) {
+            bad(`${key}.passwordVersion`, `must be a whole number from 1 up; raise it by one to give ${name || "the user"} a new password.`);
+        }
+        users.push({ name, aliases, forwards, catchAll: e.catchAll === true, ...(openpgpKey ? { openpgpKey } : {}),
+            ...(typeof passwordVersion === "number" ? { passwordVersion } : {}) });
     });
     if (users.filter(u => u.catchAll).length > 1) bad("users", "has more than one catchAll user; keep at most one.");
     return users;

@@ -34,6 +34,8 @@ export const CHANGES: readonly Change[] = [
     { what: "location, protectData off (the move)", from: { protectData: false }, change: { location: "hel1" }, expect: { replaced: MOVED, handover: true } },
     { what: "volumeSizeGb (grow)", change: { volumeSizeGb: 40 }, expect: { replaced: [], handover: false } },
     { what: "add a mail user", change: { users: [...(baseConfig().users as unknown[]), { name: "dave" }] }, expect: { replaced: [], handover: false } },
+    { what: "a new password for one user (passwordVersion)", change: { users: [{ ...(baseConfig().users as object[])[0], passwordVersion: 2 }, (baseConfig().users as object[])[1]] },
+        expect: { replaced: ["random password"], handover: false } },
     { what: "a service option (dmarcPolicy)", change: { dmarcPolicy: "reject" }, expect: { replaced: [], handover: false } },
     { what: "dnsProvider hetzner → gandi", change: { dnsProvider: "gandi", gandiToken: "pat0123456789" }, expect: { replaced: [], handover: false } },
     { what: "tlsMode private-ca", change: { tlsMode: "private-ca" }, expect: { replaced: [], handover: false } },

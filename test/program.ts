@@ -141,7 +141,8 @@ function mockState(type: string, name: string, wrapped: Record<string, any>, clo
                 "-days", days(inputs.validityPeriodHours), "-copy_extensions", "copy"],
                 { "csr.pem": inputs.certRequestPem, "ca.pem": inputs.caCertPem, "ca.key": inputs.caPrivateKeyPem }) };
         case "random:index/randomPassword:RandomPassword":
-            return { ...inputs, result: makePassword(name, inputs.length) };
+            // Same name and keepers, same password across runs (as a refresh reads it); new keepers, a new one.
+            return { ...inputs, result: makePassword(`${name} ${JSON.stringify(inputs.keepers ?? {})}`, inputs.length) };
         case "hcloud:index/storageBox:StorageBox":
             return { ...inputs, username: `u${numericId(type, name)}`, server: `u${numericId(type, name)}.your-storagebox.de` };
         case "hcloud:index/storageBoxSubaccount:StorageBoxSubaccount":
