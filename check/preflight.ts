@@ -6,9 +6,11 @@
  *   npm run preflight -- [--config FILE|-] [--resolver IP] [--offline] [--json]
  *
  * Without --config it asks `pulumi config --json --show-secrets` (the tokens are used, never printed).
+ * FILE is your Pulumi.<stack>.yaml (its encrypted tokens are known to be set, not tried) or that JSON.
  */
 import * as fs from "fs";
 import * as pulumi from "@pulumi/pulumi";
+import YAML from "yaml";
 import { Resolver } from "dns/promises";
 import { spawnSync } from "child_process";
 import { loadSettings, ConfigError, Settings } from "../config";
@@ -17,7 +19,24 @@ import { explain } from "../components/dns/livedns";
 import { Finding, finding, render } from "./findings";
 
 /** `pulumi config --json` entries: key → { value }. */
-type StackConfig = Record<string, { value?: string; secret?: boolean }>;
+/** As `pulumi config --json` gives it; `encrypted`: set in a stack file as a `secure:` value, so known to be there but not readable here. */
+type StackConfig = Record<string, { value?: string; secret?: boolean; encrypted?: boolean }>;
+
+/** What an encrypted value stands in for while the configuration is validated (a well-formed token). */
+const ENCRYPTED = "encrypted";
+
+/**
+ * A stack file (Pulumi.<stack>.yaml) as `pulumi config --json` would give it: structured values as JSON,
+ * keys without a namespace in the project's (selfhost), `secure:` values known to be set but not read.
+ */
+export function fromStackFile(text: string): StackConfig {
+    const config: Record<string, unknown> = (YAML.parse(text) ?? {}).config ?? {};
+    return Object.fromEntries(Object.entries(config).map(([k, v]) => {
+        const key = k.includes(":") ? k : `selfhost:${k}`;
+        if (v !== null && typeof v === "object" && !Array.isArray(v) && "secure" in v) return [key, { value: ENCRYPTED, secret: true, encrypted: true }];
+        return [key, { value: typeof v === "string" ? v : JSON.stringify(v) }];
+    }));
+}
 
 /** Name servers each provider delegates to. */
 const PROVIDER_NS: Record<string, RegExp> = { gandi: /\.gandi\.net\.?$/, hetzner: /\.ns\.hetzner\.(com|de)\.?$/ };
@@ -37,8 +56,10 @@ export async function preflight(config: StackConfig, o: { resolver?: string; off
             out.push(finding("config", key, "error", rest.join(" "), `pulumi config set ${key.replace(/^selfhost:/, "")} <value>`));
         }
     }
+    const encrypted = (key: string) => config[key]?.encrypted === true;
     const token = value("hcloud:token");
-    out.push(token ? finding("credentials", "hcloud:token", "ok", "set")
+    out.push(encrypted("hcloud:token") ? finding("credentials", "hcloud:token", "ok", "set, encrypted in the stack file (not tried here: run preflight without --config to try it)")
+        : token ? finding("credentials", "hcloud:token", "ok", "set")
         : finding("credentials", "hcloud:token", "error", "not set", "a read & write API token of your Hetzner Cloud project: pulumi config set --secret hcloud:token"));
     // The one Gandi credential the config validation let through, and how LiveDNS expects it.
     const gandi = s?.dnsProvider !== "gandi" ? undefined
@@ -49,8 +70,8 @@ export async function preflight(config: StackConfig, o: { resolver?: string; off
             : finding("credentials", gandi.key, "warn", "set in clear in the stack file", `pulumi config set --secret ${gandi.key.replace("selfhost:", "")} <it> (and rotate it if the file was shared)`));
     }
     if (!o.offline) {
-        if (token) out.push(await api("Hetzner Cloud API", "https://api.hetzner.cloud/v1/locations", { Authorization: `Bearer ${token}` }, "create a new token in the Cloud Console (Security → API tokens)"));
-        if (s && gandi) out.push(...await gandiZone(s, gandi.authorization));
+        if (token && !encrypted("hcloud:token")) out.push(await api("Hetzner Cloud API", "https://api.hetzner.cloud/v1/locations", { Authorization: `Bearer ${token}` }, "create a new token in the Cloud Console (Security → API tokens)"));
+        if (s && gandi && !encrypted(gandi.key)) out.push(...await gandiZone(s, gandi.authorization));
     }
     if (s && s.dnsProvider !== "none") {
         const resolver = new Resolver({ timeout: 5000, tries: 2 });
@@ -106,7 +127,11 @@ async function api(name: string, url: string, headers: Record<string, string>, f
 }
 
 function readConfig(source?: string): StackConfig {
-    if (source) return JSON.parse(fs.readFileSync(source === "-" ? 0 : source, "utf8"));
+    if (source) {
+        const text = fs.readFileSync(source === "-" ? 0 : source, "utf8");
+        // Pulumi.<stack>.yaml as it is, or the JSON of `pulumi config --json --show-secrets`.
+        return text.trimStart().startsWith("{") ? JSON.parse(text) : fromStackFile(text);
+    }
     const r = spawnSync("pulumi", ["config", "--json", "--show-secrets"], { encoding: "utf8" });
     if (r.status !== 0) throw new Error(`pulumi config failed (${r.error?.message ?? r.stderr.trim()}); or pass --config FILE`);
     return JSON.parse(r.stdout);

@@ -240,14 +240,14 @@ export function sshFindings(t: Target): Finding[] {
 }
 
 /** A stranger asking us to relay to another domain must be refused. */
-export async function relayFindings(t: Target): Promise<Finding[]> {
+export async function relayFindings(t: Target, port = portOf("smtp")): Promise<Finding[]> {
     // A null sender: no sender check can refuse it first, so the answer to RCPT is the relay decision.
     const dialog = ["EHLO check.invalid", "MAIL FROM:<>", "RCPT TO:<relay-probe@example.net>", "QUIT"];
     const replies = await new Promise<string[]>(resolve => {
         const got: string[] = [];
         let buffer = "";
         let step = 0;
-        const s = net.connect({ host: t.ipv4, port: 25, timeout: 20000 });
+        const s = net.connect({ host: t.ipv4, port, timeout: 20000 });
         s.on("data", d => {
             buffer += d.toString();
             // A reply is complete on a line "NNN " (multi-line replies use "NNN-").

@@ -1,11 +1,13 @@
 import { strict as assert } from "assert";
 import * as net from "net";
+import * as fs from "fs";
+import * as path from "path";
 import { runProgram, unsecret, scriptOf } from "./program";
 import { baseConfig, settings } from "./fixtures";
 import { targetOf } from "../check";
 import { render, finding } from "../check/findings";
 import { relayFindings, Target } from "../check/probes";
-import { preflight, adoption } from "../check/preflight";
+import { preflight, adoption, fromStackFile } from "../check/preflight";
 import { dnsRecords } from "../components/dns/records";
 import { gandiDefaultZone } from "./livedns-api";
 
@@ -15,7 +17,7 @@ const stackConfig = (config: Record<string, unknown>, extra: Record<string, stri
     ...Object.fromEntries(Object.entries(extra).map(([k, v]) => [k, { value: v, secret: true }])),
 });
 
-/** A one-connection SMTP server on 127.0.0.1:25 that answers RCPT with `rcptReply`. */
+/** A one-connection SMTP server on a free loopback port (no root needed) that answers RCPT with `rcptReply`. */
 function fakeSmtp(rcptReply: string): Promise<net.Server> {
     const server = net.createServer(socket => {
         socket.write("220 fake ESMTP\r\n");
@@ -27,7 +29,7 @@ function fakeSmtp(rcptReply: string): Promise<net.Server> {
             else if (/^QUIT/i.test(line)) { socket.write("221 Bye\r\n"); socket.end(); }
         });
     });
-    return new Promise(resolve => server.listen(25, "127.0.0.1", () => resolve(server)));
+    return new Promise(resolve => server.listen(0, "127.0.0.1", () => resolve(server)));
 }
 
 describe("check", () => {
@@ -57,7 +59,7 @@ describe("check", () => {
         for (const [reply, status] of [["554 5.7.1 Relay access denied", "ok"], ["250 2.1.5 Ok", "error"]]) {
             const server = await fakeSmtp(reply);
             try {
-                const [f] = await relayFindings(t);
+                const [f] = await relayFindings(t, (server.address() as net.AddressInfo).port);
                 assert.equal(f.status, status, f.detail);
                 if (status === "error") assert.match(f.hint, /reject_unauth_destination/);
             } finally {
@@ -97,6 +99,17 @@ describe("check", () => {
         const clear = await preflight(stackConfig({ ...baseConfig(), dnsProvider: "gandi", gandiToken: "pat0123456789" }, { "hcloud:token": "t" }), { offline: true, resolver: "127.0.0.1:1" });
         assert.match(clear.find(f => f.name === "selfhost:gandiToken")!.hint, /pulumi config set --secret gandiToken/);
         assert.equal(clear.find(f => f.name === "delegation of example.org")!.status, "warn");
+    });
+
+    it("preflight: reads the stack file as it is (YAML, structured values, encrypted tokens known to be set), and the example stack passes", async () => {
+        const example = fromStackFile(fs.readFileSync(path.join(__dirname, "..", "Pulumi.prod.yaml"), "utf8"));
+        assert.equal(JSON.parse(example["selfhost:users"].value!)[0].name, "you");
+        const withTokens = { ...example, ...fromStackFile("config:\n  hcloud:token:\n    secure: v1:AAAA\n  selfhost:gandiToken:\n    secure: v1:BBBB\n  sshPort: 2200\n") };
+        assert.equal(withTokens["selfhost:sshPort"].value, "2200", "a key without namespace is the project's");
+        const findings = await preflight(withTokens, { offline: true, resolver: "127.0.0.1:1" });
+        assert.deepEqual(findings.filter(f => f.status === "error").map(f => `${f.name}: ${f.detail}`), []);
+        assert.match(findings.find(f => f.name === "hcloud:token")!.detail, /set, encrypted in the stack file/);
+        assert.equal(findings.find(f => f.name === "selfhost:gandiToken")!.detail, "set, encrypted");
     });
 
     it("preflight: lists exactly the Gandi records a first up replaces or removes", () => {

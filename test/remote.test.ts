@@ -11,9 +11,13 @@ import { stepScript } from "../components/remote/step";
 const commands = (run: ProgramRun) => run.all("command:remote:Command").filter(c => c.inputs.create !== undefined);
 const create = (run: ProgramRun, name: string): string => unsecret(run.one("command:remote:Command", name).inputs.create);
 
-/** Runs a step script locally as root, the way sudo runs it on the server. */
+/**
+ * Runs a step script as root, the way sudo runs it on the server — in a user and mount namespace of its
+ * own (so also for a user who is not root), with a fresh /run and /var/lib: this machine's stay untouched.
+ */
 function runLocally(script: string, stdin = ""): { code: number; out: string } {
-    const r = spawnSync("bash", ["-c", script, "selfhost-step", "test"], { input: stdin, encoding: "utf8" });
+    const r = spawnSync("unshare", ["--map-root-user", "--mount", "bash", "-c",
+        `mount -t tmpfs tmpfs /run && mount -t tmpfs tmpfs /var/lib || exit 99\n${script}`, "selfhost-step", "test"], { input: stdin, encoding: "utf8" });
     return { code: r.status ?? -1, out: r.stdout + r.stderr };
 }
 
