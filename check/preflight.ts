@@ -83,6 +83,11 @@ export async function preflight(config: StackConfig, o: { resolver?: string; off
                 s.dnsProvider === "hetzner" ? "after pulumi up, set the `nameservers` output at your registrar"
                     : "switch the domain to Gandi LiveDNS name servers at Gandi"));
     }
+    if (s && s.backup.kind !== "off" && !s.keysKeptOffline) {
+        out.push(finding("data", "the keys to your backups", "warn", "only in this stack's state, on this machine",
+            "after the first up, keep `pulumi stack output --show-secrets backupPassword` and `pulumi stack output backupRepository` " +
+            "and the stack's passphrase somewhere else (a password manager, paper), then: pulumi config set keysKeptOffline true"));
+    }
     out.push(finding("mail", "outbound port 25", "warn", "Hetzner blocks it on new accounts: the server can receive mail but not send",
         "after your first paid invoice, ask Hetzner support to unblock port 25 for the project; `npm run check` tests it"));
     return out;

@@ -90,6 +90,8 @@ export interface Settings {
     readonly volumeSizeGb: number;
     readonly protectData: boolean;
     readonly protectServer: boolean;
+    /** The owner says the keys to the backups are kept off this machine (preflight reminds until then). */
+    readonly keysKeptOffline: boolean;
     readonly dnsProvider: DnsProvider;
     /** The LiveDNS API root (dnsProvider gandi); the credentials are read by the provider itself. */
     readonly gandiApiUrl: string;
@@ -351,7 +353,7 @@ export function validate(raw: Record<string, unknown>): Settings {
         domain, hostname, adminUser, adminEmail, sshPublicKeys: sshPublicKeys.map(k => String(k).trim()), sshPort,
         adminSources, banTime, recidiveBanTime, restrictOutbound: raw.restrictOutbound as boolean, outboundPorts, rebootTime,
         serverType, location, image, volumeSizeGb, protectData: raw.protectData as boolean,
-        protectServer: raw.protectServer as boolean, dnsProvider, dnsTtl, gandiApiUrl, dkimSelector, dmarcPolicy, mtaStsMode,
+        protectServer: raw.protectServer as boolean, keysKeptOffline: raw.keysKeptOffline as boolean, dnsProvider, dnsTtl, gandiApiUrl, dkimSelector, dmarcPolicy, mtaStsMode,
         tlsMode, acmeServer, caaIssuer, dnsbls, unknownRdns, users,
         siteBuild, siteDir, sitePackages, userDirs: raw.userDirs as boolean, apps, webLogDays, webStats: raw.webStats as boolean,
         xmppUploadLimitMb, xmppUploadExpiresDays, xmppUploadQuotaMb, backup, backupStorageBoxType, backupSchedule, backupKeep,

@@ -110,6 +110,10 @@ describe("check", () => {
         assert.deepEqual(findings.filter(f => f.status === "error").map(f => `${f.name}: ${f.detail}`), []);
         assert.match(findings.find(f => f.name === "hcloud:token")!.detail, /set, encrypted in the stack file/);
         assert.equal(findings.find(f => f.name === "selfhost:gandiToken")!.detail, "set, encrypted");
+        // Until the owner says the backup password and passphrase are kept elsewhere, preflight reminds.
+        assert.match(findings.find(f => f.name === "the keys to your backups")!.hint, /--show-secrets backupPassword[\s\S]*pulumi config set keysKeptOffline true/);
+        const kept = await preflight({ ...withTokens, "selfhost:keysKeptOffline": { value: "true" } }, { offline: true, resolver: "127.0.0.1:1" });
+        assert.equal(kept.find(f => f.name === "the keys to your backups"), undefined);
     });
 
     it("preflight: lists exactly the Gandi records a first up replaces or removes", () => {
