@@ -13,6 +13,7 @@ import { Resolver } from "dns/promises";
 import { spawnSync } from "child_process";
 import { DnsRecord, untxt, policyId } from "../components/dns/records";
 import { SERVICE_PORTS, LOCAL_PORTS, portOf } from "../services/catalog";
+import { schema } from "../config";
 import { STATUS_COMMAND } from "../components/status";
 import { Finding, finding, Status } from "./findings";
 
@@ -205,13 +206,32 @@ export function tlsFindings(t: Target, o: Options): Finding[] {
 }
 
 /** Ports: what the catalog opens is open, the rest (SSH's default, the internal services) is not. */
+/**
+ * Port 25 closed as seen from here: the server's fault, or this network's? Many home and office networks
+ * block outbound 25; if another mail server is unreachable on 25 too, it is this side (a warning: the
+ * server's own report checks 25 from the server).
+ */
+export function port25Blame(referenceReachable: boolean, reference: string): Finding | undefined {
+    return referenceReachable ? undefined : finding("ports", "25 (smtp) from here", "warn",
+        `neither the server nor ${reference} answers on 25 from this network`,
+        "your network blocks outbound port 25 (common at home); run npm run check from elsewhere, or read the server's own report below");
+}
+
+/** A mail server to tell "blocked here" from "closed there" (the status report's own probe by default). */
+const SMTP_REFERENCE = String(schema().checkSmtpHost.default);
+
 export async function portFindings(t: Target): Promise<Finding[]> {
     const open = SERVICE_PORTS.filter(p => p.protocol === "tcp");
     const closed = [22, 110, 143, 3306, 5432, 6379, 8080, 11332, 11333, 11334, ...Object.values(LOCAL_PORTS)].filter(p => p !== t.sshPort);
     const out: Finding[] = [];
     for (const ip of [t.ipv4, t.ipv6]) {
         const states = await Promise.all([...open.map(p => p.port), ...closed].map(p => connects(ip, p)));
-        const shut = open.filter((_, i) => !states[i]).map(p => `${p.port} (${p.name})`);
+        let shut = open.filter((_, i) => !states[i]).map(p => `${p.port} (${p.name})`);
+        const blocked = shut.includes("25 (smtp)") ? port25Blame(await connects(SMTP_REFERENCE, 25), SMTP_REFERENCE) : undefined;
+        if (blocked) {
+            out.push(blocked);
+            shut = shut.filter(p => p !== "25 (smtp)");
+        }
         const extra = closed.filter((_, i) => states[open.length + i]);
         out.push(shut.length ? finding("ports", `open on ${ip}`, "error", `closed: ${shut.join(", ")}`, "is the service running? the host firewall (nftables) comes from services/catalog.ts: pulumi up")
             : finding("ports", `open on ${ip}`, "ok", open.map(p => p.port).join(" ")));

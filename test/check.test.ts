@@ -6,7 +6,7 @@ import { runProgram, unsecret, scriptOf } from "./program";
 import { baseConfig, settings } from "./fixtures";
 import { targetOf } from "../check";
 import { render, finding } from "../check/findings";
-import { relayFindings, Target } from "../check/probes";
+import { relayFindings, port25Blame, Target } from "../check/probes";
 import { preflight, adoption, fromStackFile } from "../check/preflight";
 import { dnsRecords } from "../components/dns/records";
 import { gandiDefaultZone } from "./livedns-api";
@@ -52,6 +52,14 @@ describe("check", () => {
         assert.match(text, /error DKIM s\._domainkey\.example\.org +missing\n +fix: pulumi up/);
         assert.doesNotMatch(text, /never shown/);
         assert.match(text, /^check: 1 ok, 1 warn, 1 error$/m);
+    });
+
+    it("tells port 25 blocked on this network from 25 closed on the server", () => {
+        assert.equal(port25Blame(true, "mx.example.net"), undefined, "another server answers: 25 is the server's to fix");
+        const blocked = port25Blame(false, "mx.example.net")!;
+        assert.equal(blocked.status, "warn");
+        assert.match(blocked.detail, /neither the server nor mx\.example\.net answers on 25/);
+        assert.match(blocked.hint, /your network blocks outbound port 25/);
     });
 
     it("calls a server that relays for strangers an open relay, and one that refuses it fine", async () => {
