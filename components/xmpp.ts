@@ -8,7 +8,6 @@ import { Settings } from "../config";
 import { DATA_DIR } from "../cloud-init";
 import { RemoteStep, ServiceArgs } from "./remote/step";
 import { DEPLOY_HOOK } from "./tls";
-import { USERS_FILE } from "./mail";
 import { portOf, LOCAL_PORTS } from "../services/catalog";
 import { renderTemplate } from "../services/template";
 import { TLS_POLICY, tlsValues } from "../services/tls-policy";
@@ -19,8 +18,12 @@ export const packages = ["prosody", "prosody-modules"];
 export const dataUnits = ["prosody"];
 export const XMPP_DIR = `${DATA_DIR}/prosody`;
 const HTTP_PORT = LOCAL_PORTS.xmppHttp;
-/** The mail account hash each XMPP password was last set from: a new hash means a new password. */
-const SYNCED_DIR = "/var/lib/selfhost/xmpp-synced";
+/**
+ * What each XMPP password was last set from (a SHA-256 of login and password; root's only): a new value
+ * means a new password. On the volume, beside the accounts it describes, so a new server does not set
+ * every password again (Prosody would store each anew, with new salts).
+ */
+const SYNCED_DIR = `${DATA_DIR}/selfhost/xmpp-synced`;
 
 const MB = 1024 * 1024;
 const uploadValues = (s: Settings) => ({
@@ -56,7 +59,7 @@ export class Xmpp extends pulumi.ComponentResource {
             connection: args.connection,
             prepare: [
                 `install -d -o prosody -g prosody -m 0750 ${XMPP_DIR}`,
-                `install -d -m 0700 ${SYNCED_DIR}`,
+                `install -d -m 0700 ${DATA_DIR}/selfhost ${SYNCED_DIR}`,
                 // The certificate copy Prosody reads, if the deploy hook has not made it yet.
                 `[ -e /etc/prosody/certs/selfhost.key ] || ${DEPLOY_HOOK}`,
             ].join("\n"),
@@ -74,12 +77,12 @@ export class Xmpp extends pulumi.ComponentResource {
                 `for _ in $(seq 40); do xmpp_admin "server:version()" && break; sleep 0.25; done`,
                 // Same password as mail: set it when the mail account's hash changed since the last sync.
                 "while read -r login password; do",
-                `  hash=$(awk -F: -v l="$login" '$1 == l {print $2}' ${USERS_FILE})`,
-                `  [ -n "$hash" ] && [ "$hash" = "$(cat ${SYNCED_DIR}/"$login" 2>/dev/null)" ] && continue`,
+                `  sum=$(printf '%s\\n%s' "$login" "$password" | sha256sum | cut -d' ' -f1)`,
+                `  [ "$sum" = "$(cat ${SYNCED_DIR}/"$login" 2>/dev/null)" ] && continue`,
                 `  xmpp_admin "user:password('$login', [==[$password]==])" || xmpp_admin "user:create('$login', [==[$password]==])" ||`,
                 `    { log "cannot set the XMPP password of $login"; exit 1; }`,
                 `  xmpp_admin "user:enable('$login')" || true`,
-                `  printf '%s' "$hash" > ${SYNCED_DIR}/"$login"; log "XMPP password of $login set from its mail account"`,
+                `  printf '%s' "$sum" > ${SYNCED_DIR}/"$login"; log "XMPP password of $login set from its mail account"`,
                 `done < "$SECRETS/passwords"`,
                 // An account no longer in users can no longer log in (its data stays, like its mailbox).
                 `for f in ${SYNCED_DIR}/*; do [ -e "$f" ] || continue; login=$(basename "$f"); ` +

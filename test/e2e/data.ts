@@ -123,9 +123,9 @@ export const REBUILT: Record<string, readonly string[]> = {
     "caches, logs and runtime state": ["proc", "sys", "dev", "run", "tmp", "var/tmp", "var/cache", "var/log",
         // rspamd's compiled expressions and counters' graph; the MTA-STS policy cache; Postfix's lock and seed;
         // compiled Sieve scripts; fail2ban's current bans (they expire); what the steps derive (web statistics,
-        // which XMPP accounts were synced, the last backup's time).
+        // the last backup's time).
         "var/lib/rspamd", "var/lib/mta-sts", "var/lib/postfix", "var/lib/dovecot", "var/lib/fail2ban",
-        "var/lib/selfhost/webstats", "var/lib/selfhost/xmpp-synced", "var/lib/selfhost/backup",
+        "var/lib/selfhost/webstats", "var/lib/selfhost/backup",
         // The packages' own first-start data: redis and Prosody keep theirs on the volume.
         "var/lib/redis", "var/lib/prosody"],
     "the outgoing queue, which the handover carries on its own (checked below)": ["var/spool/postfix", QUEUE_CARRY.slice(1)],
@@ -306,12 +306,12 @@ export async function dataChecks(c: DataContext, server: TestServer, steps: Step
     send("queued at the handover", "alice", peerAddress);
     const queued = await until(60, () => second.exec("postqueue -j").stdout.includes(peerAddress));
     checks.check("a message to the peer, which refuses mail for now, waits in the queue", () => queued ? undefined : second.exec("postqueue -p").stdout);
+    const adminUid = second.exec(`id -u ${c.adminUser}`).stdout.trim();
     replace(second, "move");
     const beforeMove = volumeFingerprint(volume);
     const heldBeforeMove = stoppedInventory(second, volume);
     const third = await c.boot("server-3", path.join(c.work, "server-3", "volume.img"));
     // Another image may number its users otherwise: the admin's old uid is somebody else's here.
-    const adminUid = second.exec(`id -u ${c.adminUser}`).stdout.trim();
     third.exec(`useradd --uid ${adminUid} --no-create-home somebody-else`);
     const movedRun = c.apply(moved, "move");
     const restoreLine = movedRun.get("backup")!.out.split("\n").find(l => /restored snapshot/.test(l)) ?? "";
