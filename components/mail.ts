@@ -115,7 +115,7 @@ export class Mail extends pulumi.ComponentResource {
             mailDir: MAIL_DIR, keyDir: OPENPGP_DIR, vmailUid: VMAIL_UID, usersFile: USERS_FILE, sieveDir: SIEVE_DIR, sieveBinDir: SIEVE_BIN_DIR,
             imapsPort: portOf("imaps"), sievePort: portOf("sieve"),
             dkimKey: DKIM_KEY, selector: s.dkimSelector, redisDir: REDIS_DIR, mtaStsPort: LOCAL_PORTS.mtaSts, adminUser: s.adminUser,
-            spamScore: 6, greylistScore: 4,
+            spamScore: 6, greylistScore: 4, sendLimitPerHour: s.sendLimitPerHour,
             ...tlsValues(), milterPort: LOCAL_PORTS.rspamdMilter, controllerPort: LOCAL_PORTS.rspamdController, redisPort: LOCAL_PORTS.redis,
         };
         const files: StepFile[] = [
@@ -132,7 +132,7 @@ export class Mail extends pulumi.ComponentResource {
                 ({ path: `${SIEVE_DIR}/${f}`, mode: "0755", content: renderTemplate(`dovecot/sieve/${f}`, values) })),
             ...encrypting(s).map(u => ({ path: `${OPENPGP_DIR}/${address(s, u.name)}.asc`, content: u.openpgpKey! })),
             ...["worker-proxy.inc", "worker-normal.inc", "worker-controller.inc", "redis.conf", "classifier-bayes.conf",
-                "actions.conf", "greylist.conf", "options.inc", "multimap.conf", "gtube.map", "milter_headers.conf", "dkim_signing.conf", "arc.conf", "settings.conf"].map(f =>
+                "actions.conf", "greylist.conf", "options.inc", "multimap.conf", "gtube.map", "milter_headers.conf", "dkim_signing.conf", "arc.conf", "settings.conf", "ratelimit.conf"].map(f =>
                 ({ path: `/etc/rspamd/local.d/${f}`, content: renderTemplate(`rspamd/${f}`, values) })),
             ...(hasForwards(s) ? [{ path: "/etc/default/postsrsd", content: renderTemplate("postfix/postsrsd", values) }] : []),
             { path: "/etc/redis/redis.conf", mode: "0640", owner: "redis:redis", content: renderTemplate("redis/redis.conf", values) },

@@ -98,6 +98,8 @@ export interface Settings {
     readonly dnsTtl: number;
     readonly dkimSelector: string;
     readonly dmarcPolicy: typeof DMARC_POLICIES[number];
+    /** Messages each user may send an hour (rspamd's ratelimit, per authenticated user). */
+    readonly sendLimitPerHour: number;
     readonly mtaStsMode: typeof MTA_STS_MODES[number];
     readonly tlsMode: TlsMode;
     readonly acmeServer: string;
@@ -288,6 +290,7 @@ export function validate(raw: Record<string, unknown>): Settings {
     const dkimSelector = String(raw.dkimSelector);
     if (!LABEL.test(dkimSelector)) bad("dkimSelector", `"${dkimSelector}" must be one DNS label (lowercase letters, digits, -), e.g. selfhost.`);
     const dmarcPolicy = oneOf("dmarcPolicy", DMARC_POLICIES);
+    const sendLimitPerHour = intIn("sendLimitPerHour", 1, 100000);
     const mtaStsMode = oneOf("mtaStsMode", MTA_STS_MODES);
     const tlsMode = oneOf("tlsMode", TLS_MODES);
 
@@ -353,7 +356,7 @@ export function validate(raw: Record<string, unknown>): Settings {
         domain, hostname, adminUser, adminEmail, sshPublicKeys: sshPublicKeys.map(k => String(k).trim()), sshPort,
         adminSources, banTime, recidiveBanTime, restrictOutbound: raw.restrictOutbound as boolean, outboundPorts, rebootTime,
         serverType, location, image, volumeSizeGb, protectData: raw.protectData as boolean,
-        protectServer: raw.protectServer as boolean, keysKeptOffline: raw.keysKeptOffline as boolean, dnsProvider, dnsTtl, gandiApiUrl, dkimSelector, dmarcPolicy, mtaStsMode,
+        protectServer: raw.protectServer as boolean, keysKeptOffline: raw.keysKeptOffline as boolean, dnsProvider, dnsTtl, gandiApiUrl, dkimSelector, dmarcPolicy, sendLimitPerHour, mtaStsMode,
         tlsMode, acmeServer, caaIssuer, dnsbls, unknownRdns, users,
         siteBuild, siteDir, sitePackages, userDirs: raw.userDirs as boolean, apps, webLogDays, webStats: raw.webStats as boolean,
         xmppUploadLimitMb, xmppUploadExpiresDays, xmppUploadQuotaMb, backup, backupStorageBoxType, backupSchedule, backupKeep,

@@ -86,6 +86,7 @@ describe("configuration", () => {
         ["an invalid forward", { users: [{ name: "alice", forwards: ["nowhere"] }] }, /users\[0\].forwards "nowhere" is not an email address/],
         ["an unknown user setting", { users: [{ name: "alice", password: "x" }] }, /users\[0\].password is not a user setting/],
         ["a password version that is no version", { users: [{ name: "alice", passwordVersion: "new" }] }, /users\[0\].passwordVersion must be a whole number from 1 up; raise it by one to give alice a new password/],
+        ["a sending limit of nothing", { sendLimitPerHour: 0 }, /selfhost:sendLimitPerHour must be a whole number from 1 to 100000; got 0/],
         ["two catch-all users", { users: [{ name: "a1", catchAll: true }, { name: "b1", catchAll: true }] }, /selfhost:users has more than one catchAll/],
         ["users that are not a list", { users: "alice" }, /selfhost:users must be a list/],
         ["an admin source that is no address", { adminSources: ["my-laptop"] }, /selfhost:adminSources\[0\] "my-laptop" is not an IP address or CIDR network/],

@@ -22,6 +22,9 @@ describe("mail", () => {
         const outbound = files.get("/etc/rspamd/local.d/settings.conf")!.content;
         assert.match(outbound, /authenticated = true;[\s\S]*apply \{\s*actions \{\s*reject = (\d+);/);
         assert.equal(/reject = (\d+);/.exec(outbound)![1], junk);
+        // Each authenticated user's sending rate, from the config.
+        const limited = stepFiles(await runProgram({ ...baseConfig(), sendLimitPerHour: 40 }), "mail").get("/etc/rspamd/local.d/ratelimit.conf")!.content;
+        assert.match(limited, /user = \{\s*bucket = \{\s*burst = 40;\s*rate = "40 \/ 1h";/);
     });
 
     it("derives Postfix's tables from users: mailboxes, aliases, postmaster/abuse, catch-all, senders", () => {

@@ -19,6 +19,8 @@ export interface MailContext {
     /** CA file that verifies the server's certificates. */
     readonly root: string;
     readonly passwords: Record<string, string>;
+    /** The stack's sendLimitPerHour. */
+    readonly sendLimitPerHour: number;
     readonly work: string;
     readonly serverIp: string;
     readonly serverIpv6: string;
@@ -259,6 +261,17 @@ export async function mailChecks(c: MailContext): Promise<void> {
         return submit.code !== 0 && /not allowed to submit/.test(submit.stderr) && byNobody === "" && byRoot === ports.join("\n") ? undefined
             : `sendmail as nobody: exit ${submit.code} ${submit.stderr.trim()}; reachable by nobody: [${byNobody}]; by root: [${byRoot}]`;
     });
+    {
+        // dave sends nothing else in this run: his bucket is full. The limit comes from the stack's config.
+        const limit = c.sendLimitPerHour;
+        const replies = Array.from({ length: limit + 2 }, (_, i) => submit("dave", login("dave"), login("dave"), `e2e rate ${i + 1}`));
+        const firstRefused = replies.findIndex(r => r.code !== 0);
+        checks.check(`a user's (${limit} + 1)th message within the hour is held back with a temporary refusal; the first ${limit} go`, () => {
+            const refusal = replies[firstRefused]?.stdout ?? "";
+            return firstRefused >= limit && firstRefused <= limit + 1 && /<~\*? +4\d\d .*[Rr]atelimit/.test(refusal) ? undefined
+                : `first refusal at message ${firstRefused + 1}: ${refusal.split("\n").filter(l => /<~/.test(l)).slice(-2).join(" | ")}`;
+        });
+    }
     checks.check("open relay attempt refused: unauthenticated on the submission port", () => {
         const r = swaks(["--port", "587", "--tls", "--from", "x@peer.test", "--to", "victim@elsewhere.test", "--quit-after", "RCPT"]);
         return r.code !== 0 ? undefined : r.stdout.slice(-400);

@@ -226,7 +226,8 @@ async function main(): Promise<number> {
         runAllChecks();
 
         console.log("mail, with real clients and the peer");
-        await mailChecks({ checks, server, peer, root, work, serverIp: SERVER.ipv4, serverIpv6: SERVER_IPV6, passwords: program.outputs.mailPasswords, openpgpHome: dave.home });
+        await mailChecks({ checks, server, peer, root, work, serverIp: SERVER.ipv4, serverIpv6: SERVER_IPV6, passwords: program.outputs.mailPasswords, openpgpHome: dave.home,
+            sendLimitPerHour: config.sendLimitPerHour as number });
 
         console.log("web, with curl, openssl and git");
         await webChecks({ checks, server, serverIp: SERVER.ipv4, sshPort, adminUser, root, ownerKey: owner.file, work });
