@@ -14,6 +14,7 @@ import { RemoteStep, ServiceArgs, StepFile } from "./remote/step";
 import { renderTemplate } from "../services/template";
 import { adminHomeOnVolume } from "./base";
 import { LOCAL_PORTS } from "../services/catalog";
+import { MAIL_DIR } from "./mail";
 
 export const packages = (s: Settings) => s.backup.kind === "off" ? [] : ["restic", ...s.backup.kind === "storagebox" ? ["sshpass"] : []];
 
@@ -103,7 +104,7 @@ export class Backup extends pulumi.ComponentResource {
         const files: StepFile[] = [
             { path: BACKUP_COMMAND, mode: "0755", content: this.repository.apply(repository =>
                 renderTemplate("backup/selfhost-backup", {
-                    repository, ...sftpLogin(repository)!, passwordFile: `${CONF_DIR}/password`, sshConfig: SSH_CONFIG, keyFile: KEY_FILE, dataDir: DATA_DIR, redisPort: LOCAL_PORTS.redis,
+                    repository, ...sftpLogin(repository)!, passwordFile: `${CONF_DIR}/password`, sshConfig: SSH_CONFIG, keyFile: KEY_FILE, dataDir: DATA_DIR, redisPort: LOCAL_PORTS.redis, mailDir: MAIL_DIR,
                     keepDaily: s.backupKeep.daily, keepWeekly: s.backupKeep.weekly, keepMonthly: s.backupKeep.monthly,
                 })) },
             { path: SSH_CONFIG, content: renderTemplate("backup/ssh_config", { keyFile: KEY_FILE, knownHosts: `${CONF_DIR}/known_hosts` }) },

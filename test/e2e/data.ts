@@ -349,6 +349,22 @@ export async function dataChecks(c: DataContext, server: TestServer, steps: Step
         return afterMove && r.stdout.includes("Subject: arrived after the last scheduled backup") ? undefined : `delivered: ${afterMove}; ${r.stdout}${r.stderr}`;
     });
 
+    // A message deleted by mistake comes back from the last snapshot into the live mailbox, and only it.
+    // The INBOX's subjects, sorted (a message put back gets a new UID, so a new place in the list).
+    const imapInbox = () => run(["python3", path.join(__dirname, "imap.py"), "mail.example.test", c.root, "alice@example.test", "list", "INBOX"],
+        { ns: NET.client.ns, input: c.passwords.alice, timeoutMs: 60_000 }).stdout.split("\n").sort().join("\n");
+    const lost = "Subject: arrived after the last scheduled backup";
+    const inboxBefore = imapInbox();
+    third.exec(`grep -rlF '${lost}' ${MAILDIR}/alice/Maildir/cur ${MAILDIR}/alice/Maildir/new | xargs -r rm -f`);
+    const gone = !imapInbox().includes(lost);
+    const putBack = third.exec("selfhost-backup restore-mailbox alice@example.test");
+    checks.check("a message deleted by mistake is put back from the last snapshot into the live mailbox (vmail's, seen over IMAP), nothing else touched", () => {
+        const after = imapInbox();
+        const owners = third.exec(`find ${MAILDIR}/alice -not -user vmail | head -3`).stdout.trim();
+        return gone && putBack.code === 0 && /put back 1 message\(s\)/.test(putBack.stdout) && after === inboxBefore && !owners ? undefined
+            : `deleted: ${gone}; ${putBack.stdout}${putBack.stderr}; same INBOX as before: ${after === inboxBefore}; not vmail's: ${owners}`;
+    });
+
     if (c.bench) figures.push(...backupBench(third, () => Number(peer.exec(`du -sb /home/${box.user}/restic | cut -f1`).stdout.split("\t")[0])));
     return figures;
 }
