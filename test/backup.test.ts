@@ -3,7 +3,7 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { spawnSync } from "child_process";
-import { runProgram, isSecret, unsecret, scriptOf } from "./program";
+import { runProgram, isSecret, unsecret, scriptOf, stepFiles } from "./program";
 import { baseConfig } from "./fixtures";
 import { sftpLogin, storageBoxLocation } from "../components/backup";
 
@@ -98,6 +98,43 @@ describe("backup", () => {
         assert.deepEqual(r.log, ["systemctl stop postfix nginx dovecot redis-server prosody", "systemctl start postfix nginx dovecot redis-server prosody"]);
         // Every other step goes first: each depends, directly or not, on base.
         assert.ok(run.one("command:remote:Command", "backup").dependencies.some(d => d.endsWith("Command::base")));
+    });
+
+    it("restore-mailbox puts back only the messages the mailbox lost, in their folders, and leaves nothing behind", async () => {
+        const run = await runProgram(baseConfig());
+        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "selfhost-restore-mailbox-"));
+        const script = stepFiles(run, "backup").get("/usr/local/sbin/selfhost-backup")!.content.replaceAll("/srv/mail", `${dir}/mail`);
+        const maildir = `${dir}/mail/example.org/alice/Maildir`;
+        fs.mkdirSync(`${maildir}/cur`, { recursive: true });
+        fs.writeFileSync(`${maildir}/cur/1.kept:2,S`, "kept, read since the snapshot");
+        const stubs = `${dir}/bin`;
+        fs.mkdirSync(stubs);
+        const stub = (name: string, body: string) => fs.writeFileSync(path.join(stubs, name), `#!/bin/bash
+${body}
+`, { mode: 0o755 });
+        // The snapshot: the kept message (other flags then), one lost from INBOX and one from Junk.
+        stub("restic", [
+            `[[ " $* " == *" restore "* ]] || exit 0`,
+            `t=$(printf '%s\n' "$@" | grep -A1 -x -- --target | tail -1)${""}`,
+            `mkdir -p "$t${maildir}/cur" "$t${maildir}/.Junk/cur"`,
+            `echo old > "$t${maildir}/cur/1.kept:2,"; echo lost > "$t${maildir}/cur/2.lost:2,S"; echo spam > "$t${maildir}/.Junk/cur/3.spam:2,"`,
+        ].join("\n"));
+        stub("install", `mkdir -p "$(dirname "\${@: -1}")" && cp "\${@: -2:1}" "\${@: -1}"`);
+        stub("chown", "true");
+        stub("doveadm", `echo "doveadm $*" >> ${dir}/doveadm.log`);
+        const before = fs.readdirSync("/var/tmp").filter(f => f.startsWith("selfhost-restore.")).length;
+        const r = spawnSync("bash", ["-c", script, "selfhost-backup", "restore-mailbox", "alice@example.org"],
+            { encoding: "utf8", env: { ...process.env, PATH: `${stubs}:${process.env.PATH}` } });
+        assert.equal(r.status, 0, r.stdout + r.stderr);
+        assert.match(r.stdout, /put back 2 message\(s\) into alice@example.org's mailbox from snapshot latest/);
+        assert.equal(fs.readFileSync(`${maildir}/cur/1.kept:2,S`, "utf8"), "kept, read since the snapshot", "nothing in the mailbox is replaced");
+        assert.deepEqual(fs.readdirSync(`${maildir}/cur`).sort(), ["1.kept:2,S", "2.lost:2,S"]);
+        assert.deepEqual(fs.readdirSync(`${maildir}/.Junk/cur`), ["3.spam:2,"]);
+        assert.equal(fs.readFileSync(`${dir}/doveadm.log`, "utf8").trim(), "doveadm force-resync -u alice@example.org *");
+        assert.equal(fs.readdirSync("/var/tmp").filter(f => f.startsWith("selfhost-restore.")).length, before, "its work directory is gone");
+        const refused = spawnSync("bash", ["-c", script, "selfhost-backup", "restore-mailbox", "bob@example.org"], { encoding: "utf8" });
+        assert.match(refused.stderr, /bob@example.org has no mailbox here/);
+        fs.rmSync(dir, { recursive: true });
     });
 
     it("uses an sftp repository as given, with its port let out of the firewall, and no Storage Box", async () => {
