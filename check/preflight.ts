@@ -18,8 +18,7 @@ import { dnsRecords } from "../components/dns/records";
 import { explain } from "../components/dns/livedns";
 import { Finding, finding, render } from "./findings";
 
-/** `pulumi config --json` entries: key → { value }. */
-/** As `pulumi config --json` gives it; `encrypted`: set in a stack file as a `secure:` value, so known to be there but not readable here. */
+/** `pulumi config --json` entries: key → { value }; `encrypted`: set in a stack file as a `secure:` value, so known to be there but not readable here. */
 type StackConfig = Record<string, { value?: string; secret?: boolean; encrypted?: boolean }>;
 
 /** What an encrypted value stands in for while the configuration is validated (a well-formed token). */

@@ -205,7 +205,6 @@ export function tlsFindings(t: Target, o: Options): Finding[] {
     });
 }
 
-/** Ports: what the catalog opens is open, the rest (SSH's default, the internal services) is not. */
 /**
  * Port 25 closed as seen from here: the server's fault, or this network's? Many home and office networks
  * block outbound 25; if another mail server is unreachable on 25 too, it is this side (a warning: the
@@ -220,18 +219,21 @@ export function port25Blame(referenceReachable: boolean, reference: string): Fin
 /** A mail server to tell "blocked here" from "closed there" (the status report's own probe by default). */
 const SMTP_REFERENCE = String(schema().checkSmtpHost.default);
 
+/** Ports: what the catalog opens is open, the rest (SSH's default, the internal services) is not. */
 export async function portFindings(t: Target): Promise<Finding[]> {
     const open = SERVICE_PORTS.filter(p => p.protocol === "tcp");
-    const closed = [22, 110, 143, 3306, 5432, 6379, 8080, 11332, 11333, 11334, ...Object.values(LOCAL_PORTS)].filter(p => p !== t.sshPort);
+    const closed = [22, 110, 143, 3306, 5432, 8080, 11333, ...Object.values(LOCAL_PORTS)].filter(p => p !== t.sshPort);
+    const smtp = portOf("smtp");
     const out: Finding[] = [];
     for (const ip of [t.ipv4, t.ipv6]) {
         const states = await Promise.all([...open.map(p => p.port), ...closed].map(p => connects(ip, p)));
-        let shut = open.filter((_, i) => !states[i]).map(p => `${p.port} (${p.name})`);
-        const blocked = shut.includes("25 (smtp)") ? port25Blame(await connects(SMTP_REFERENCE, 25), SMTP_REFERENCE) : undefined;
+        let shutPorts = open.filter((_, i) => !states[i]);
+        const blocked = shutPorts.some(p => p.port === smtp) ? port25Blame(await connects(SMTP_REFERENCE, smtp), SMTP_REFERENCE) : undefined;
         if (blocked) {
             out.push(blocked);
-            shut = shut.filter(p => p !== "25 (smtp)");
+            shutPorts = shutPorts.filter(p => p.port !== smtp);
         }
+        const shut = shutPorts.map(p => `${p.port} (${p.name})`);
         const extra = closed.filter((_, i) => states[open.length + i]);
         out.push(shut.length ? finding("ports", `open on ${ip}`, "error", `closed: ${shut.join(", ")}`, "is the service running? the host firewall (nftables) comes from services/catalog.ts: pulumi up")
             : finding("ports", `open on ${ip}`, "ok", open.map(p => p.port).join(" ")));

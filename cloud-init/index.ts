@@ -11,6 +11,8 @@ import * as YAML from "yaml";
 
 /** Where the data volume is mounted: everything that must outlive the server lives below it. */
 export const DATA_DIR = "/srv";
+/** The stack's own bookkeeping that must move with the data (root's only). */
+export const STACK_DATA_DIR = `${DATA_DIR}/selfhost`;
 
 /** The stack's own login for remote steps: made at first boot, its only key the stack's deploy key. */
 export const DEPLOY_USER = "selfhost";

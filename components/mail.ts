@@ -6,7 +6,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
 import { Settings, RESERVED_LOCAL_PARTS } from "../config";
-import { DATA_DIR } from "../cloud-init";
+import { DATA_DIR, STACK_DATA_DIR } from "../cloud-init";
 import { RemoteStep, ServiceArgs, StepFile } from "./remote/step";
 import { CERT_DIR } from "./tls";
 import { portOf, LOCAL_PORTS } from "../services/catalog";
@@ -28,7 +28,7 @@ const DKIM_KEY = "/etc/rspamd/selfhost/dkim.key";
 const MAPS = "/etc/postfix/selfhost";
 
 /** Mail not yet passed on to other servers when the old server hands over: carried on the volume, requeued by the next. */
-export const QUEUE_CARRY = `${DATA_DIR}/selfhost/postfix-queue`;
+export const QUEUE_CARRY = `${STACK_DATA_DIR}/postfix-queue`;
 const QUEUES = "incoming active deferred hold maildrop";
 export const handover = `q=/var/spool/postfix; if mountpoint -q ${DATA_DIR} && [ -n "$(cd $q && find ${QUEUES} -type f -print -quit)" ]; ` +
     `then mkdir -p ${QUEUE_CARRY} && (cd $q && cp -a ${QUEUES} ${QUEUE_CARRY}/); fi`;

@@ -5,7 +5,7 @@
  */
 import * as pulumi from "@pulumi/pulumi";
 import { Settings } from "../config";
-import { DATA_DIR } from "../cloud-init";
+import { DATA_DIR, STACK_DATA_DIR } from "../cloud-init";
 import { RemoteStep, ServiceArgs } from "./remote/step";
 import { DEPLOY_HOOK } from "./tls";
 import { portOf, LOCAL_PORTS } from "../services/catalog";
@@ -23,7 +23,7 @@ const HTTP_PORT = LOCAL_PORTS.xmppHttp;
  * means a new password. On the volume, beside the accounts it describes, so a new server does not set
  * every password again (Prosody would store each anew, with new salts).
  */
-const SYNCED_DIR = `${DATA_DIR}/selfhost/xmpp-synced`;
+const SYNCED_DIR = `${STACK_DATA_DIR}/xmpp-synced`;
 
 const MB = 1024 * 1024;
 const uploadValues = (s: Settings) => ({
@@ -59,7 +59,7 @@ export class Xmpp extends pulumi.ComponentResource {
             connection: args.connection,
             prepare: [
                 `install -d -o prosody -g prosody -m 0750 ${XMPP_DIR}`,
-                `install -d -m 0700 ${DATA_DIR}/selfhost ${SYNCED_DIR}`,
+                `install -d -m 0700 ${STACK_DATA_DIR} ${SYNCED_DIR}`,
                 // The certificate copy Prosody reads, if the deploy hook has not made it yet.
                 `[ -e /etc/prosody/certs/selfhost.key ] || ${DEPLOY_HOOK}`,
             ].join("\n"),
@@ -75,7 +75,7 @@ export class Xmpp extends pulumi.ComponentResource {
                 `xmpp_admin() { local out; out=$(printf '%s\\n' "$1" | prosodyctl shell 2>&1); [[ $out == *"OK:"* ]]; }`,
                 // After a (re)start the console socket takes a moment to appear.
                 `for _ in $(seq 40); do xmpp_admin "server:version()" && break; sleep 0.25; done`,
-                // Same password as mail: set it when the mail account's hash changed since the last sync.
+                // Same password as mail: set it when it differs from the one last synced.
                 "while read -r login password; do",
                 `  sum=$(printf '%s\\n%s' "$login" "$password" | sha256sum | cut -d' ' -f1)`,
                 `  [ "$sum" = "$(cat ${SYNCED_DIR}/"$login" 2>/dev/null)" ] && continue`,

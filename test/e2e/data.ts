@@ -342,17 +342,17 @@ export async function dataChecks(c: DataContext, server: TestServer, steps: Step
     });
     send("after the move");
     const afterMove = await arrived(third, "after the move");
+    // alice's INBOX over IMAP, one "Subject:" line a message (imap.py reads the password on stdin).
+    const aliceInbox = () => run(["python3", path.join(__dirname, "imap.py"), "mail.example.test", c.root, "alice@example.test", "list", "INBOX"],
+        { ns: NET.client.ns, input: c.passwords.alice, timeoutMs: 60_000 });
     checks.check("moved: new mail is delivered and the old password still logs in over IMAP", () => {
-        // imap.py reads the password on stdin.
-        const r = run(["python3", path.join(__dirname, "imap.py"), "mail.example.test", c.root, "alice@example.test", "list", "INBOX"],
-            { ns: NET.client.ns, input: c.passwords.alice, timeoutMs: 60_000 });
+        const r = aliceInbox();
         return afterMove && r.stdout.includes("Subject: arrived after the last scheduled backup") ? undefined : `delivered: ${afterMove}; ${r.stdout}${r.stderr}`;
     });
 
     // A message deleted by mistake comes back from the last snapshot into the live mailbox, and only it.
     // The INBOX's subjects, sorted (a message put back gets a new UID, so a new place in the list).
-    const imapInbox = () => run(["python3", path.join(__dirname, "imap.py"), "mail.example.test", c.root, "alice@example.test", "list", "INBOX"],
-        { ns: NET.client.ns, input: c.passwords.alice, timeoutMs: 60_000 }).stdout.split("\n").sort().join("\n");
+    const imapInbox = () => aliceInbox().stdout.split("\n").sort().join("\n");
     const lost = "Subject: arrived after the last scheduled backup";
     const inboxBefore = imapInbox();
     third.exec(`grep -rlF '${lost}' ${MAILDIR}/alice/Maildir/cur ${MAILDIR}/alice/Maildir/new | xargs -r rm -f`);
