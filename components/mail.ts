@@ -3,9 +3,10 @@
  * ManageSieve, rspamd filters, signs (the stack's DKIM key) and learns from Junk moves, redis keeps
  * its Bayes data. Accounts, aliases and forwards come from `users`; passwords from the stack.
  */
+import * as path from "path";
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
-import { Settings, RESERVED_LOCAL_PARTS } from "../config";
+import { Settings, MailUser, RESERVED_LOCAL_PARTS } from "../config";
 import { DATA_DIR, STACK_DATA_DIR } from "../cloud-init";
 import { RemoteStep, ServiceArgs, StepFile } from "./remote/step";
 import { CERT_DIR } from "./tls";
@@ -25,6 +26,9 @@ const SIEVE_SCRIPTS = ["encrypt.sieve", "spam-to-junk.sieve", "learn-spam.sieve"
 /** Users' OpenPGP public keys, one `<login>.asc` each (public: plain files, shown in previews). */
 const OPENPGP_DIR = "/etc/dovecot/selfhost/openpgp";
 const DKIM_KEY = "/etc/rspamd/selfhost/dkim.key";
+const QUOTA_WARNING = "/usr/local/lib/selfhost/quota-warning";
+/** A mailbox's size limit in MB (0: none). */
+export const quotaOf = (s: Settings, u: MailUser) => u.quotaMb ?? s.mailboxQuotaMb;
 const MAPS = "/etc/postfix/selfhost";
 
 /** Mail not yet passed on to other servers when the old server hands over: carried on the volume, requeued by the next. */
@@ -115,7 +119,7 @@ export class Mail extends pulumi.ComponentResource {
             mailDir: MAIL_DIR, keyDir: OPENPGP_DIR, vmailUid: VMAIL_UID, usersFile: USERS_FILE, sieveDir: SIEVE_DIR, sieveBinDir: SIEVE_BIN_DIR,
             imapsPort: portOf("imaps"), sievePort: portOf("sieve"),
             dkimKey: DKIM_KEY, selector: s.dkimSelector, redisDir: REDIS_DIR, mtaStsPort: LOCAL_PORTS.mtaSts, adminUser: s.adminUser,
-            spamScore: 6, greylistScore: 4, sendLimitPerHour: s.sendLimitPerHour,
+            spamScore: 6, greylistScore: 4, sendLimitPerHour: s.sendLimitPerHour, quotaWarning: QUOTA_WARNING,
             ...tlsValues(), milterPort: LOCAL_PORTS.rspamdMilter, controllerPort: LOCAL_PORTS.rspamdController, redisPort: LOCAL_PORTS.redis,
         };
         const files: StepFile[] = [
@@ -130,6 +134,7 @@ export class Mail extends pulumi.ComponentResource {
                 ({ path: `${SIEVE_DIR}/${f}`, content: renderTemplate(`dovecot/sieve/${f}`, { encryptedMailboxes: encryptedMailboxes(s) }) })),
             ...["rspamd-learn", "openpgp-encrypt"].map(f =>
                 ({ path: `${SIEVE_DIR}/${f}`, mode: "0755", content: renderTemplate(`dovecot/sieve/${f}`, values) })),
+            { path: QUOTA_WARNING, mode: "0755", content: renderTemplate("dovecot/quota-warning", values) },
             ...encrypting(s).map(u => ({ path: `${OPENPGP_DIR}/${address(s, u.name)}.asc`, content: u.openpgpKey! })),
             ...["worker-proxy.inc", "worker-normal.inc", "worker-controller.inc", "redis.conf", "classifier-bayes.conf",
                 "actions.conf", "greylist.conf", "options.inc", "multimap.conf", "gtube.map", "milter_headers.conf", "dkim_signing.conf", "arc.conf", "settings.conf", "ratelimit.conf"].map(f =>
@@ -147,19 +152,20 @@ export class Mail extends pulumi.ComponentResource {
                 `install -d -o vmail -g vmail -m 0750 ${MAIL_DIR}`,
                 `install -d -o redis -g redis -m 0750 ${REDIS_DIR}`,
                 `install -d -o vmail -g vmail -m 0750 ${SIEVE_BIN_DIR}`,
-                `install -d -m 0755 ${MAPS} ${SIEVE_DIR} ${OPENPGP_DIR} /etc/dovecot/selfhost /etc/rspamd/selfhost`,
+                `install -d -m 0755 ${MAPS} ${SIEVE_DIR} ${OPENPGP_DIR} /etc/dovecot/selfhost /etc/rspamd/selfhost ${path.dirname(QUOTA_WARNING)}`,
                 // Hash each password on the server; keep an existing hash while it still matches, so a re-run changes nothing.
-                "while read -r login password; do",
+                // The login's mailbox limit travels with it (a userdb field).
+                "while read -r login password quota; do",
                 `  old=$({ awk -F: -v l="$login" '$1 == l {print $2}' ${USERS_FILE} 2>/dev/null || true; } | sed 's/^{SHA512-CRYPT}//')`,
                 "  salt=$(printf '%s' \"$old\" | cut -d'$' -f3)",
                 "  if [ -n \"$old\" ] && [ \"$(printf '%s' \"$password\" | openssl passwd -6 -salt \"$salt\" -stdin)\" = \"$old\" ]; then hash=$old;",
                 "  else hash=$(printf '%s' \"$password\" | openssl passwd -6 -stdin); fi",
-                "  printf '%s:{SHA512-CRYPT}%s::::::\\n' \"$login\" \"$hash\"",
+                "  printf '%s:{SHA512-CRYPT}%s::::::userdb_quota_storage_size=%sM\\n' \"$login\" \"$hash\" \"$quota\"",
                 `done < "$SECRETS/passwords" > "$SECRETS/users"`,
                 `put ${USERS_FILE} 0640 root:dovecot < "$SECRETS/users"`,
             ].join("\n"),
             files,
-            secrets: { passwords: this.passwords.apply(p => Object.entries(p).map(([u, pw]) => `${address(s, u)} ${pw}`).join("\n") + "\n") },
+            secrets: { passwords: this.passwords.apply(p => s.users.map(u => `${address(s, u.name)} ${p[u.name]} ${quotaOf(s, u)}`).join("\n") + "\n") },
             secretFiles: [
                 { path: DKIM_KEY, content: args.dkimPrivateKeyPem, mode: "0640", owner: "root:_rspamd" },
                 // The SRS key is the stack's, so addresses rewritten before a server move still bounce back after it.
@@ -168,6 +174,7 @@ export class Mail extends pulumi.ComponentResource {
                 }, { parent: this }).result }] : []),
             ],
             check: [
+                `check sh -n ${QUOTA_WARNING}`,
                 "check postfix check",
                 "check sh -c '! postconf -n 2>&1 >/dev/null | grep .'",
                 "check doveconf -n",

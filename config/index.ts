@@ -47,6 +47,8 @@ export interface MailUser {
     readonly openpgpKey?: string;
     /** Raising it gives the user a new password (the old one stops working at the next `up`). */
     readonly passwordVersion?: number;
+    /** This mailbox's size limit in MB, instead of mailboxQuotaMb (0: none). */
+    readonly quotaMb?: number;
 }
 
 /** A local web app that nginx proxies to, by path or by subdomain. */
@@ -100,6 +102,8 @@ export interface Settings {
     readonly dmarcPolicy: typeof DMARC_POLICIES[number];
     /** Messages each user may send an hour (rspamd's ratelimit, per authenticated user). */
     readonly sendLimitPerHour: number;
+    /** Each mailbox's size limit in MB unless the user has quotaMb (0: none). */
+    readonly mailboxQuotaMb: number;
     readonly mtaStsMode: typeof MTA_STS_MODES[number];
     readonly tlsMode: TlsMode;
     readonly acmeServer: string;
@@ -291,6 +295,9 @@ export function validate(raw: Record<string, unknown>): Settings {
     if (!LABEL.test(dkimSelector)) bad("dkimSelector", `"${dkimSelector}" must be one DNS label (lowercase letters, digits, -), e.g. selfhost.`);
     const dmarcPolicy = oneOf("dmarcPolicy", DMARC_POLICIES);
     const sendLimitPerHour = intIn("sendLimitPerHour", 1, 100000);
+    // A quota only protects the disk if it fits on the volume.
+    const maxQuotaMb = volumeSizeGb * 1024;
+    const mailboxQuotaMb = intIn("mailboxQuotaMb", 0, maxQuotaMb);
     const mtaStsMode = oneOf("mtaStsMode", MTA_STS_MODES);
     const tlsMode = oneOf("tlsMode", TLS_MODES);
 
@@ -313,7 +320,7 @@ export function validate(raw: Record<string, unknown>): Settings {
         if (!caaIssuer) bad("caaIssuer", `cannot be derived from acmeServer host ${acmeHost}; set it to your CA's CAA domain.`);
     }
 
-    const users = mailUsers(raw.users, domain, bad);
+    const users = mailUsers(raw.users, domain, maxQuotaMb, bad);
     const [adminLocal, adminDomain] = adminEmail.split("@");
     if (adminDomain === domain && !users.some(u => u.name === adminLocal || u.aliases.includes(adminLocal))) {
         bad("adminEmail", `"${adminEmail}" is in this domain but no user has it; add a user or alias "${adminLocal}", or use an address elsewhere.`);
@@ -356,7 +363,7 @@ export function validate(raw: Record<string, unknown>): Settings {
         domain, hostname, adminUser, adminEmail, sshPublicKeys: sshPublicKeys.map(k => String(k).trim()), sshPort,
         adminSources, banTime, recidiveBanTime, restrictOutbound: raw.restrictOutbound as boolean, outboundPorts, rebootTime,
         serverType, location, image, volumeSizeGb, protectData: raw.protectData as boolean,
-        protectServer: raw.protectServer as boolean, keysKeptOffline: raw.keysKeptOffline as boolean, dnsProvider, dnsTtl, gandiApiUrl, dkimSelector, dmarcPolicy, sendLimitPerHour, mtaStsMode,
+        protectServer: raw.protectServer as boolean, keysKeptOffline: raw.keysKeptOffline as boolean, dnsProvider, dnsTtl, gandiApiUrl, dkimSelector, dmarcPolicy, sendLimitPerHour, mailboxQuotaMb, mtaStsMode,
         tlsMode, acmeServer, caaIssuer, dnsbls, unknownRdns, users,
         siteBuild, siteDir, sitePackages, userDirs: raw.userDirs as boolean, apps, webLogDays, webStats: raw.webStats as boolean,
         xmppUploadLimitMb, xmppUploadExpiresDays, xmppUploadQuotaMb, backup, backupStorageBoxType, backupSchedule, backupKeep,
@@ -490,7 +497,7 @@ function webApps(value: unknown, takenPorts: number[], hostLabel: string, bad: (
     });
 }
 
-function mailUsers(value: unknown, domain: string, bad: (key: string, message: string) => void): MailUser[] {
+function mailUsers(value: unknown, domain: string, maxQuotaMb: number, bad: (key: string, message: string) => void): MailUser[] {
     if (!Array.isArray(value)) {
         bad("users", "must be a list of {name, aliases?, forwards?, catchAll?}.");
         return [];
@@ -503,7 +510,7 @@ function mailUsers(value: unknown, domain: string, bad: (key: string, message: s
             bad(key, "must be an object like {name: alice, aliases: [ali]}.");
             return;
         }
-        const known = ["name", "aliases", "forwards", "catchAll", "openpgpKey", "passwordVersion"];
+        const known = ["name", "aliases", "forwards", "catchAll", "openpgpKey", "passwordVersion", "quotaMb"];
         for (const field of Object.keys(entry)) {
             if (!known.includes(field)) bad(`${key}.${field}`, `is not a user setting; known: ${known.join(", ")}.`);
         }
@@ -539,8 +546,12 @@ function mailUsers(value: unknown, domain: string, bad: (key: string, message: s
         if (passwordVersion !== undefined && !(Number.isInteger(passwordVersion) && (passwordVersion as number) >= 1)) {
             bad(`${key}.passwordVersion`, `must be a whole number from 1 up; raise it by one to give ${name || "the user"} a new password.`);
         }
+        const quotaMb = e.quotaMb;
+        if (quotaMb !== undefined && !(Number.isInteger(quotaMb) && (quotaMb as number) >= 0 && (quotaMb as number) <= maxQuotaMb)) {
+            bad(`${key}.quotaMb`, `must be a whole number of MB from 0 (no limit) to ${maxQuotaMb} (the volume's size); got ${JSON.stringify(quotaMb)}.`);
+        }
         users.push({ name, aliases, forwards, catchAll: e.catchAll === true, ...(openpgpKey ? { openpgpKey } : {}),
-            ...(typeof passwordVersion === "number" ? { passwordVersion } : {}) });
+            ...(typeof passwordVersion === "number" ? { passwordVersion } : {}), ...(typeof quotaMb === "number" ? { quotaMb } : {}) });
     });
     if (users.filter(u => u.catchAll).length > 1) bad("users", "has more than one catchAll user; keep at most one.");
     return users;

@@ -45,8 +45,9 @@ describe("mail", () => {
         assert.match(maps["own-domains"], /^example\.org REJECT /);
     });
 
-    it("makes a password per user, exported only as a secret, and sent to the server on stdin only", async () => {
-        const run = await runProgram(baseConfig());
+    it("makes a password per user, exported only as a secret, and sent to the server on stdin only, with the mailbox's limit", async () => {
+        const users = baseConfig().users as object[];
+        const run = await runProgram({ ...baseConfig(), mailboxQuotaMb: 2048, users: [{ ...users[0], quotaMb: 100 }, users[1]] });
         const passwords = run.all("random:index/randomPassword:RandomPassword").filter(p => p.name.startsWith("password-"));
         assert.deepEqual(passwords.map(p => [p.name, p.inputs.length, p.inputs.special]), [["password-alice", 24, false], ["password-bob", 24, false]]);
         const exported = run.outputs.mailPasswords;
@@ -58,7 +59,9 @@ describe("mail", () => {
         assert.ok(isSecret(step.inputs.stdin));
         const stdin: string = unsecret(step.inputs.stdin);
         const lines = Object.fromEntries(stdin.trim().split("\n").map(l => l.split(" ")).map(([k, v]) => [k, Buffer.from(v, "base64").toString()]));
-        assert.equal(lines.passwords, `alice@example.org ${exported.alice}\nbob@example.org ${exported.bob}\n`);
+        // A user's quotaMb, else mailboxQuotaMb: the prepare loop writes it into the login's userdb fields.
+        assert.equal(lines.passwords, `alice@example.org ${exported.alice} 100\nbob@example.org ${exported.bob} 2048\n`);
+        assert.match(create, /userdb_quota_storage_size=%sM/);
         assert.equal(lines.s0, dkimKey);
     });
 

@@ -22,7 +22,9 @@ export const e2eConfig = (keys: OwnerKeys): Record<string, unknown> => ({
     caaIssuer: "pebble.example",
     // Low enough to reach in a check (dave sends nothing else).
     sendLimitPerHour: 12,
-    users: [{ name: "alice", aliases: ["info"] }, { name: "bob", forwards: ["carol@peer.test"] }, { name: "dave", openpgpKey: keys.openpgp }],
+    users: [{ name: "alice", aliases: ["info"] }, { name: "bob", forwards: ["carol@peer.test"] }, { name: "dave", openpgpKey: keys.openpgp },
+        // A mailbox small enough to fill in a check.
+        { name: "erin", quotaMb: 1 }],
     // The harness (the bridge's addresses) and the client; the attackers and the listed client are outside.
     adminSources: [NET.gateway4, NET.gateway6, NET.client.ipv4, NET.client.ipv6],
     banTime: 60,

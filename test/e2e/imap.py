@@ -6,6 +6,7 @@
   imap.py HOST CAFILE USER show MAILBOX SUBJECT    -> the headers of the messages with that subject
   imap.py HOST CAFILE USER raw MAILBOX SUBJECT     -> the whole messages with that subject, as stored
   imap.py HOST CAFILE USER mailboxes               -> mailbox names with their special-use flags
+  imap.py HOST CAFILE USER quota                   -> the INBOX's quota root line (RFC 2087: usage and limit in KB)
 The password is read from standard input.
 """
 import email
@@ -23,6 +24,11 @@ def main() -> int:
         if command == "mailboxes":
             _, lines = imap.list()
             for line in lines:
+                print(line.decode())
+            return 0
+        if command == "quota":
+            _, data = imap.getquotaroot("INBOX")
+            for line in data[1]:
                 print(line.decode())
             return 0
         mailbox = args[0]

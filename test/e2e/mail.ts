@@ -4,6 +4,7 @@
  */
 import * as fs from "fs";
 import * as path from "path";
+import * as crypto from "crypto";
 import { sh, run, Result } from "./sh";
 import { NET } from "./world";
 import { TestServer } from "./server";
@@ -44,9 +45,9 @@ export async function mailChecks(c: MailContext): Promise<void> {
     const login = (user: string) => `${user}@${DOMAIN}`;
     const swaks = (args: string[]) => client(["swaks", "--server", c.serverIp, "--tls-ca-path", c.root,
         "--tls-verify", "--tls-sni", HOST, "--tls-verify-target", HOST, "--timeout", "30", "--helo", HELO, ...args]);
-    const submit = (user: string, from: string, to: string, subject: string, port: 587 | 465 = 587) =>
+    const submit = (user: string, from: string, to: string, subject: string, port: 587 | 465 = 587, extra: string[] = []) =>
         swaks(["--port", String(port), port === 587 ? "--tls" : "--tls-on-connect", "--auth", "PLAIN", "--auth-user", login(user),
-            "--auth-password", c.passwords[user], "--from", from, "--to", to, "--header", `Subject: ${subject}`, "--body", BODY]);
+            "--auth-password", c.passwords[user], "--from", from, "--to", to, "--header", `Subject: ${subject}`, "--body", BODY, ...extra]);
     const imap = (user: string, ...args: string[]) => client(["python3", IMAP, HOST, c.root, login(user), ...args], c.passwords[user]);
     const waitInMailbox = async (user: string, mailbox: string, subject: string, seconds = 30): Promise<boolean> => {
         for (let i = 0; i < seconds * 2; i++) {
@@ -270,6 +271,44 @@ export async function mailChecks(c: MailContext): Promise<void> {
             const refusal = replies[firstRefused]?.stdout ?? "";
             return firstRefused >= limit && firstRefused <= limit + 1 && /<~\*? +4\d\d .*[Rr]atelimit/.test(refusal) ? undefined
                 : `first refusal at message ${firstRefused + 1}: ${refusal.split("\n").filter(l => /<~/.test(l)).slice(-2).join(" | ")}`;
+        });
+    }
+    {
+        // erin's mailbox holds 1 MB (quotaMb in the stack's config). Attachments of random bytes (a third more once encoded)
+        // take it past 80%, then past 100% (the last message that crosses the limit is let in: Dovecot's grace).
+        const attach = (kb: number) => {
+            const file = path.join(c.work, `quota-${kb}.bin`);
+            fs.writeFileSync(file, crypto.randomBytes(kb * 1024));
+            return ["--attach-type", "application/octet-stream", "--attach", `@${file}`];
+        };
+        const warning = (percent: number) => `Your mailbox is ${percent}% full`;
+        const first = submit("alice", login("alice"), login("erin"), "e2e quota 1", 587, attach(660));
+        const warned80 = await waitInMailbox("erin", "INBOX", warning(80));
+        checks.check("a mailbox past 80% of its quota: its user gets a warning mail", () =>
+            ok(first) ?? (warned80 ? undefined : imap("erin", "list", "INBOX").stdout));
+        const second = submit("alice", login("alice"), login("erin"), "e2e quota 2", 587, attach(150));
+        const warned95 = await waitInMailbox("erin", "INBOX", warning(95));
+        const adminCopy = await waitInMailbox("alice", "INBOX", warning(95));
+        checks.check("past 95%: the user is warned again and the admin gets a copy", () =>
+            ok(second) ?? (warned95 && adminCopy ? undefined : `erin: ${warned95}, alice (admin): ${adminCopy}`));
+        checks.check("the mail client sees the mailbox's usage and its 1 MB limit (IMAP QUOTA)", () => {
+            const line = imap("erin", "quota").stdout;
+            const [, used, limit] = line.match(/STORAGE (\d+) (\d+)/) ?? [];
+            return Number(limit) === 1024 && Number(used) > 1024 ? undefined : line || "no quota line";
+        });
+        const rcpt = (port: 25 | 587) => port === 25
+            ? client(["swaks", "--server", c.serverIp, "--port", "25", "--helo", HELO, "--from", "someone@peer.test", "--to", login("erin"), "--quit-after", "RCPT"])
+            : submit("alice", login("alice"), login("erin"), "e2e quota 3", 587, ["--quit-after", "RCPT"]);
+        for (const port of [25, 587] as const) {
+            checks.check(`a full mailbox refuses new mail at RCPT on ${port} with 552 5.2.2 (${port === 25 ? "the sending server bounces it" : "the sender is told at once"})`, () => {
+                const r = rcpt(port);
+                return r.code !== 0 && /<\*\* +552 5\.2\.2/.test(r.stdout) ? undefined : `exit ${r.code}\n${r.stdout.slice(-300)}`;
+            });
+        }
+        checks.check("nothing for the full mailbox waits in our queue, and others still receive", () => {
+            const queued = server.exec("postqueue -j").stdout;
+            const toAlice = submit("bob", login("bob"), login("alice"), "e2e quota others");
+            return !queued.includes(login("erin")) && toAlice.code === 0 ? undefined : `queue: ${queued.slice(0, 300)}; to alice: exit ${toAlice.code}`;
         });
     }
     checks.check("open relay attempt refused: unauthenticated on the submission port", () => {
