@@ -79,7 +79,9 @@ export class Backup extends pulumi.ComponentResource {
             const box = new hcloud.StorageBox("backup", {
                 name: `${s.hostname.replace(/\./g, "-")}-backup`, storageBoxType: s.backupStorageBoxType,
                 location: storageBoxLocation(s.location), password: boxPassword("storagebox-password", this).result,
-                accessSettings: { sshEnabled: true, reachableExternally: true, sambaEnabled: false, webdavEnabled: false, zfsEnabled: false },
+                // Nobody logs in as the main account (it sees every sub-account's files): the API's box settings are the
+                // main account's, each sub-account has its own (Hetzner's Storage Box API, update_access_settings).
+                accessSettings: { sshEnabled: false, reachableExternally: false, sambaEnabled: false, webdavEnabled: false, zfsEnabled: false },
                 // History the server cannot delete: Hetzner's own daily snapshots of the box. A compromised server
                 // can `restic forget --prune` its repository; it cannot touch these (they count against the box's space).
                 snapshotPlan: { hour: STORAGE_BOX_SNAPSHOT.hour, minute: 0, maxSnapshots: STORAGE_BOX_SNAPSHOT.keep },

@@ -29,13 +29,20 @@ export const stopWriters = (dataUnits: readonly string[]) => `systemctl stop ${w
  */
 export const KEYS_DIR = "/etc/ssh/authorized_keys";
 
-/** Who may log in, and as what: the admin with the user's keys and sudo, beside the stack's deploy user. */
+/**
+ * The login `git push` deploys through (the web step makes it, with git-shell as its shell: git and nothing else).
+ * The admin's keys and siteDeployKeys reach it, each restricted (no terminal, no forwarding).
+ */
+export const GIT_USER = "git";
+
+/** Who may log in, and as what: the admin with the user's keys and sudo, the push login, beside the stack's deploy user. */
 function accessFiles(s: Settings, sshPorts: pulumi.Input<readonly number[]>) {
     return [
         { path: "/etc/ssh/sshd_config.d/00-selfhost.conf",
-            content: pulumi.output(sshPorts).apply(ports => sshdDropIn({ sshPorts: ports, users: [DEPLOY_USER, s.adminUser], keysDir: KEYS_DIR })) },
+            content: pulumi.output(sshPorts).apply(ports => sshdDropIn({ sshPorts: ports, users: [DEPLOY_USER, s.adminUser, GIT_USER], keysDir: KEYS_DIR })) },
         { path: "/etc/sudoers.d/selfhost-admin", mode: "0440", content: `${s.adminUser} ALL=(ALL) NOPASSWD:ALL\n` },
         { path: `${KEYS_DIR}/${s.adminUser}`, content: s.sshPublicKeys.join("\n") },
+        { path: `${KEYS_DIR}/${GIT_USER}`, content: [...s.sshPublicKeys, ...s.siteDeployKeys].map(k => `restrict ${k}`).join("\n") + "\n" },
     ];
 }
 

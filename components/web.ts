@@ -12,22 +12,29 @@ import { CERT_DIR } from "./tls";
 import { portOf, SERVICE_SUBDOMAINS, LOCAL_PORTS } from "../services/catalog";
 import { renderTemplate } from "../services/template";
 import { uploadServer } from "./xmpp";
-import { HOMES_DIR } from "./base";
+import { HOMES_DIR, GIT_USER } from "./base";
 import { TLS_POLICY, tlsValues } from "../services/tls-policy";
 
 const WWW_DIR = `${DATA_DIR}/www`;
 /** The live site: a symlink to the newest release, switched in one rename. */
 export const WEB_ROOT = `${WWW_DIR}/site`;
 export const RELEASES_DIR = `${WWW_DIR}/releases`;
-export const SITE_REPO = `${DATA_DIR}/git/site.git`;
+/** The git login's home (root's: nothing in it is the login's to change but the repository). */
+const GIT_HOME = `${DATA_DIR}/git`;
+export const SITE_REPO = `${GIT_HOME}/site.git`;
 const GENERATED = "/etc/nginx/selfhost";
 const HOOKS = "/etc/selfhost/git-hooks";
 const BUILD_SCRIPT = "/etc/selfhost/site-build";
 /** The statistics report is derived from logs on the root disk: it need not outlive the server. */
 const STATS_DIR = "/var/lib/selfhost/webstats";
 const STATS_UNIT = "selfhost-webstats";
-/** Unprivileged users of their own: the site build (untrusted code from the pushed tree) and the statistics (internet-supplied logs). */
+/**
+ * Unprivileged users of their own: the site build (untrusted code from the pushed tree) and the statistics
+ * (internet-supplied logs). Pushes arrive as GIT_USER, a login that can run git and nothing else.
+ */
 export const SITE_BUILDER = "selfhost-site";
+const BUILD_DIR = `/var/lib/${SITE_BUILDER}/builds`;
+const SUDOERS = "/etc/sudoers.d/selfhost-git";
 const STATS_USER = "selfhost-stats";
 /** A system user without login (sudo -u still runs commands as it). */
 const systemUser = (name: string, home: string) =>
@@ -63,25 +70,30 @@ export class Web extends pulumi.ComponentResource {
     constructor(name: string, args: ServiceArgs, opts?: pulumi.ComponentResourceOptions) {
         super("selfhost:index:Web", name, {}, opts);
         const s = args.settings;
-        const admin = s.adminUser;
         const ports = { imapsPort: portOf("imaps"), submissionsPort: portOf("submissions"), submissionPort: portOf("submission") };
         this.step = new RemoteStep("web", {
             connection: args.connection,
             prepare: [
-                `install -d -o ${admin} -g ${admin} -m 0755 ${WWW_DIR} ${RELEASES_DIR} ${DATA_DIR}/git`,
+                // Its keys and sshd's leave are the base step's (access); its shell lets it run git and nothing else.
+                `id -u ${GIT_USER} >/dev/null 2>&1 || useradd --system --home-dir ${GIT_HOME} --no-create-home --shell /usr/bin/git-shell ${GIT_USER}`,
+                `install -d -m 0755 ${GIT_HOME}`,
+                `install -d -o ${GIT_USER} -g ${GIT_USER} -m 0755 ${WWW_DIR} ${RELEASES_DIR}`,
+                // The site and its repository were the admin's before pushes had a login of their own, and a new
+                // server may number the login otherwise: they are the login's (symlinks themselves, not their targets).
+                `[ ! -d ${SITE_REPO} ] || chown -Rh ${GIT_USER}:${GIT_USER} ${SITE_REPO}`,
                 // The site was a plain directory before releases existed: it becomes the first release.
                 `if [ -d ${WEB_ROOT} ] && [ ! -L ${WEB_ROOT} ]; then mv ${WEB_ROOT} ${RELEASES_DIR}/initial && ln -s ${RELEASES_DIR}/initial ${WEB_ROOT}; fi`,
                 // A placeholder page until the owner pushes a site; never overwrites one.
-                `if [ ! -e ${WEB_ROOT} ]; then install -d -o ${admin} -g ${admin} ${RELEASES_DIR}/placeholder && ` +
+                `if [ ! -e ${WEB_ROOT} ]; then install -d -o ${GIT_USER} -g ${GIT_USER} ${RELEASES_DIR}/placeholder && ` +
                 `echo '<!doctype html><title>${s.domain}</title><p>${s.domain}</p>' > ${RELEASES_DIR}/placeholder/index.html && ` +
                 `ln -s ${RELEASES_DIR}/placeholder ${WEB_ROOT}; fi`,
-                `chown -h ${admin}:${admin} ${WEB_ROOT}`,
-                `[ -d ${SITE_REPO} ] || runuser -u ${admin} -- git init -q --bare -b main ${SITE_REPO}`,
-                `runuser -u ${admin} -- git -C ${SITE_REPO} config core.hooksPath ${HOOKS}`,
+                `chown -Rh ${GIT_USER}:${GIT_USER} ${WWW_DIR}`,
+                `[ -d ${SITE_REPO} ] || runuser -u ${GIT_USER} -- git init -q --bare -b main ${SITE_REPO}`,
+                `runuser -u ${GIT_USER} -- git -C ${SITE_REPO} config core.hooksPath ${HOOKS}`,
                 systemUser(SITE_BUILDER, `/var/lib/${SITE_BUILDER}`),
-                `install -d -o ${SITE_BUILDER} -g ${SITE_BUILDER} -m 0700 /var/lib/${SITE_BUILDER}`,
+                `install -d -o ${SITE_BUILDER} -g ${SITE_BUILDER} -m 0700 /var/lib/${SITE_BUILDER} ${BUILD_DIR}`,
                 // nginx (www-data) must reach ~/public_html; the home directory stays unlistable.
-                ...(s.userDirs ? [`chmod o+x ${HOMES_DIR}/${admin}`] : []),
+                ...(s.userDirs ? [`chmod o+x ${HOMES_DIR}/${s.adminUser}`] : []),
                 ...(s.webStats ? [systemUser(STATS_USER, "/nonexistent"), `install -d -o ${STATS_USER} -g ${STATS_USER} -m 0755 ${STATS_DIR}`] : []),
             ].join("\n"),
             files: [
@@ -96,14 +108,17 @@ export class Web extends pulumi.ComponentResource {
                 { path: "/etc/logrotate.d/nginx", content: renderTemplate("nginx/logrotate.conf", { days: s.webLogDays }) },
                 { path: `${HOOKS}/pre-receive`, mode: "0755", content: renderTemplate("web/pre-receive", {
                     releases: RELEASES_DIR, site: WEB_ROOT, buildScript: BUILD_SCRIPT, siteDir: s.siteDir, domain: s.domain, builder: SITE_BUILDER,
+                    gitUser: GIT_USER, buildDir: BUILD_DIR,
                 }) },
+                // The push login may run commands as the builder, and as nobody else.
+                { path: SUDOERS, mode: "0440", content: `${GIT_USER} ALL=(${SITE_BUILDER}) NOPASSWD: ALL\n` },
                 { path: BUILD_SCRIPT, content: renderTemplate("web/site-build", { siteBuild: s.siteBuild || "true" }) },
                 ...(s.webStats ? [
                     { path: `/etc/systemd/system/${STATS_UNIT}.service`, content: renderTemplate("web/stats.service", { statsDir: STATS_DIR, user: STATS_USER }) },
                     { path: `/etc/systemd/system/${STATS_UNIT}.timer`, content: renderTemplate("web/stats.timer", {}) },
                 ] : []),
             ],
-            check: "check nginx -t",
+            check: ["check nginx -t", `check visudo -c -q -f ${SUDOERS}`].join("\n"),
             run: [
                 "changed_in /etc/nginx && systemctl reload nginx",
                 ...(s.webStats ? [

@@ -9,6 +9,8 @@ import * as net from "net";
 import * as YAML from "yaml";
 import { SERVICE_PORTS, ALL_SERVICE_SUBDOMAINS, LOCAL_PORTS } from "../services/catalog";
 import { gandiOptions } from "../components/dns/livedns";
+import { DEPLOY_USER } from "../cloud-init";
+import { GIT_USER } from "../components/base";
 
 export const PROJECT = "selfhost";
 
@@ -114,6 +116,8 @@ export interface Settings {
     readonly users: readonly MailUser[];
     readonly siteBuild: string;
     readonly siteDir: string;
+    /** Keys that may push the site and do nothing else. */
+    readonly siteDeployKeys: readonly string[];
     readonly sitePackages: readonly string[];
     readonly userDirs: boolean;
     readonly apps: readonly WebApp[];
@@ -242,17 +246,24 @@ export function validate(raw: Record<string, unknown>): Settings {
         bad("adminUser", `"${adminUser}" is not a valid login: lowercase letters, digits, _ and -, at most 32 characters, e.g. admin.`);
     } else if (SYSTEM_USERS.includes(adminUser)) {
         bad("adminUser", `"${adminUser}" is a system account on Debian; pick another login, e.g. admin.`);
+    } else if ([DEPLOY_USER, GIT_USER].includes(adminUser)) {
+        bad("adminUser", `"${adminUser}" is a login the stack makes for itself; pick another login, e.g. admin.`);
     }
 
     const adminEmail = String(raw.adminEmail ?? "");
     if (!EMAIL.test(adminEmail)) bad("adminEmail", `"${adminEmail}" is not an email address, e.g. you@example.net.`);
 
-    const sshPublicKeys = (raw.sshPublicKeys as unknown[] | undefined) ?? [];
+    const sshKeys = (key: string) => {
+        const keys = ((raw[key] as unknown[] | undefined) ?? []).map(k => String(k).trim());
+        keys.forEach((line, i) => {
+            const problem = sshKeyProblem(line);
+            if (problem) bad(`${key}[${i}]`, `${problem} Paste a whole line of a .pub file, e.g. "ssh-ed25519 AAAA… you@laptop".`);
+        });
+        return keys;
+    };
+    const sshPublicKeys = sshKeys("sshPublicKeys");
     if (sshPublicKeys.length === 0) bad("sshPublicKeys", "needs at least one OpenSSH public key (the contents of ~/.ssh/id_ed25519.pub).");
-    sshPublicKeys.forEach((key, i) => {
-        const problem = sshKeyProblem(String(key));
-        if (problem) bad(`sshPublicKeys[${i}]`, `${problem} Paste a whole line of a .pub file, e.g. "ssh-ed25519 AAAA… you@laptop".`);
-    });
+    const siteDeployKeys = sshKeys("siteDeployKeys");
 
     const sshPort = intIn("sshPort", 1, 65535);
     const clash = SERVICE_PORTS.find(p => p.port === sshPort);
@@ -360,12 +371,12 @@ export function validate(raw: Record<string, unknown>): Settings {
 
     if (problems.length) throw new ConfigError(problems);
     return {
-        domain, hostname, adminUser, adminEmail, sshPublicKeys: sshPublicKeys.map(k => String(k).trim()), sshPort,
+        domain, hostname, adminUser, adminEmail, sshPublicKeys, sshPort,
         adminSources, banTime, recidiveBanTime, restrictOutbound: raw.restrictOutbound as boolean, outboundPorts, rebootTime,
         serverType, location, image, volumeSizeGb, protectData: raw.protectData as boolean,
         protectServer: raw.protectServer as boolean, keysKeptOffline: raw.keysKeptOffline as boolean, dnsProvider, dnsTtl, gandiApiUrl, dkimSelector, dmarcPolicy, sendLimitPerHour, mailboxQuotaMb, mtaStsMode,
         tlsMode, acmeServer, caaIssuer, dnsbls, unknownRdns, users,
-        siteBuild, siteDir, sitePackages, userDirs: raw.userDirs as boolean, apps, webLogDays, webStats: raw.webStats as boolean,
+        siteBuild, siteDir, siteDeployKeys, sitePackages, userDirs: raw.userDirs as boolean, apps, webLogDays, webStats: raw.webStats as boolean,
         xmppUploadLimitMb, xmppUploadExpiresDays, xmppUploadQuotaMb, backup, backupStorageBoxType, backupSchedule, backupKeep,
         checkSmtpHost,
     };

@@ -15,7 +15,8 @@ describe("backup", () => {
         const run = await runProgram({ ...baseConfig(), location: "fsn1" });
         const box = run.one("hcloud:index/storageBox:StorageBox");
         assert.deepEqual([box.inputs.location, box.inputs.storageBoxType, box.inputs.deleteProtection], ["hel1", "bx11", true]);
-        assert.deepEqual(box.inputs.accessSettings, { sshEnabled: true, reachableExternally: true, sambaEnabled: false, webdavEnabled: false, zfsEnabled: false });
+        // Only the sub-account logs in: the main account reaches every sub-account's files.
+        assert.deepEqual(box.inputs.accessSettings, { sshEnabled: false, reachableExternally: false, sambaEnabled: false, webdavEnabled: false, zfsEnabled: false });
         assert.deepEqual(box.inputs.snapshotPlan, { hour: 4, minute: 0, maxSnapshots: 10 }, "history the server cannot delete");
         const sub = run.one("hcloud:index/storageBoxSubaccount:StorageBoxSubaccount");
         assert.equal(sub.inputs.homeDirectory, "selfhost/mail.example.org");

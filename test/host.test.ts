@@ -88,7 +88,7 @@ describe("host", () => {
         assert.equal(files.get("/etc/sudoers.d/selfhost-admin")?.content, "carol ALL=(ALL) NOPASSWD:ALL\n");
         assert.equal(files.get("/etc/sudoers.d/selfhost-admin")?.mode, "0440");
         const sshd = files.get("/etc/ssh/sshd_config.d/00-selfhost.conf")!.content.split("\n");
-        assert.ok(sshd.includes("AllowUsers selfhost carol") && sshd.includes("Port 2345"), sshd.join("\n"));
+        assert.ok(sshd.includes("AllowUsers selfhost carol git") && sshd.includes("Port 2345"), sshd.join("\n"));
         assert.ok(sshd.includes("AuthorizedKeysFile /etc/ssh/authorized_keys/%u .ssh/authorized_keys"), sshd.join("\n"));
         const script = scriptOf(unsecret(run.one("command:remote:Command", "base").inputs.create));
         // Named before any package is installed (postfix reads the name then).

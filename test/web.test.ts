@@ -57,10 +57,24 @@ describe("web", () => {
         const run = await runProgram({ ...baseConfig(), webStats: true });
         const files = stepFiles(run, "web");
         const hook = files.get("/etc/selfhost/git-hooks/pre-receive")!.content;
-        assert.match(hook, /sudo -n -H -u selfhost-site sh -c 'cd "\$1" && sh \/etc\/selfhost\/site-build' build "\$build"/);
+        assert.match(hook, /as_builder\(\) \{ sudo -n -H -u selfhost-site "\$@"; \}/);
+        assert.match(hook, /as_builder sh -c 'cd "\$1" && sh \/etc\/selfhost\/site-build' build "\$build"/);
+        // The push login may become the builder and nobody else.
+        assert.equal(files.get("/etc/sudoers.d/selfhost-git")!.content, "git ALL=(selfhost-site) NOPASSWD: ALL\n");
         assert.equal(spawnSync("bash", ["-n"], { input: hook }).status, 0, "the hook parses");
         assert.match(files.get("/etc/systemd/system/selfhost-webstats.service")!.content, /^User=selfhost-stats\nSupplementaryGroups=adm$/m);
         assert.match(nginxSite(settings()), /root \/srv\/www\/site;[\s\S]*disable_symlinks if_not_owner from=\$document_root;/);
+    });
+
+    it("lets the admin's keys and siteDeployKeys push through a login that can run git only, each key restricted", async () => {
+        const ci = baseConfig().sshPublicKeys as string[];
+        const deployKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFM0SDj1cPHpuRuHCE8dlaELYyYcGxsi4bYZctsfUfQn ci@example";
+        const run = await runProgram({ ...baseConfig(), siteDeployKeys: [deployKey] });
+        const base = stepFiles(run, "base");
+        assert.equal(base.get("/etc/ssh/authorized_keys/git")!.content, [...ci, deployKey].map(k => `restrict ${k}`).join("\n") + "\n");
+        assert.ok(!base.get("/etc/ssh/authorized_keys/admin")!.content.includes(deployKey), "a deploy key is no admin key");
+        assert.match(base.get("/etc/ssh/sshd_config.d/00-selfhost.conf")!.content, /^AllowUsers selfhost admin git$/m);
+        assert.match(unsecret<string>(run.one("command:remote:Command", "web").inputs.create), /useradd --system --home-dir \/srv\/git --no-create-home --shell \/usr\/bin\/git-shell git/);
     });
 
     it("rejects bad apps and site settings, naming the key", () => {
@@ -74,6 +88,8 @@ describe("web", () => {
             [{ siteDir: "../etc" }, /selfhost:siteDir "\.\.\/etc" must be a relative directory/],
             [{ sitePackages: ["Hugo Extended"] }, /selfhost:sitePackages\[0\] "Hugo Extended" is not a Debian package name/],
             [{ webLogDays: 0 }, /selfhost:webLogDays must be a whole number from 1 to 365/],
+            [{ siteDeployKeys: ["ssh-ed25519 AAAA"] }, /selfhost:siteDeployKeys\[0\] is truncated or its body is not a ssh-ed25519 key/],
+            [{ adminUser: "git" }, /selfhost:adminUser "git" is a login the stack makes for itself/],
         ];
         for (const [change, message] of cases) assert.throws(() => settings(change), (e: Error) => e.name === "ConfigError" && message.test(e.message), JSON.stringify(change));
     });

@@ -4,8 +4,8 @@ import { GANDI_API_URL } from "./gandi";
 
 export const SERVER = { ipv4: "198.51.100.10", ipv6Network: "2001:db8:10::/64" };
 
-/** The owner's keys and Gandi token, made fresh for each run: SSH for the admin, OpenPGP for dave's encrypted mailbox. */
-export interface OwnerKeys { readonly ssh: string; readonly openpgp: string; readonly gandiToken: string }
+/** The owner's keys and Gandi token, made fresh for each run: SSH for the admin and for a CI system that deploys, OpenPGP for dave's encrypted mailbox. */
+export interface OwnerKeys { readonly ssh: string; readonly deploy: string; readonly openpgp: string; readonly gandiToken: string }
 
 export const e2eConfig = (keys: OwnerKeys): Record<string, unknown> => ({
     domain: "example.test",
@@ -33,6 +33,7 @@ export const e2eConfig = (keys: OwnerKeys): Record<string, unknown> => ({
     siteBuild: "test ! -e broken && mkdir -p public && sed 's/@BUILD@/built by siteBuild/' index.html > public/index.html" +
         " && ln -s /etc/hostname public/leak && { [ ! -e probe ] || sh probe; }",
     siteDir: "public",
+    siteDeployKeys: [keys.deploy],
     userDirs: true,
     webStats: true,
     apps: [{ name: "echo", port: 8080, path: "/echo" }, { name: "chat", port: 8081, subdomain: "chat" }],

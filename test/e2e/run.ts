@@ -73,7 +73,9 @@ async function main(): Promise<number> {
         const dave = openpgpKey(work);
         cleanup.add("gpg agent", () => sh(`gpgconf --homedir ${dave.home} --kill all`));
         const token = gandiToken();
-        const config = e2eConfig({ ssh: owner.pub, openpgp: dave.pub, gandiToken: token });
+        // A CI system's key: it may publish the site and do nothing else.
+        const ciKey = ownerKey(work, "ci-deploy-key");
+        const config = e2eConfig({ ssh: owner.pub, deploy: ciKey.pub, openpgp: dave.pub, gandiToken: token });
 
         console.log("program under mocks (the embedded test stack)");
         const program = await runProgram(config, { cloud: SERVER });
@@ -230,7 +232,7 @@ async function main(): Promise<number> {
             sendLimitPerHour: config.sendLimitPerHour as number });
 
         console.log("web, with curl, openssl and git");
-        await webChecks({ checks, server, serverIp: SERVER.ipv4, sshPort, adminUser, root, ownerKey: owner.file, work });
+        await webChecks({ checks, server, serverIp: SERVER.ipv4, sshPort, adminUser, root, ownerKey: owner.file, deployKey: ciKey.file, work });
 
         console.log("XMPP, with slixmpp and the peer's Prosody");
         const xmpp = { checks, server, serverIp: SERVER.ipv4, root, passwords: program.outputs.mailPasswords, work,

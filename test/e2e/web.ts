@@ -23,6 +23,8 @@ export interface WebContext {
     readonly root: string;
     /** The owner's SSH private key. */
     readonly ownerKey: string;
+    /** A CI system's key (siteDeployKeys): it may push the site and nothing else. */
+    readonly deployKey: string;
     readonly work: string;
 }
 
@@ -61,19 +63,20 @@ export async function webChecks(c: WebContext): Promise<void> {
     // git push deploys, as the owner would from a laptop.
     const repo = path.join(c.work, "site");
     fs.mkdirSync(repo);
-    const git = (args: string) => sh(`cd ${repo} && GIT_SSH_COMMAND='ssh -i ${c.ownerKey} -p ${c.sshPort} -o BatchMode=yes ` +
-        `-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null' git -c user.name=owner -c user.email=alice@${DOMAIN} ${args}`,
-        { ns: NET.client.ns, timeoutMs: 60_000 });
+    const ssh = (key: string) => `ssh -i ${key} -p ${c.sshPort} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null`;
+    const git = (args: string, key = c.ownerKey) => sh(`cd ${repo} && GIT_SSH_COMMAND='${ssh(key)}' ` +
+        `git -c user.name=owner -c user.email=alice@${DOMAIN} ${args}`, { ns: NET.client.ns, timeoutMs: 60_000 });
+    const remote = `ssh://git@${c.serverIp}/srv/git/site.git`;
     const page = () => curl(`https://${DOMAIN}/`).stdout;
     /** Pushes a page; `broken` makes the build fail, `probe` is shell the build runs (as a hostile dependency would). */
-    const push = (text: string, broken = false, probe?: string) => {
+    const push = (text: string, broken = false, probe?: string, key = c.ownerKey) => {
         fs.writeFileSync(path.join(repo, "index.html"), `<!doctype html><p>${text}: @BUILD@</p>\n`);
         if (broken) fs.writeFileSync(path.join(repo, "broken"), "");
         else fs.rmSync(path.join(repo, "broken"), { force: true });
         if (probe) fs.writeFileSync(path.join(repo, "probe"), probe);
         else fs.rmSync(path.join(repo, "probe"), { force: true });
         git(`add -A && git -c user.name=owner -c user.email=alice@${DOMAIN} commit -qm '${text}'`);
-        return git(`push -q ssh://${c.adminUser}@${c.serverIp}/srv/git/site.git HEAD:main`);
+        return git(`push -q ${remote} HEAD:main`, key);
     };
     checks.check("the placeholder page is served before the first push", () => page().includes(`<p>${DOMAIN}</p>`) ? undefined : page());
     git("init -q -b main");
@@ -87,8 +90,21 @@ export async function webChecks(c: WebContext): Promise<void> {
     const third = push("third version");
     checks.check("the next good push goes live", () => third.code === 0 && page().includes("third version: built") ? undefined : third.stderr + page());
     const builder = push("built as whom", false, "id -un > public/builder.txt");
-    checks.check("the build runs as selfhost-site, not as the pushing admin", () =>
+    checks.check("the build runs as selfhost-site, not as the pushing login", () =>
         builder.code === 0 && curl(`https://${DOMAIN}/builder.txt`).stdout.trim() === "selfhost-site" ? undefined : builder.stderr + curl(`https://${DOMAIN}/builder.txt`).stdout);
+    const deployed = push("pushed by CI", false, undefined, c.deployKey);
+    checks.check("a siteDeployKeys key publishes the site through the git login", () =>
+        deployed.code === 0 && page().includes("pushed by CI: built") ? undefined : deployed.stderr + page());
+    checks.check("that key gets no shell, no command, no forwarding and no other login: git and nothing else", () => {
+        const tries = {
+            shell: fromClient(`${ssh(c.deployKey)} -tt git@${c.serverIp} 2>&1`),
+            command: fromClient(`${ssh(c.deployKey)} git@${c.serverIp} id 2>&1`),
+            forwarding: fromClient(`${ssh(c.deployKey)} -N -o ExitOnForwardFailure=yes -R 18080:127.0.0.1:80 git@${c.serverIp} 2>&1`),
+            admin: fromClient(`${ssh(c.deployKey)} ${c.adminUser}@${c.serverIp} id 2>&1`),
+        };
+        const allowed = Object.entries(tries).filter(([, r]) => r.code === 0 || /uid=/.test(r.stdout));
+        return allowed.length ? allowed.map(([what, r]) => `${what}: exit ${r.code} ${r.stdout.trim().slice(-120)}`).join("\n") : undefined;
+    });
     const live = page();
     const escalate = push("escalated", false, "sudo -n true");
     const mail = push("mail read", false, "cat \"$(find /srv/mail -type f 2>/dev/null | head -1)\" > public/stolen");
