@@ -112,7 +112,7 @@ export class Backup extends pulumi.ComponentResource {
             { path: SSH_CONFIG, content: renderTemplate("backup/ssh_config", { keyFile: KEY_FILE, knownHosts: `${CONF_DIR}/known_hosts` }) },
             { path: `${KEY_FILE}.pub`, content: this.sshPublicKey.apply(k => `${k}\n`) },
             ...UNITS.map(unit => ({ path: `/etc/systemd/system/${unit}`, content: renderTemplate(`backup/${unit}`, {
-                dataDir: DATA_DIR, schedule: s.backupSchedule,
+                dataDir: DATA_DIR, schedule: s.backupSchedule, sandbox: renderTemplate("backup/sandbox.conf", { confDir: CONF_DIR }),
             }) })),
         ];
         this.step = new RemoteStep("backup", {

@@ -11,7 +11,8 @@ import { publicPorts, outboundPorts, portOf, ServicePort } from "../services/cat
 import { renderTemplate } from "../services/template";
 import { LOOPBACK_CLIENTS } from "./mail";
 
-export const packages = ["nftables", "fail2ban", "python3-systemd", "unattended-upgrades", "needrestart"];
+// kmod: modprobe, which reads the protocols kept unloaded (a minimal image may lack it; Hetzner's has it).
+export const packages = ["nftables", "fail2ban", "python3-systemd", "unattended-upgrades", "needrestart", "kmod"];
 export const units = ["ssh", "nftables", "fail2ban"];
 export const NFT_RULESET = "/etc/nftables.conf";
 
@@ -85,6 +86,7 @@ export class Hardening extends pulumi.ComponentResource {
                 ...["dovecot-auth", "postfix-sasl", "prosody-auth"].map(f =>
                     ({ path: `/etc/fail2ban/filter.d/selfhost-${f}.conf`, content: renderTemplate(`hardening/${f}.conf`, {}) })),
                 { path: "/etc/sysctl.d/90-selfhost.conf", content: renderTemplate("hardening/sysctl.conf", {}) },
+                { path: "/etc/modprobe.d/selfhost.conf", content: renderTemplate("hardening/modprobe.conf", {}) },
                 { path: "/etc/apt/apt.conf.d/20auto-upgrades", content: renderTemplate("hardening/auto-upgrades.conf", {}) },
                 { path: "/etc/apt/apt.conf.d/52selfhost-unattended-upgrades", content: renderTemplate("hardening/unattended-upgrades.conf", {
                     reboot: s.rebootTime ? "true" : "false", rebootTime: s.rebootTime || "now",

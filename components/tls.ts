@@ -71,8 +71,11 @@ export class Tls extends pulumi.ComponentResource {
         } else {
             const child = { parent: this };
             const caKey = new tls.PrivateKey("ca-key", { algorithm: "ECDSA", ecdsaCurve: "P256" }, child);
+            // Five years, renewed by the `up` a year before it ends (the tls provider replaces it then, same key and
+            // name): clients that trust either CA certificate verify the server through that year, time to install
+            // the new caCertificate. (The provider cannot write name constraints; see README.)
             const ca = new tls.SelfSignedCert("ca", {
-                privateKeyPem: caKey.privateKeyPem, isCaCertificate: true, validityPeriodHours: 10 * 365 * 24,
+                privateKeyPem: caKey.privateKeyPem, isCaCertificate: true, validityPeriodHours: 5 * 365 * 24, earlyRenewalHours: 365 * 24,
                 subject: { commonName: `${s.domain} private CA`, organization: s.domain },
                 allowedUses: ["cert_signing", "crl_signing"],
             }, child);

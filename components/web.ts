@@ -88,7 +88,8 @@ export class Web extends pulumi.ComponentResource {
                 `echo '<!doctype html><title>${s.domain}</title><p>${s.domain}</p>' > ${RELEASES_DIR}/placeholder/index.html && ` +
                 `ln -s ${RELEASES_DIR}/placeholder ${WEB_ROOT}; fi`,
                 `chown -Rh ${GIT_USER}:${GIT_USER} ${WWW_DIR}`,
-                `[ -d ${SITE_REPO} ] || runuser -u ${GIT_USER} -- git init -q --bare -b main ${SITE_REPO}`,
+                `install -d -o ${GIT_USER} -g ${GIT_USER} -m 0755 ${SITE_REPO}`,
+                `[ -e ${SITE_REPO}/HEAD ] || runuser -u ${GIT_USER} -- git init -q --bare -b main ${SITE_REPO}`,
                 `runuser -u ${GIT_USER} -- git -C ${SITE_REPO} config core.hooksPath ${HOOKS}`,
                 systemUser(SITE_BUILDER, `/var/lib/${SITE_BUILDER}`),
                 `install -d -o ${SITE_BUILDER} -g ${SITE_BUILDER} -m 0700 /var/lib/${SITE_BUILDER} ${BUILD_DIR}`,

@@ -64,6 +64,12 @@ export function hardeningChecks(c: HardeningContext): void {
         const values = r.stdout.trim().split("\n").slice(-5).join(" ");
         return /policy drop/.test(r.stdout) && values === "0 0 0 1 1" ? undefined : r.stdout;
     });
+    checks.check("unused network protocols (dccp, sctp, rds, tipc) are never loaded on demand", () => {
+        // modprobe's own view of its configuration: what it would run instead of loading each module.
+        const r = server.exec("for m in dccp sctp rds tipc; do modprobe -n -v $m 2>&1; done");
+        const refused = r.stdout.trim().split("\n").filter(l => /^install \/bin\/false/.test(l)).length;
+        return refused === 4 ? undefined : r.stdout + r.stderr;
+    });
     checks.check("the server cannot connect out to a port its services do not need", () => {
         // Nothing listens on the peer's 2525: if the packet left, the peer's reset would say "refused".
         const r = server.exec(`nc -v -z -w 3 ${NET.peer.ipv4} 2525`);
