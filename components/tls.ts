@@ -4,6 +4,7 @@
  * it. Either way services find it at CERT_DIR, and one deploy hook reloads each service that uses it.
  */
 import * as pulumi from "@pulumi/pulumi";
+import { PrivateCa } from "./private-ca";
 import * as tls from "@pulumi/tls";
 import { Settings } from "../config";
 import { DATA_DIR } from "../cloud-init";
@@ -71,14 +72,8 @@ export class Tls extends pulumi.ComponentResource {
         } else {
             const child = { parent: this };
             const caKey = new tls.PrivateKey("ca-key", { algorithm: "ECDSA", ecdsaCurve: "P256" }, child);
-            // Five years, renewed by the `up` a year before it ends (the tls provider replaces it then, same key and
-            // name): clients that trust either CA certificate verify the server through that year, time to install
-            // the new caCertificate. (The provider cannot write name constraints; see README.)
-            const ca = new tls.SelfSignedCert("ca", {
-                privateKeyPem: caKey.privateKeyPem, isCaCertificate: true, validityPeriodHours: 5 * 365 * 24, earlyRenewalHours: 365 * 24,
-                subject: { commonName: `${s.domain} private CA`, organization: s.domain },
-                allowedUses: ["cert_signing", "crl_signing"],
-            }, child);
+            // Name-constrained to the domain, five years, renewed a year ahead with the same key (components/private-ca.ts).
+            const ca = new PrivateCa("ca", { privateKeyPem: caKey.privateKeyPem, domain: s.domain }, child);
             const key = new tls.PrivateKey("server-key", { algorithm: "ECDSA", ecdsaCurve: "P256" }, child);
             const csr = new tls.CertRequest("server", { privateKeyPem: key.privateKeyPem, dnsNames: names, subject: { commonName: s.hostname } }, child);
             const cert = new tls.LocallySignedCert("server", {

@@ -9,6 +9,7 @@ import * as os from "os";
 import * as path from "path";
 import { execFileSync } from "child_process";
 import * as pulumi from "@pulumi/pulumi";
+import { caCertificate, PrivateCaArgs } from "../components/private-ca";
 
 export const ROOT = path.join(__dirname, "..");
 
@@ -22,7 +23,7 @@ export interface DeclaredResource {
     readonly inputs: Record<string, any>;
     readonly state: Record<string, any>;
     /** The resource options the engine acts on when the resource changes or goes. */
-    readonly options: { protect: boolean; deleteBeforeReplace: boolean; aliases: string[]; ignoreChanges: string[] };
+    readonly options: { protect: boolean; deleteBeforeReplace: boolean; aliases: string[]; ignoreChanges: string[]; additionalSecretOutputs: string[] };
 }
 
 export interface ProgramRun {
@@ -130,9 +131,9 @@ function mockState(type: string, name: string, wrapped: Record<string, any>, clo
             return inputs.type === "ipv4"
                 ? { ...inputs, ipAddress: cloud.ipv4 }
                 : { ...inputs, ipAddress: cloud.ipv6Network.replace(/\/\d+$/, ""), ipNetwork: cloud.ipv6Network };
-        case "tls:index/selfSignedCert:SelfSignedCert":
-            return { ...inputs, certPem: openssl(["req", "-x509", "-key", "key.pem", "-subj", subject(inputs.subject),
-                "-days", days(inputs.validityPeriodHours), "-addext", "basicConstraints=critical,CA:TRUE"], { "key.pem": inputs.privateKeyPem }) };
+        case "pulumi-nodejs:dynamic/selfhost:PrivateCa":
+            // The provider's own signer (it needs no network): the certificate the real `up` makes.
+            return { ...inputs, ...caCertificate(inputs as PrivateCaArgs, new Date()) };
         case "tls:index/certRequest:CertRequest":
             return { ...inputs, certRequestPem: openssl(["req", "-new", "-key", "key.pem", "-subj", subject(inputs.subject),
                 "-addext", `subjectAltName=${inputs.dnsNames.map((n: string) => `DNS:${n}`).join(",")}`], { "key.pem": inputs.privateKeyPem }) };
@@ -208,6 +209,7 @@ export async function runProgram(
                 // An alias that names the old resource (its name, and parent when it moved).
                 aliases: req.getAliasesList().map((a: any) => a.getUrn() || a.getSpec()?.getName()).filter(Boolean),
                 ignoreChanges: req.getIgnorechangesList(),
+                additionalSecretOutputs: req.getAdditionalsecretoutputsList(),
             },
         };
         return register(req, callback);

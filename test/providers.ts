@@ -4,6 +4,7 @@
  */
 import { ProgramRun, DeclaredResource, unsecret } from "./program";
 import { REPLACED_ON } from "../components/dns/livedns";
+import { CA_REPLACED_ON } from "../components/private-ca";
 
 /**
  * Inputs whose change replaces the resource (every other input updates in place).
@@ -16,6 +17,8 @@ import { REPLACED_ON } from "../components/dns/livedns";
  *   internal/zonerrset/resource.go (zone, name, type), internal/storagebox/resource.go (location, ssh_keys),
  *   internal/storageboxsubaccount/resource.go (storage_box_id).
  * - pulumi-command 1.x: only `triggers` replaces a Command (provider/pkg/provider/remote/command.go).
+ * - The private CA's certificate: this project's own provider (components/private-ca.ts), whose `diff`
+ *   replaces on CA_REPLACED_ON (and, with time, in the certificate's last year).
  * - Gandi LiveDNS sets: this project's own provider, whose `diff` replaces on REPLACED_ON
  *   (components/dns/livedns.ts). The earlier @pulumiverse/gandi records (terraform-provider-gandi 2.x
  *   gandi/resource_livedns_record.go: zone, name, type ForceNew) are aliased to them.
@@ -35,6 +38,7 @@ export const REPLACED_BY: Record<string, readonly string[]> = {
     "hcloud:index/storageBoxSubaccount:StorageBoxSubaccount": ["storageBoxId"],
     "command:remote:Command": ["triggers"],
     "pulumi-nodejs:dynamic/gandi:LiveDnsRrset": REPLACED_ON,
+    "pulumi-nodejs:dynamic/selfhost:PrivateCa": CA_REPLACED_ON,
 };
 const REPLACED_BY_ANY = ["tls:", "random:"];
 
