@@ -46,7 +46,7 @@ const base = new Base("base", {
 // Before any service is configured: an empty volume gets the latest snapshot back.
 const backups = new backup.Backup("backup", { settings, connection: host.provenConnection, dependsOn: [base.step] });
 const firewall = new hardening.Hardening("hardening", { settings, connection: host.provenConnection, sshPorts, dependsOn: [backups.step] });
-const certificate = new tls.Tls("tls", { settings, connection, dependsOn: [firewall.step, dns] });
+const certificate = new tls.Tls("tls", { settings, connection, ipv4: host.ipv4, nameservers: dns.nameservers, dependsOn: [firewall.step, dns] });
 new web.Web("web", { settings, connection, dependsOn: [certificate.step] });
 const mailServer = new mail.Mail("mail", {
     settings, connection, ipv4: host.ipv4, ipv6: host.ipv6, dkimPrivateKeyPem: dkim.privateKeyPem, dependsOn: [certificate.step],

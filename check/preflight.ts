@@ -79,7 +79,8 @@ export async function preflight(config: StackConfig, o: { resolver?: string; off
         const delegated = ns.length > 0 && ns.every(n => PROVIDER_NS[s!.dnsProvider].test(n));
         out.push(delegated ? finding("dns", `delegation of ${s.domain}`, "ok", ns.join(" "))
             : finding("dns", `delegation of ${s.domain}`, "warn", `name servers: ${ns.join(" ") || "none"}`,
-                s.dnsProvider === "hetzner" ? "after pulumi up, set the `nameservers` output at your registrar"
+                s.dnsProvider === "hetzner" ? "the first pulumi up makes the zone, then its TLS step waits up to 10 minutes for public DNS and, " +
+                    "if the domain is not delegated by then, stops naming the name servers: delegate to them at your registrar, then pulumi up again"
                     : "switch the domain to Gandi LiveDNS name servers at Gandi"));
     }
     if (s && s.backup.kind !== "off" && !s.keysKeptOffline) {

@@ -18,16 +18,32 @@ export const CERT_DIR = "/etc/selfhost/tls";
 export const TLS_CONSUMERS = ["nginx", "postfix", "dovecot", "prosody"];
 export const DEPLOY_HOOK = "/usr/local/sbin/selfhost-tls-deployed";
 export const ACME_WEBROOT = "/var/lib/selfhost/acme";
+const AWAIT_DNS = "/usr/local/sbin/selfhost-await-dns";
 const TLS_DATA = `${DATA_DIR}/tls`;
 
 export const packages = ["nginx", "certbot"];
+
+export interface TlsArgs extends ServiceArgs {
+    readonly ipv4: pulumi.Input<string>;
+    /** The zone's nameservers at Hetzner (dnsProvider hetzner): where the domain must be delegated. */
+    readonly nameservers: pulumi.Input<readonly string[]>;
+}
+
+/** What to do when public DNS does not show the server yet: delegate, or publish the records by hand (inside a double-quoted shell string: no backquote, no dollar). */
+function dnsFix(s: Settings, nameservers: readonly string[]): string {
+    switch (s.dnsProvider) {
+        case "none": return "publish the records of the zoneFile output (pulumi stack output zoneFile) at your DNS host";
+        case "gandi": return `make Gandi LiveDNS ${s.domain}'s nameservers (Gandi's domain page, Nameservers)`;
+        case "hetzner": return `delegate ${s.domain} to ${nameservers.join(" ")} at your registrar (pulumi stack output nameservers)`;
+    }
+}
 
 export class Tls extends pulumi.ComponentResource {
     readonly step: RemoteStep;
     /** The private CA's certificate (private-ca mode): clients must trust it. */
     readonly caCertificate: pulumi.Output<string | undefined>;
 
-    constructor(name: string, args: ServiceArgs, opts?: pulumi.ComponentResourceOptions) {
+    constructor(name: string, args: TlsArgs, opts?: pulumi.ComponentResourceOptions) {
         super("selfhost:index:Tls", name, {}, opts);
         const s = args.settings;
         const names = servedNames(s);
@@ -49,10 +65,14 @@ export class Tls extends pulumi.ComponentResource {
         if (s.tlsMode === "acme") {
             this.caCertificate = pulumi.output(undefined);
             const live = `${TLS_DATA}/letsencrypt`;
+            const awaitDns = pulumi.all([args.ipv4, args.nameservers]).apply(([ipv4, nameservers]) =>
+                renderTemplate("tls/await-dns", { ipv4, fix: dnsFix(s, nameservers) }));
             this.step = new RemoteStep("tls", {
-                connection: args.connection, prepare, files: common, check,
+                connection: args.connection, prepare, files: [...common, { path: AWAIT_DNS, mode: "0755", content: awaitDns }], check,
                 run: [
                     ...nginx,
+                    // The first `up` may come before the domain points here (a zone just made at Hetzner is not yet delegated).
+                    `${AWAIT_DNS} ${names.join(" ")}`,
                     // certbot and its renewal timer use /etc/letsencrypt: keep it on the data volume.
                     `install -d -m 0755 ${live}`,
                     `if [ ! -L /etc/letsencrypt ]; then cp -a /etc/letsencrypt/. ${live}/ 2>/dev/null || true; rm -rf /etc/letsencrypt; ln -s ${live} /etc/letsencrypt; fi`,
