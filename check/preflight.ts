@@ -1,7 +1,7 @@
 /**
  * `npm run preflight`: before the first `pulumi up`. The configuration exactly as the program reads it
  * (every problem by key, with its fix), the credentials, the Hetzner and DNS provider APIs, the
- * domain's delegation, and what to know about port 25.
+ * domain's delegation, what it costs a month (Hetzner's price lists), and what to know about port 25.
  *
  *   npm run preflight -- [--config FILE|-] [--resolver IP] [--offline] [--json]
  *
@@ -17,6 +17,7 @@ import { loadSettings, ConfigError, Settings } from "../config";
 import { dnsRecords } from "../components/dns/records";
 import { explain } from "../components/dns/livedns";
 import { Finding, finding, render } from "./findings";
+import { costFinding, CloudPricing, StorageBoxTypes } from "./costs";
 
 /** `pulumi config --json` entries: key → { value }; `encrypted`: set in a stack file as a `secure:` value, so known to be there but not readable here. */
 type StackConfig = Record<string, { value?: string; secret?: boolean; encrypted?: boolean }>;
@@ -69,7 +70,11 @@ export async function preflight(config: StackConfig, o: { resolver?: string; off
             : finding("credentials", gandi.key, "warn", "set in clear in the stack file", `pulumi config set --secret ${gandi.key.replace("selfhost:", "")} <it> (and rotate it if the file was shared)`));
     }
     if (!o.offline) {
-        if (token && !encrypted("hcloud:token")) out.push(await api("Hetzner Cloud API", "https://api.hetzner.cloud/v1/locations", { Authorization: `Bearer ${token}` }, "create a new token in the Cloud Console (Security → API tokens)"));
+        if (token && !encrypted("hcloud:token")) {
+            const reached = await api("Hetzner Cloud API", "https://api.hetzner.cloud/v1/locations", { Authorization: `Bearer ${token}` }, "create a new token in the Cloud Console (Security → API tokens)");
+            out.push(reached);
+            if (s && reached.status === "ok") out.push(await costs(s, token));
+        }
         if (s && gandi && !encrypted(gandi.key)) out.push(...await gandiZone(s, gandi.authorization));
     }
     if (s && s.dnsProvider !== "none") {
@@ -128,6 +133,21 @@ async function api(name: string, url: string, headers: Record<string, string>, f
         return finding("providers", name, "error", `HTTP ${r.status}`, r.status === 401 || r.status === 403 ? `the credentials were refused: ${fix}` : fix);
     } catch (e) {
         return finding("providers", name, "error", `unreachable: ${e instanceof Error ? e.message : e}`, "check this machine's network");
+    }
+}
+
+/** The month's cost from Hetzner's current price lists (a Storage Box's price may be missing: the finding says so). */
+async function costs(s: Settings, token: string): Promise<Finding> {
+    const get = async (url: string) => {
+        const r = await fetch(url, { headers: { Authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(10000) });
+        if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
+        return r.json();
+    };
+    try {
+        const boxes = s.backup.kind === "storagebox" ? await get("https://api.hetzner.com/v1/storage_box_types").catch(() => undefined) : undefined;
+        return costFinding(s, await get("https://api.hetzner.cloud/v1/pricing") as CloudPricing, boxes as StorageBoxTypes | undefined);
+    } catch (e) {
+        return finding("costs", "a month at Hetzner", "warn", `no price list: ${e instanceof Error ? e.message : e}`, "see hetzner.com/cloud and hetzner.com/storage/storage-box");
     }
 }
 

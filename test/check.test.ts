@@ -8,6 +8,7 @@ import { targetOf } from "../check";
 import { render, finding } from "../check/findings";
 import { relayFindings, port25Blame, Target } from "../check/probes";
 import { preflight, adoption, fromStackFile } from "../check/preflight";
+import { costFinding, CloudPricing } from "../check/costs";
 import { dnsRecords } from "../components/dns/records";
 import { gandiDefaultZone } from "./livedns-api";
 
@@ -87,6 +88,25 @@ describe("check", () => {
         assert.match(script, /ExecStart=\/usr\/local\/sbin\/selfhost-status --mail/);
         assert.match(script, /systemctl enable --quiet --now selfhost-status\.timer/);
         assert.equal(run.outputs.domain, "example.org");
+    });
+
+    it("preflight: prices what this configuration creates from Hetzner's price lists, and says which price is missing", () => {
+        // The shape of GET /v1/pricing and GET /v1/storage_box_types (numbers invented: the lists are read, never written down).
+        const located = (location: string, gross: string) => ({ location, price_monthly: { net: gross, gross } });
+        const cloud: CloudPricing = { pricing: {
+            currency: "EUR", vat_rate: "19.00",
+            primary_ips: [{ type: "ipv4", prices: [located("nbg1", "0.6000"), located("fsn1", "0.6000")] }, { type: "ipv6", prices: [located("fsn1", "0.0000")] }],
+            server_types: [{ name: "cx23", prices: [located("fsn1", "4.1000"), located("nbg1", "4.1000")] }],
+            volume: { price_per_gb_month: { net: "0.05", gross: "0.0550" } },
+        } };
+        const boxes = { storage_box_types: [{ name: "bx11", prices: [located("hel1", "4.5000")] }] };
+        const found = costFinding(settings({ serverType: "cx23", location: "fsn1", volumeSizeGb: 20 }), cloud, boxes);
+        assert.equal(found.status, "ok");
+        assert.equal(found.detail, "10.30 EUR incl. 19% VAT: server cx23 in fsn1 4.10 EUR, primary IPv4 0.60 EUR, primary IPv6 0.00 EUR, " +
+            "volume 20 GB 1.10 EUR, Storage Box bx11 in hel1 4.50 EUR; traffic within the included volume");
+        const unknown = costFinding(settings({ serverType: "cx99", location: "fsn1", backup: "off" }), cloud);
+        assert.equal(unknown.status, "warn");
+        assert.match(unknown.detail, /without server cx99 in fsn1: server cx99 in fsn1 \?, primary IPv4 0\.60 EUR/);
     });
 
     it("preflight: names every bad key with its fix, and a missing token, before anything is created", async () => {
