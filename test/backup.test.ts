@@ -101,7 +101,7 @@ describe("backup", () => {
         assert.ok(run.one("command:remote:Command", "backup").dependencies.some(d => d.endsWith("Command::base")));
     });
 
-    it("restore-mailbox puts back only the messages the mailbox lost, in their folders, and leaves nothing behind", async () => {
+    it("restore-mailbox puts back only the messages the mailbox lost, in their folders (or one folder, from a day's snapshot), and leaves nothing behind", async () => {
         const run = await runProgram(baseConfig());
         const dir = fs.mkdtempSync(path.join(os.tmpdir(), "selfhost-restore-mailbox-"));
         const script = stepFiles(run, "backup").get("/usr/local/sbin/selfhost-backup")!.content.replaceAll("/srv/mail", `${dir}/mail`);
@@ -113,12 +113,15 @@ describe("backup", () => {
         const stub = (name: string, body: string) => fs.writeFileSync(path.join(stubs, name), `#!/bin/bash
 ${body}
 `, { mode: 0o755 });
-        // The snapshot: the kept message (other flags then), one lost from INBOX and one from Junk.
+        // The snapshots (oldest first, as --compact lists them); a restore writes what is under --include: the kept
+        // message (other flags then), one lost from INBOX and one from Junk, and records which snapshot it read.
         stub("restic", [
+            `if [[ " $* " == *" snapshots "* ]]; then printf 'ID        Time                 Host  Tags\n-----\n1111aaaa  2026-11-30 03:30:00  mail  selfhost\n2222bbbb  2026-12-01 03:30:00  mail  selfhost\n3333cccc  2026-12-02 03:30:00  mail  selfhost\n'; exit 0; fi`,
             `[[ " $* " == *" restore "* ]] || exit 0`,
-            `t=$(printf '%s\n' "$@" | grep -A1 -x -- --target | tail -1)${""}`,
-            `mkdir -p "$t${maildir}/cur" "$t${maildir}/.Junk/cur"`,
-            `echo old > "$t${maildir}/cur/1.kept:2,"; echo lost > "$t${maildir}/cur/2.lost:2,S"; echo spam > "$t${maildir}/.Junk/cur/3.spam:2,"`,
+            `printf '%s\n' "$@" | grep -A1 -x -- restore | tail -1 > ${dir}/snapshot`,
+            `t=$(printf '%s\n' "$@" | grep -A1 -x -- --target | tail -1)${""}; i=$(printf '%s\n' "$@" | grep -A1 -x -- --include | tail -1)`,
+            `put() { [[ $1 == "$i"* ]] || return 0; mkdir -p "$t$(dirname "$1")"; echo "$2" > "$t$1"; }`,
+            `put "${maildir}/cur/1.kept:2," old; put "${maildir}/cur/2.lost:2,S" lost; put "${maildir}/.Junk/cur/3.spam:2," spam`,
         ].join("\n"));
         stub("install", `mkdir -p "$(dirname "\${@: -1}")" && cp "\${@: -2:1}" "\${@: -1}"`);
         stub("chown", "true");
@@ -133,6 +136,18 @@ ${body}
         assert.deepEqual(fs.readdirSync(`${maildir}/.Junk/cur`), ["3.spam:2,"]);
         assert.equal(fs.readFileSync(`${dir}/doveadm.log`, "utf8").trim(), "doveadm force-resync -u alice@example.org *");
         assert.equal(fs.readdirSync("/var/tmp").filter(f => f.startsWith("selfhost-restore.")).length, before, "its work directory is gone");
+        // One folder, from the last snapshot of a day.
+        fs.rmSync(`${maildir}/.Junk`, { recursive: true });
+        fs.rmSync(`${maildir}/cur/2.lost:2,S`);
+        const junk = spawnSync("bash", ["-c", script, "selfhost-backup", "restore-mailbox", "alice@example.org", "2026-12-01", "Junk"],
+            { encoding: "utf8", env: { ...process.env, PATH: `${stubs}:${process.env.PATH}` } });
+        assert.equal(junk.status, 0, junk.stdout + junk.stderr);
+        assert.match(junk.stdout, /put back 1 message\(s\) into alice@example.org's mailbox \(Junk\) from snapshot 2222bbbb/);
+        assert.equal(fs.readFileSync(`${dir}/snapshot`, "utf8").trim(), "2222bbbb");
+        assert.deepEqual([fs.readdirSync(`${maildir}/.Junk/cur`), fs.readdirSync(`${maildir}/cur`)], [["3.spam:2,"], ["1.kept:2,S"]], "Junk only");
+        const tooEarly = spawnSync("bash", ["-c", script, "selfhost-backup", "restore-mailbox", "alice@example.org", "2026-11-01"],
+            { encoding: "utf8", env: { ...process.env, PATH: `${stubs}:${process.env.PATH}` } });
+        assert.match(tooEarly.stderr, /no snapshot was taken by the end of 2026-11-01/);
         const refused = spawnSync("bash", ["-c", script, "selfhost-backup", "restore-mailbox", "bob@example.org"], { encoding: "utf8" });
         assert.match(refused.stderr, /bob@example.org has no mailbox here/);
         fs.rmSync(dir, { recursive: true });

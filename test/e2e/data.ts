@@ -362,8 +362,9 @@ export async function dataChecks(c: DataContext, server: TestServer, steps: Step
     const inboxBefore = imapInbox();
     third.exec(`grep -rlF '${lost}' ${MAILDIR}/alice/Maildir/cur ${MAILDIR}/alice/Maildir/new | xargs -r rm -f`);
     const gone = !imapInbox().includes(lost);
-    const putBack = third.exec("selfhost-backup restore-mailbox alice@example.test");
-    checks.check("a message deleted by mistake is put back from the last snapshot into the live mailbox (vmail's, seen over IMAP), nothing else touched", () => {
+    // Today's last snapshot (the handover's), INBOX only: restic's own snapshot list picks it.
+    const putBack = third.exec("selfhost-backup restore-mailbox alice@example.test $(date -u +%F) INBOX");
+    checks.check("a message deleted by mistake is put back from today's last snapshot into the live INBOX (vmail's, seen over IMAP), nothing else touched", () => {
         const after = imapInbox();
         const owners = third.exec(`find ${MAILDIR}/alice -not -user vmail | head -3`).stdout.trim();
         return gone && putBack.code === 0 && /put back 1 message\(s\)/.test(putBack.stdout) && after === inboxBefore && !owners ? undefined
