@@ -73,6 +73,9 @@ export async function throughput(server: TestServer, peer: TestServer, serverIp:
     const delivered = count() - before;
     const seconds = (Date.now() - started) / 1000;
     const problems = server.exec(`journalctl --since '${since}' --no-pager -o cat -t postfix/lmtp | grep 'status=deferred' | head -3; ` +
-        `journalctl --since '${since}' --no-pager -o cat -u dovecot -p err | head -3`).stdout.trim();
+        `journalctl --since '${since}' --no-pager -o cat -u dovecot -p err | head -3`).stdout.trim() +
+        // Short of the count: where the rest is (refused at the door, queued, or still on its way).
+        (delivered < messages ? server.exec(`journalctl --since '${since}' --no-pager -o cat -u postfix@- | grep -v -e ' connect from' -e ' disconnect from' | tail -8; ` +
+            "postqueue -p | tail -4").stdout.trim() : "");
     return { chainPerSecond: delivered / seconds, sinkPerSecond: messages / (sink.ms / 1000), delivered, problems };
 }
