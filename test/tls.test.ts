@@ -13,7 +13,8 @@ function awaitDns(script: string, answers: string[], names: string[]): { code: n
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "selfhost-await-"));
     try {
         fs.writeFileSync(path.join(dir, "answers"), answers.join("\n") + "\n");
-        fs.writeFileSync(path.join(dir, "getent"), `#!/bin/sh\nline=$(head -1 ${dir}/answers)\n` +
+        // DNS only: /etc/hosts gives the host's own name 127.0.1.1 (the local target found it).
+        fs.writeFileSync(path.join(dir, "getent"), `#!/bin/sh\n[ "$1 $2" = "-s dns" ] || { echo "127.0.1.1 STREAM $4"; exit 0; }\nline=$(head -1 ${dir}/answers)\n` +
             `[ $(wc -l < ${dir}/answers) -gt 1 ] && sed -i 1d ${dir}/answers\n[ -z "$line" ] || echo "$line STREAM $2"\n`, { mode: 0o755 });
         const r = spawnSync("bash", ["--norc", "-c", script, "await-dns", ...names], {
             stdio: ["ignore", "pipe", "pipe"],
