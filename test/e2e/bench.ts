@@ -67,7 +67,7 @@ export async function throughput(server: TestServer, peer: TestServer, serverIp:
     const before = count();
     const since = server.exec("date '+%F %T'").stdout.trim();
     const started = Date.now();
-    peer.exec(source("alice@example.test", 25));
+    const sent = peer.exec(source("alice@example.test", 25));
     // A deferred message is retried only minutes later: waiting that long would hide it, so the wait is short.
     while (count() - before < messages && Date.now() - started < 60_000) await new Promise(r => setTimeout(r, 250));
     const delivered = count() - before;
@@ -75,7 +75,11 @@ export async function throughput(server: TestServer, peer: TestServer, serverIp:
     const problems = server.exec(`journalctl --since '${since}' --no-pager -o cat -t postfix/lmtp | grep 'status=deferred' | head -3; ` +
         `journalctl --since '${since}' --no-pager -o cat -u dovecot -p err | head -3`).stdout.trim() +
         // Short of the count: where the rest is (refused at the door, queued, or still on its way).
-        (delivered < messages ? server.exec(`journalctl --since '${since}' --no-pager -o cat -u postfix@- | grep -v -e ' connect from' -e ' disconnect from' | tail -8; ` +
-            "postqueue -p | tail -4").stdout.trim() : "");
+        (delivered < messages ? [
+            `smtp-source: ${(sent.stdout + sent.stderr).split("\n").filter(Boolean).slice(0, 4).join(" | ")}`,
+            server.exec(`echo "in any folder: $(grep -rl 'e2e throughput' /srv/mail/example.test/alice/Maildir | wc -l)"; ` +
+                `journalctl --since '${since}' --no-pager -o cat | grep -e postfix -e rspamd | grep -v -e ' connect from' -e ' disconnect from' | tail -10; ` +
+                "postqueue -p | tail -4").stdout.trim(),
+        ].join("\n") : "");
     return { chainPerSecond: delivered / seconds, sinkPerSecond: messages / (sink.ms / 1000), delivered, problems };
 }

@@ -324,9 +324,9 @@ export async function dataChecks(c: DataContext, server: TestServer, steps: Step
         restoreLine ? undefined : movedRun.get("backup")!.out);
     sameData(checks, "moved", beforeMove, third);
     sameInventory(checks, "moved (restored from the backup onto an empty volume)", heldBeforeMove, liveInventory(third));
-    checks.check(`moved: the admin's files are the admin's, under a new uid (${adminUid} → ${third.exec(`id -u ${c.adminUser}`).stdout.trim()})`, () => {
-        const r = third.exec(`stat -c %U ~${c.adminUser}/notes/unnamed.txt /srv/www/releases/* && find /srv -uid ${adminUid} | head -3`);
-        return r.code === 0 && r.stdout.trim().split("\n").every(l => l === c.adminUser) ? undefined : r.stdout + r.stderr;
+    checks.check(`moved: the admin's files are the admin's, under a new uid (${adminUid} → ${third.exec(`id -u ${c.adminUser}`).stdout.trim()}); the site's are the push login's`, () => {
+        const r = third.exec(`stat -c %U ~${c.adminUser}/notes/unnamed.txt && stat -c %U /srv/www/releases/* | sort -u && find /srv -uid ${adminUid} | head -3`);
+        return r.code === 0 && r.stdout.trim() === `${c.adminUser}\ngit` ? undefined : r.stdout + r.stderr;
     });
     checks.check("moved: the admin's ~ page is served, as on the first server", () => {
         const page = userPage();
