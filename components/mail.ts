@@ -6,7 +6,7 @@
 import * as path from "path";
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
-import { Settings, MailUser, RESERVED_LOCAL_PARTS } from "../config";
+import { Settings, MailUser, RESERVED_LOCAL_PARTS, MAX_FORWARDS } from "../config";
 import { DATA_DIR, STACK_DATA_DIR } from "../cloud-init";
 import { RemoteStep, ServiceArgs, StepFile } from "./remote/step";
 import { CERT_DIR } from "./tls";
@@ -22,7 +22,7 @@ export const USERS_FILE = "/etc/dovecot/selfhost/users";
 const SIEVE_DIR = "/etc/dovecot/selfhost/sieve";
 const SIEVE_BIN_DIR = "/var/lib/dovecot/selfhost-sieve";
 /** The global Sieve scripts dovecot.conf names: at delivery, then on moves into and out of Junk. */
-const SIEVE_SCRIPTS = ["encrypt.sieve", "spam-to-junk.sieve", "learn-spam.sieve", "learn-ham.sieve"];
+const SIEVE_SCRIPTS = ["encrypt.sieve", "delivery.sieve", "learn-spam.sieve", "learn-ham.sieve"];
 /** Users' OpenPGP public keys, one `<login>.asc` each (public: plain files, shown in previews). */
 const OPENPGP_DIR = "/etc/dovecot/selfhost/openpgp";
 const DKIM_KEY = "/etc/rspamd/selfhost/dkim.key";
@@ -62,6 +62,9 @@ export function packages(s: Settings): string[] {
 
 const hasForwards = (s: Settings) => s.users.some(u => u.forwards.length > 0);
 const encrypting = (s: Settings) => s.users.filter(u => u.openpgpKey);
+/** The Sieve rules that copy each mailbox's mail to its forwards (`user+tag@` too). */
+export const forwardRules = (s: Settings) => s.users.filter(u => u.forwards.length).map(u =>
+    `if envelope :user :is "to" ${JSON.stringify(u.name)} {\n${u.forwards.map(f => `  redirect :copy ${JSON.stringify(f)};`).join("\n")}\n}`).join("\n");
 /** The Sieve test that picks out mail for mailboxes with a key (`user+tag@` too); `false` when none has one. */
 export const encryptedMailboxes = (s: Settings) => encrypting(s).length
     ? `envelope :user :is "to" [${encrypting(s).map(u => JSON.stringify(u.name)).join(", ")}]` : "false";
@@ -73,8 +76,9 @@ export function postfixMaps(s: Settings): Record<string, string> {
     const mailboxes = s.users.map(u => [address(s, u.name), "OK"]);
     const aliases = [
         ...RESERVED_LOCAL_PARTS.map(r => [address(s, r), s.adminEmail]),
-        // Every mailbox maps to itself (plus its forwards), so a catch-all never swallows it.
-        ...s.users.map(u => [address(s, u.name), [address(s, u.name), ...u.forwards].join(", ")]),
+        // Every mailbox maps to itself, so a catch-all never swallows it. Forwards are Sieve's (delivery.sieve):
+        // a copy after filtering, never of spam, and only it gets an SRS sender.
+        ...s.users.map(u => [address(s, u.name), address(s, u.name)]),
         ...s.users.flatMap(u => u.aliases.map(a => [address(s, a), address(s, u.name)])),
         ...s.users.filter(u => u.catchAll).map(u => [`@${s.domain}`, address(s, u.name)]),
     ];
@@ -116,10 +120,11 @@ export class Mail extends pulumi.ComponentResource {
             // Spamhaus answers 127.255.255.x to refused (e.g. public-resolver) queries: only real listings count.
             dnsblRules: s.dnsbls.map(d => `,\n    reject_rbl_client ${d}=127.0.0.[2..11]`).join(""),
             srs: hasForwards(s) ? renderTemplate("postfix/srs.cf", {}) : "",
+            srsPickup: hasForwards(s) ? renderTemplate("postfix/srs-master.cf", {}) : "",
             mailDir: MAIL_DIR, keyDir: OPENPGP_DIR, vmailUid: VMAIL_UID, usersFile: USERS_FILE, sieveDir: SIEVE_DIR, sieveBinDir: SIEVE_BIN_DIR,
             imapsPort: portOf("imaps"), sievePort: portOf("sieve"),
             dkimKey: DKIM_KEY, selector: s.dkimSelector, redisDir: REDIS_DIR, mtaStsPort: LOCAL_PORTS.mtaSts, adminUser: s.adminUser,
-            spamScore: 6, greylistScore: 4, sendLimitPerHour: s.sendLimitPerHour, quotaWarning: QUOTA_WARNING,
+            spamScore: 6, greylistScore: 4, sendLimitPerHour: s.sendLimitPerHour, quotaWarning: QUOTA_WARNING, maxForwards: MAX_FORWARDS,
             ...tlsValues(), milterPort: LOCAL_PORTS.rspamdMilter, controllerPort: LOCAL_PORTS.rspamdController, redisPort: LOCAL_PORTS.redis,
         };
         const files: StepFile[] = [
@@ -131,7 +136,7 @@ export class Mail extends pulumi.ComponentResource {
             ...Object.entries(postfixMaps(s)).map(([file, content]) => ({ path: `${MAPS}/${file}`, content })),
             { path: "/etc/dovecot/dovecot.conf", content: renderTemplate("dovecot/dovecot.conf", values) },
             ...SIEVE_SCRIPTS.map(f =>
-                ({ path: `${SIEVE_DIR}/${f}`, content: renderTemplate(`dovecot/sieve/${f}`, { encryptedMailboxes: encryptedMailboxes(s) }) })),
+                ({ path: `${SIEVE_DIR}/${f}`, content: renderTemplate(`dovecot/sieve/${f}`, { encryptedMailboxes: encryptedMailboxes(s), forwards: forwardRules(s) }) })),
             ...["rspamd-learn", "openpgp-encrypt"].map(f =>
                 ({ path: `${SIEVE_DIR}/${f}`, mode: "0755", content: renderTemplate(`dovecot/sieve/${f}`, values) })),
             { path: QUOTA_WARNING, mode: "0755", content: renderTemplate("dovecot/quota-warning", values) },
@@ -152,6 +157,8 @@ export class Mail extends pulumi.ComponentResource {
                 `install -d -o vmail -g vmail -m 0750 ${MAIL_DIR}`,
                 `install -d -o redis -g redis -m 0750 ${REDIS_DIR}`,
                 `install -d -o vmail -g vmail -m 0750 ${SIEVE_BIN_DIR}`,
+                // Its forwards made it more than spam-to-junk: renamed delivery.sieve.
+                `rm -f ${SIEVE_DIR}/spam-to-junk.sieve`,
                 `install -d -m 0755 ${MAPS} ${SIEVE_DIR} ${OPENPGP_DIR} /etc/dovecot/selfhost /etc/rspamd/selfhost ${path.dirname(QUOTA_WARNING)}`,
                 // Hash each password on the server; keep an existing hash while it still matches, so a re-run changes nothing.
                 // The login's mailbox limit travels with it (a userdb field).

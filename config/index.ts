@@ -21,6 +21,9 @@ export const DMARC_POLICIES = ["none", "quarantine", "reject"] as const;
 export const MTA_STS_MODES = ["testing", "enforce", "none"] as const;
 export const UNKNOWN_RDNS = ["score", "reject"] as const;
 
+/** Forward addresses a mailbox may have: one message becomes at most this many copies (Sieve's redirect limit). */
+export const MAX_FORWARDS = 4;
+
 /** Local parts every domain must have (RFC 2142); they always go to adminEmail. */
 export const RESERVED_LOCAL_PARTS = ["postmaster", "abuse"] as const;
 
@@ -548,6 +551,7 @@ function mailUsers(value: unknown, domain: string, maxQuotaMb: number, bad: (key
             }
         }
         forwards.forEach(f => { if (!EMAIL.test(f)) bad(`${key}.forwards`, `"${f}" is not an email address.`); });
+        if (forwards.length > MAX_FORWARDS) bad(`${key}.forwards`, `has ${forwards.length} addresses; at most ${MAX_FORWARDS} (one message becomes at most that many copies).`);
         if (e.catchAll !== undefined && typeof e.catchAll !== "boolean") bad(`${key}.catchAll`, "must be true or false.");
         const openpgpKey = e.openpgpKey === undefined ? undefined : String(e.openpgpKey).trim() + "\n";
         if (openpgpKey !== undefined && !/^-----BEGIN PGP PUBLIC KEY BLOCK-----\n[\s\S]+\n-----END PGP PUBLIC KEY BLOCK-----\n$/.test(openpgpKey)) {

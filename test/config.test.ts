@@ -85,6 +85,7 @@ describe("configuration", () => {
         ["an alias claiming abuse", { users: [{ name: "alice", aliases: ["abuse@example.org"] }] }, /users\[0\].aliases "abuse@example.org" already belongs to adminEmail/],
         ["an invalid forward", { users: [{ name: "alice", forwards: ["nowhere"] }] }, /users\[0\].forwards "nowhere" is not an email address/],
         ["an unknown user setting", { users: [{ name: "alice", password: "x" }] }, /users\[0\].password is not a user setting/],
+        ["more forwards than Sieve redirects", { users: [{ name: "alice", forwards: ["a@x.org", "b@x.org", "c@x.org", "d@x.org", "e@x.org"] }] }, /users\[0\].forwards has 5 addresses; at most 4/],
         ["a mailbox quota larger than the volume", { mailboxQuotaMb: 20480 }, /selfhost:mailboxQuotaMb must be a whole number from 0 to 10240; got 20480/],
         ["a user's quota that is no size", { users: [{ name: "alice", quotaMb: "1G" }] }, /users\[0\].quotaMb must be a whole number of MB from 0 \(no limit\) to 10240 \(the volume's size\); got "1G"/],
         ["a password version that is no version", { users: [{ name: "alice", passwordVersion: "new" }] }, /users\[0\].passwordVersion must be a whole number from 1 up; raise it by one to give alice a new password/],

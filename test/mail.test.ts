@@ -35,7 +35,7 @@ describe("mail", () => {
         assert.equal(maps.aliases, [
             "postmaster@example.org hostmaster@example.net",
             "abuse@example.org hostmaster@example.net",
-            "alice@example.org alice@example.org, alice@elsewhere.example",
+            "alice@example.org alice@example.org",
             "bob@example.org bob@example.org",
             "info@example.org alice@example.org",
             "@example.org bob@example.org",
@@ -43,6 +43,23 @@ describe("mail", () => {
         ].join("\n"));
         assert.equal(maps.senders, "alice@example.org alice@example.org\ninfo@example.org alice@example.org\nbob@example.org bob@example.org\n");
         assert.match(maps["own-domains"], /^example\.org REJECT /);
+    });
+
+    it("forwards with Sieve after the spam rule, and gives only locally submitted mail (the forwarded copies) an SRS sender", async () => {
+        const users = [{ name: "alice", forwards: ["a@elsewhere.example", "b@elsewhere.example"] }, { name: "bob" }];
+        const files = stepFiles(await runProgram({ ...baseConfig(), users }), "mail");
+        const sieve = files.get("/etc/dovecot/selfhost/sieve/delivery.sieve")!.content;
+        assert.ok(sieve.indexOf("fileinto :create \"Junk\";\n  stop;") < sieve.indexOf("redirect"), "spam stops before any forward");
+        assert.match(sieve, /if envelope :user :is "to" "alice" \{\n  redirect :copy "a@elsewhere\.example";\n  redirect :copy "b@elsewhere\.example";\n\}/);
+        assert.ok(!/bob/.test(sieve));
+        const [mainCf, masterCf] = [files.get("/etc/postfix/main.cf")!.content, files.get("/etc/postfix/master.cf")!.content];
+        assert.ok(!/sender_canonical_maps/.test(mainCf), "mail arriving on 25 keeps its sender");
+        assert.match(mainCf, /^recipient_canonical_maps = tcp:127\.0\.0\.1:10002$/m);
+        assert.match(masterCf, /^pickup .*pickup\n  -o cleanup_service_name=forward-cleanup\n/m);
+        assert.match(masterCf, /^forward-cleanup unix .*cleanup\n  -o sender_canonical_maps=tcp:127\.0\.0\.1:10001\n/m);
+        // Without forwards, no SRS at all.
+        const plain = stepFiles(await runProgram(baseConfig()), "mail");
+        assert.ok(!/forward-cleanup|canonical/.test(plain.get("/etc/postfix/master.cf")!.content + plain.get("/etc/postfix/main.cf")!.content));
     });
 
     it("makes a password per user, exported only as a secret, and sent to the server on stdin only, with the mailbox's limit", async () => {

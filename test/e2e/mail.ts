@@ -152,6 +152,10 @@ export async function mailChecks(c: MailContext): Promise<void> {
     checks.check("bob's forward reaches the peer with an SRS envelope sender, and SPF passes there", () =>
         /^Return-Path: <SRS0=[^>]*@example\.test>/m.test(copy) && /\bspf=pass\b/.test(copy) ? undefined : copy.slice(0, 1200) || "no forwarded copy");
     checks.check("bob keeps his own copy", () => imap("bob", "list", "INBOX").stdout.includes("Subject: e2e forwarded") ? undefined : "not in bob's INBOX");
+    checks.check("mail that is delivered here keeps its own envelope sender: SRS is for forwarded copies only", () => {
+        const headers = imap("alice", "show", "INBOX", "e2e from the peer").stdout;
+        return new RegExp(`^Return-Path: <${PEER_USER}@peer\\.test>`, "m").test(headers) ? undefined : headers.slice(0, 600);
+    });
 
     // Spam: moving mail in and out of Junk teaches Bayes.
     const learned = (kind: "spam" | "ham") => {
@@ -320,6 +324,10 @@ export async function mailChecks(c: MailContext): Promise<void> {
     });
     peer.exec("postqueue -f");
     const junked = await waitInMailbox("bob", "Junk", "e2e gtube", 90);
+    // A forward would have left at delivery, with the Junk copy; give it the time a delivery takes.
+    await new Promise(r => setTimeout(r, 10_000));
+    checks.check("spam is never forwarded: bob's forward address did not get the GTUBE message", () =>
+        junked && !peer.exec(`cat /var/mail/${PEER_USER} 2>/dev/null`).stdout.includes("Subject: e2e gtube") ? undefined : `in bob's Junk: ${junked}`);
     checks.check("GTUBE from the peer is filed into bob's Junk (not rejected, not in INBOX)", () =>
         junked && !imap("bob", "list", "INBOX").stdout.includes("e2e gtube") ? undefined :
             server.exec("journalctl -u postfix@- --since -5min --no-pager | grep -i carol | tail -5").stdout || "not in Junk");
