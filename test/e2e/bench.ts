@@ -78,7 +78,7 @@ export async function throughput(server: TestServer, peer: TestServer, serverIp:
         (delivered < messages ? [
             `smtp-source: ${(sent.stdout + sent.stderr).split("\n").filter(Boolean).slice(0, 4).join(" | ")}`,
             server.exec(`echo "in any folder: $(grep -rl 'e2e throughput' /srv/mail/example.test/alice/Maildir | wc -l)"; ` +
-                `journalctl --since '${since}' --no-pager -o cat | grep -e postfix -e rspamd | grep -v -e ' connect from' -e ' disconnect from' | tail -10; ` +
+                `journalctl --since '${since}' --no-pager -o short | grep -e ' postfix/' -e ' rspamd' | grep -v -e ' connect from' -e ' disconnect from' | tail -10; ` +
                 "postqueue -p | tail -4").stdout.trim(),
         ].join("\n") : "");
     return { chainPerSecond: delivered / seconds, sinkPerSecond: messages / (sink.ms / 1000), delivered, problems };
