@@ -147,6 +147,7 @@ export class Mail extends pulumi.ComponentResource {
             ...(hasForwards(s) ? [{ path: "/etc/default/postsrsd", content: renderTemplate("postfix/postsrsd", values) }] : []),
             { path: "/etc/redis/redis.conf", mode: "0640", owner: "redis:redis", content: renderTemplate("redis/redis.conf", values) },
             { path: "/etc/systemd/system/redis-server.service.d/selfhost.conf", content: renderTemplate("redis/override.conf", values) },
+            { path: "/etc/systemd/system/rspamd.service.d/selfhost-redis.conf", content: renderTemplate("rspamd/with-redis.conf", {}) },
         ];
 
         this.step = new RemoteStep("mail", {
