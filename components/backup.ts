@@ -11,7 +11,7 @@ import * as tls from "@pulumi/tls";
 import { Settings, STORAGE_BOX_PORT, sftpLogin } from "../config";
 import { DATA_DIR } from "../cloud-init";
 import { RemoteStep, ServiceArgs, StepFile } from "./remote/step";
-import { renderTemplate } from "../services/template";
+import { renderTemplate, confined } from "../services/template";
 import { adminHomeOnVolume } from "./base";
 import { LOCAL_PORTS } from "../services/catalog";
 import { MAIL_DIR } from "./mail";
@@ -112,7 +112,7 @@ export class Backup extends pulumi.ComponentResource {
             { path: SSH_CONFIG, content: renderTemplate("backup/ssh_config", { keyFile: KEY_FILE, knownHosts: `${CONF_DIR}/known_hosts` }) },
             { path: `${KEY_FILE}.pub`, content: this.sshPublicKey.apply(k => `${k}\n`) },
             ...UNITS.map(unit => ({ path: `/etc/systemd/system/${unit}`, content: renderTemplate(`backup/${unit}`, {
-                dataDir: DATA_DIR, schedule: s.backupSchedule, sandbox: renderTemplate("backup/sandbox.conf", { confDir: CONF_DIR }),
+                dataDir: DATA_DIR, schedule: s.backupSchedule, sandbox: renderTemplate("backup/sandbox.conf", { confDir: CONF_DIR, confined: confined("CAP_DAC_READ_SEARCH") }).trimEnd(),
             }) })),
         ];
         this.step = new RemoteStep("backup", {

@@ -103,6 +103,9 @@ export class Hardening extends pulumi.ComponentResource {
             run: [
                 "systemctl enable --quiet nftables fail2ban unattended-upgrades",
                 "changed_in /etc/sysctl.d && sysctl -q -p /etc/sysctl.d/90-selfhost.conf",
+                // What people make in their sessions is not for other users to read (pam_umask reads this;
+                // in a user's own group, as Debian gives each, the group bits follow the owner's: 007).
+                "grep -qE '^UMASK[[:space:]]+027$' /etc/login.defs || { sed -i '/^UMASK[[:space:]]/d' /etc/login.defs; echo 'UMASK 027' >> /etc/login.defs; }",
                 // One transaction: the running ruleset is swapped whole; open connections (this one) stay.
                 `changed_in ${NFT_RULESET} && nft -f ${NFT_RULESET}`,
                 // The unit loads the same file at boot; started once, it also says the firewall is up.

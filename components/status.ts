@@ -6,7 +6,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import { DATA_DIR } from "../cloud-init";
 import { RemoteStep, ServiceArgs } from "./remote/step";
-import { renderTemplate } from "../services/template";
+import { renderTemplate, confined } from "../services/template";
 
 export const STATUS_COMMAND = "/usr/local/sbin/selfhost-status";
 
@@ -27,7 +27,7 @@ export class Status extends pulumi.ComponentResource {
                     units: [...new Set(args.units)].join(" "), dataDir: DATA_DIR, smtpProbe: args.settings.checkSmtpHost,
                 }) },
                 ...["selfhost-status.service", "selfhost-status.timer"].map(unit =>
-                    ({ path: `/etc/systemd/system/${unit}`, content: renderTemplate(`status/${unit}`, {}) })),
+                    ({ path: `/etc/systemd/system/${unit}`, content: renderTemplate(`status/${unit}`, { confined: confined("CAP_DAC_READ_SEARCH", "CAP_DAC_OVERRIDE") }) })),
             ],
             check: `check bash -n ${STATUS_COMMAND}`,
             run: [

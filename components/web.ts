@@ -10,7 +10,7 @@ import { RemoteStep, ServiceArgs } from "./remote/step";
 import { mtaStsPolicy } from "./dns/records";
 import { CERT_DIR } from "./tls";
 import { portOf, SERVICE_SUBDOMAINS, LOCAL_PORTS } from "../services/catalog";
-import { renderTemplate } from "../services/template";
+import { renderTemplate, confined } from "../services/template";
 import { uploadServer } from "./xmpp";
 import { HOMES_DIR, GIT_USER } from "./base";
 import { TLS_POLICY, tlsValues } from "../services/tls-policy";
@@ -42,7 +42,20 @@ const systemUser = (name: string, home: string) =>
 
 /** The site, its repository and the certificates nginx serves live on the volume. */
 export const dataUnits = ["nginx"];
-export const packages = (s: Settings) => ["nginx", "git", ...(s.webStats ? ["goaccess"] : []), ...s.sitePackages];
+export const packages = (s: Settings) => ["nginx", "git", ...(s.userDirs ? ["acl"] : []), ...(s.webStats ? ["goaccess"] : []), ...s.sitePackages];
+
+/**
+ * nginx (www-data) reads ~/public_html and nothing else of the home: an ACL entry for it alone, where the
+ * owner's umask (027) leaves other users out. The directory's default entry gives what is made in it later
+ * the same (a file moved in from elsewhere keeps its own: the README says so).
+ */
+const publicHtml = (home: string) => [
+    `install -d -m 0750 -o "$(stat -c %U ${home})" -g "$(stat -c %G ${home})" ${home}/public_html`,
+    `chmod o-x ${home}`,
+    `setfacl -m u:www-data:x ${home}`,
+    `setfacl -R -m u:www-data:rX ${home}/public_html`,
+    `find ${home}/public_html -type d -exec setfacl -d -m u:www-data:rX {} +`,
+];
 
 const INDENT = "    ";
 const indent = (text: string, by: string) => text.split("\n").map(l => l ? by + l : l).join("\n");
@@ -93,8 +106,7 @@ export class Web extends pulumi.ComponentResource {
                 `runuser -u ${GIT_USER} -- git -C ${SITE_REPO} config core.hooksPath ${HOOKS}`,
                 systemUser(SITE_BUILDER, `/var/lib/${SITE_BUILDER}`),
                 `install -d -o ${SITE_BUILDER} -g ${SITE_BUILDER} -m 0700 /var/lib/${SITE_BUILDER} ${BUILD_DIR}`,
-                // nginx (www-data) must reach ~/public_html; the home directory stays unlistable.
-                ...(s.userDirs ? [`chmod o+x ${HOMES_DIR}/${s.adminUser}`] : []),
+                ...(s.userDirs ? publicHtml(`${HOMES_DIR}/${s.adminUser}`) : []),
                 ...(s.webStats ? [systemUser(STATS_USER, "/nonexistent"), `install -d -o ${STATS_USER} -g ${STATS_USER} -m 0755 ${STATS_DIR}`] : []),
             ].join("\n"),
             files: [
@@ -115,7 +127,7 @@ export class Web extends pulumi.ComponentResource {
                 { path: SUDOERS, mode: "0440", content: `${GIT_USER} ALL=(${SITE_BUILDER}) NOPASSWD: ALL\n` },
                 { path: BUILD_SCRIPT, content: renderTemplate("web/site-build", { siteBuild: s.siteBuild || "true" }) },
                 ...(s.webStats ? [
-                    { path: `/etc/systemd/system/${STATS_UNIT}.service`, content: renderTemplate("web/stats.service", { statsDir: STATS_DIR, user: STATS_USER }) },
+                    { path: `/etc/systemd/system/${STATS_UNIT}.service`, content: renderTemplate("web/stats.service", { statsDir: STATS_DIR, user: STATS_USER, confined: confined() }) },
                     { path: `/etc/systemd/system/${STATS_UNIT}.timer`, content: renderTemplate("web/stats.timer", {}) },
                 ] : []),
             ],

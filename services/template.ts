@@ -12,3 +12,7 @@ export function renderTemplate(file: string, values: Record<string, string | num
         return String(values[key]);
     });
 }
+
+/** The systemd confinement our own root services share, with the capabilities this one keeps. */
+export const confined = (...capabilities: string[]): string =>
+    renderTemplate("base/confined.conf", { capabilities: capabilities.join(" ") }).trimEnd();

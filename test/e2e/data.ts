@@ -232,9 +232,8 @@ export async function dataChecks(c: DataContext, server: TestServer, steps: Step
     checks.check("a backup runs: snapshot on the Storage Box, time of the last success recorded", () =>
         backup.code === 0 && firstSnapshot ? undefined : `exit ${backup.code}, snapshots: ${firstSnapshot}: ${backup.stdout}${backup.stderr}`);
     checks.check("the backup runs confined: systemd rates its exposure low (no capability but reading files, a read-only system)", () => {
-        const r = server.exec("systemd-analyze security selfhost-backup.service 2>&1 | tail -1");
-        const score = Number(r.stdout.match(/exposure level for selfhost-backup\.service: ([\d.]+)/)?.[1] ?? NaN);
-        return score <= 4 ? undefined : r.stdout + r.stderr;
+        const exposure = server.exposure("selfhost-backup.service");
+        return exposure <= 4 ? undefined : `exposure ${exposure}`;
     });
     const verified = server.exec("systemctl start selfhost-backup-check.service && journalctl -u selfhost-backup-check -o cat | grep 'no errors were found'");
     checks.check("restic check of the repository (structure and a tenth of the data) is clean", () =>

@@ -64,11 +64,16 @@ export function hardeningChecks(c: HardeningContext): void {
         const values = r.stdout.trim().split("\n").slice(-5).join(" ");
         return /policy drop/.test(r.stdout) && values === "0 0 0 1 1" ? undefined : r.stdout;
     });
-    checks.check("unused network protocols (dccp, sctp, rds, tipc) are never loaded on demand", () => {
+    checks.check("unused network protocols (dccp, sctp, rds, tipc) and removable storage are never loaded on demand", () => {
         // modprobe's own view of its configuration: what it would run instead of loading each module.
-        const r = server.exec("for m in dccp sctp rds tipc; do modprobe -n -v $m 2>&1; done");
+        const modules = ["dccp", "sctp", "rds", "tipc", "usb-storage", "firewire-core"];
+        const r = server.exec(`for m in ${modules.join(" ")}; do modprobe -n -v $m 2>&1; done`);
         const refused = r.stdout.trim().split("\n").filter(l => /^install \/bin\/false/.test(l)).length;
-        return refused === 4 ? undefined : r.stdout + r.stderr;
+        return refused === modules.length ? undefined : r.stdout + r.stderr;
+    });
+    checks.check("sshd as it runs: no agent forwarding, no TCP keepalives, the logging key named (VERBOSE)", () => {
+        const r = server.exec("sshd -T | grep -E '^(allowagentforwarding|tcpkeepalive|loglevel) '").stdout.trim().split("\n").sort().join(", ");
+        return r === "allowagentforwarding no, loglevel VERBOSE, tcpkeepalive no" ? undefined : r;
     });
     checks.check("the server cannot connect out to a port its services do not need", () => {
         // Nothing listens on the peer's 2525: if the packet left, the peer's reset would say "refused".

@@ -25,7 +25,6 @@ export interface StatusContext {
 }
 
 const ROOT = path.join(__dirname, "..", "..");
-/** Warnings a fresh test server may rightly have: the cached image can be older than Debian's latest security updates. */
 /** Warnings a provisioned server may rightly show here: pending updates, and dave, who hit his sending limit in the mail checks. */
 const EXPECTED_WARNINGS = ["security updates", "reboot", "sending limit"];
 
@@ -52,6 +51,13 @@ export function statusChecks(c: StatusContext): void {
         const limit = fresh.findings.find(f => f.name === "sending limit");
         return limit?.status === "warn" && /held back in the last 24 hours: dave@example\.test \(\d+\)$/.test(limit.detail) && /passwordVersion/.test(limit.hint)
             ? undefined : JSON.stringify(limit);
+    });
+    // The daily run, as its timer starts it: the first report is news, so it is mailed (root's mail is the admin's).
+    const daily = server.exec("rm -f /var/lib/selfhost/status/last; systemctl start selfhost-status.service && " +
+        "for i in $(seq 30); do grep -rls '^Subject: selfhost: status of .* changed' /srv/mail/example.test/alice/Maildir && break; sleep 1; done");
+    checks.check("the daily report runs confined (a read-only system, two capabilities) and mails the admin", () => {
+        const exposure = server.exposure("selfhost-status.service");
+        return daily.code === 0 && daily.stdout.trim() && exposure <= 4 ? undefined : `exposure ${exposure}; ${daily.stdout}${daily.stderr}`;
     });
     checks.check("check covers every record of the DNS model, PTRs, TLS endpoints, ports, SSH, relay, blocklists and the server's report", () => {
         const areas = new Set(fresh.findings.map(f => f.area));

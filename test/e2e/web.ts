@@ -12,6 +12,7 @@ import { NET } from "./world";
 import { TestServer } from "./server";
 import { Checks } from "./checks";
 import { portOf, LOCAL_PORTS } from "../../services/catalog";
+import { HOMES_DIR } from "../../components/base";
 
 export interface WebContext {
     readonly checks: Checks;
@@ -122,11 +123,14 @@ export async function webChecks(c: WebContext): Promise<void> {
         return /^\/srv\/www\/releases\/\d{8}T\d{6}Z-[0-9a-f]{12}$/.test(target) && Number(count) <= 4 ? undefined : r.stdout;
     });
 
-    checks.check("a ~user page is served from ~/public_html", () => {
+    checks.check("a ~user page made in a new folder of ~/public_html is served, while the admin's other new files are closed to other users (umask 027)", () => {
         const made = fromClient(`ssh -i ${c.ownerKey} -p ${c.sshPort} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null ` +
-            `${c.adminUser}@${c.serverIp} 'mkdir -p ~/public_html && echo "<p>the admin home page</p>" > ~/public_html/index.html'`);
-        const got = curl(`https://${DOMAIN}/~${c.adminUser}/`).stdout;
-        return made.code === 0 && got.includes("the admin home page") ? undefined : made.stderr + got;
+            `${c.adminUser}@${c.serverIp} 'mkdir -p ~/public_html/notes && echo "<p>the admin home page</p>" > ~/public_html/notes/index.html && ` +
+            `echo private > ~/private.txt && stat -c %A ~/private.txt'`);
+        const got = curl(`https://${DOMAIN}/~${c.adminUser}/notes/`).stdout;
+        const others = server.exec(`runuser -u nobody -- cat ${HOMES_DIR}/${c.adminUser}/private.txt`);
+        return made.code === 0 && got.includes("the admin home page") && /^-rw-r?w?-?---$/.test(made.stdout.trim()) && others.code !== 0 ? undefined
+            : `${made.stdout}${made.stderr} ${got.slice(0, 200)} nobody: ${others.code}`;
     });
     checks.check("dotfiles are never served (a ~user/.env here), /.well-known is", () => {
         const made = fromClient(`ssh -i ${c.ownerKey} -p ${c.sshPort} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null ` +
@@ -177,15 +181,16 @@ export async function webChecks(c: WebContext): Promise<void> {
         return /^HTTP\/1\.1 101/m.test(r.stdout) && /sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK\+xOo=/i.test(r.stdout) && r.stdout.includes("hi chat")
             ? undefined : r.stdout.slice(0, 400);
     });
-    checks.check("the statistics report is served on the server's loopback, reached through an SSH tunnel; goaccess ran as selfhost-stats", () => {
+    checks.check("the statistics report is served on the server's loopback, reached through an SSH tunnel; goaccess ran confined as selfhost-stats", () => {
         const tunnel = fromClient(`ssh -f -N -o ExitOnForwardFailure=yes -i ${c.ownerKey} -p ${c.sshPort} -o BatchMode=yes ` +
             `-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -L 18089:127.0.0.1:${LOCAL_PORTS.webStats} ${c.adminUser}@${c.serverIp}`);
         const report = fromClient("curl -s --max-time 10 http://127.0.0.1:18089/");
         fromClient("pkill -f 'L 18089:127.0.0.1'");
         const timer = server.exec("systemctl is-enabled selfhost-webstats.timer").stdout.trim();
         const writer = server.exec("stat -c %U /var/lib/selfhost/webstats/index.html").stdout.trim();
-        return tunnel.code === 0 && /goaccess/i.test(report.stdout) && timer === "enabled" && writer === "selfhost-stats" ? undefined
-            : `tunnel ${tunnel.code} ${tunnel.stderr}, timer ${timer}, written by ${writer}, ${report.stdout.slice(0, 200)}`;
+        const exposure = server.exposure("selfhost-webstats.service");
+        return tunnel.code === 0 && /goaccess/i.test(report.stdout) && timer === "enabled" && writer === "selfhost-stats" && exposure <= 3 ? undefined
+            : `tunnel ${tunnel.code} ${tunnel.stderr}, timer ${timer}, written by ${writer}, exposure ${exposure}, ${report.stdout.slice(0, 200)}`;
     });
     checks.check("nginx -t is clean and logs are kept 14 days", () => {
         const r = server.exec("nginx -t 2>&1 && logrotate -d /etc/logrotate.d/nginx 2>&1 | grep -c 'error' ; grep -c 'rotate 14' /etc/logrotate.d/nginx");
