@@ -1,6 +1,6 @@
 /**
  * selfhost: your own mail, web and XMPP server.
- * config → host (server, IPs, volume) → DKIM key → DNS → remote steps (base → backup → hardening → tls → web, mail → xmpp → status) → outputs.
+ * config → host (server, IPs, volume) → DKIM key → DNS → remote steps (base → backup → hardening → resolver → tls → web, mail → xmpp → status) → outputs.
  * Each concern is one component; each remote step re-runs only when its own files change.
  */
 import * as pulumi from "@pulumi/pulumi";
@@ -10,6 +10,7 @@ import { DkimKey } from "./components/dkim";
 import { Dns } from "./components/dns";
 import { Base, stopWriters } from "./components/base";
 import * as hardening from "./components/hardening";
+import * as resolver from "./components/resolver";
 import * as tls from "./components/tls";
 import * as web from "./components/web";
 import * as mail from "./components/mail";
@@ -37,7 +38,7 @@ const base = new Base("base", {
     settings,
     connection: host.provenConnection,
     sshPorts,
-    packages: [...backup.packages(settings), ...hardening.packages, ...tls.packages, ...web.packages(settings), ...mail.packages(settings), ...xmpp.packages],
+    packages: [...backup.packages(settings), ...hardening.packages, ...resolver.packages, ...tls.packages, ...web.packages(settings), ...mail.packages(settings), ...xmpp.packages],
     dataUnits,
     // When this server is replaced: its outgoing queue onto the volume, then the last snapshot.
     handover: [mail.handover, backup.handover],
@@ -46,7 +47,8 @@ const base = new Base("base", {
 // Before any service is configured: an empty volume gets the latest snapshot back.
 const backups = new backup.Backup("backup", { settings, connection: host.provenConnection, dependsOn: [base.step] });
 const firewall = new hardening.Hardening("hardening", { settings, connection: host.provenConnection, sshPorts, dependsOn: [backups.step] });
-const certificate = new tls.Tls("tls", { settings, connection, ipv4: host.ipv4, nameservers: dns.nameservers, dependsOn: [firewall.step, dns] });
+const resolving = new resolver.Resolver("resolver", { settings, connection, dependsOn: [firewall.step] });
+const certificate = new tls.Tls("tls", { settings, connection, ipv4: host.ipv4, nameservers: dns.nameservers, dependsOn: [resolving.step, dns] });
 new web.Web("web", { settings, connection, dependsOn: [certificate.step] });
 const mailServer = new mail.Mail("mail", {
     settings, connection, ipv4: host.ipv4, ipv6: host.ipv6, dkimPrivateKeyPem: dkim.privateKeyPem, dependsOn: [certificate.step],
@@ -54,7 +56,7 @@ const mailServer = new mail.Mail("mail", {
 
 const chat = new xmpp.Xmpp("xmpp", { settings, connection, passwords: mailServer.passwords, dependsOn: [mailServer.step] });
 const status = new Status("status", {
-    settings, connection, units: [...hardening.units, ...web.dataUnits, ...mail.units, ...xmpp.dataUnits], dependsOn: [chat.step],
+    settings, connection, units: [...hardening.units, ...resolver.units, ...web.dataUnits, ...mail.units, ...xmpp.dataUnits], dependsOn: [chat.step],
 });
 host.sshProven([status.step]);
 

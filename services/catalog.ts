@@ -61,6 +61,8 @@ export const LOCAL_PORTS = {
     rspamdController: 11334,
     /** redis, rspamd's store (Bayes, greylisting). */
     redis: 6379,
+    /** unbound, the server's own resolver. */
+    dns: 53,
 } as const;
 
 /** What the services connect out to (restrictOutbound): name service, time, packages and ACME, mail and XMPP peers. */

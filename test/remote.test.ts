@@ -26,7 +26,7 @@ describe("remote steps", () => {
     // `up`, and a Command's delete is the handover (mail stopped, volume unmounted) on the live server.
     // Rename a step only with `aliases: [{ name: "<old>" }]`; then add the new URN here.
     const STEP_URNS = [
-        ...["base", "backup", "hardening", "tls", "web", "mail", "xmpp", "status"]
+        ...["base", "backup", "hardening", "resolver", "tls", "web", "mail", "xmpp", "status"]
             .map(name => `urn:pulumi:test::selfhost::selfhost:index:RemoteStep$command:remote:Command::${name}`),
         "urn:pulumi:test::selfhost::selfhost:index:Host$command:remote:Command::before-server-type-change",
     ];
@@ -53,7 +53,7 @@ describe("remote steps", () => {
 
     it("connect as the stack's deploy user on sshPort with the deploy key, after the volume is attached, in order", async () => {
         const run = await runProgram({ ...baseConfig(), adminUser: "carol", sshPort: 2345 });
-        assert.deepEqual(commands(run).map(c => c.name), ["base", "backup", "hardening", "tls", "web", "mail", "xmpp", "status"]);
+        assert.deepEqual(commands(run).map(c => c.name), ["base", "backup", "hardening", "resolver", "tls", "web", "mail", "xmpp", "status"]);
         const deployKey = run.one("tls:index/privateKey:PrivateKey", "deploy-key").state.privateKeyOpenssh;
         for (const c of commands(run)) {
             assert.ok(isSecret(c.inputs.connection), "the connection (with its private key) is secret");
@@ -67,7 +67,8 @@ describe("remote steps", () => {
         assert.ok(deps("base").some(d => d.endsWith("VolumeAttachment::data")));
         assert.ok(deps("backup").some(d => d.endsWith("Command::base")));
         assert.ok(deps("hardening").some(d => d.endsWith("Command::backup")), "an empty volume is restored before any service is configured");
-        assert.ok(deps("tls").some(d => d.endsWith("Command::hardening")), "no service before the firewall");
+        assert.ok(deps("resolver").some(d => d.endsWith("Command::hardening")), "no service before the firewall");
+        assert.ok(deps("tls").some(d => d.endsWith("Command::resolver")));
         assert.ok(deps("tls").some(d => d.includes("zoneRrset:ZoneRrset::A-@")), "certificates wait for the DNS records");
         assert.ok(deps("web").some(d => d.endsWith("Command::tls")));
     });

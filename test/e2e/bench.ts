@@ -4,7 +4,7 @@ import { Cleanup } from "./sh";
 import { TestServer } from "./server";
 
 /** Units whose memory is reported, when they run. */
-const UNITS = ["ssh", "nginx", "postfix", "postfix-mta-sts-resolver", "dovecot", "rspamd", "redis-server", "prosody", "fail2ban"];
+const UNITS = ["ssh", "nginx", "postfix", "postfix-mta-sts-resolver", "dovecot", "rspamd", "redis-server", "unbound", "prosody", "fail2ban"];
 
 /** A fresh host from the same image, no cloud-init payload: how long does plain `apt-get install` take? */
 export async function benchBaseline(dir: string, packages: string, trust: string[], cleanup: Cleanup):
@@ -79,7 +79,8 @@ export async function throughput(server: TestServer, peer: TestServer, serverIp:
             `smtp-source: ${(sent.stdout + sent.stderr).split("\n").filter(Boolean).slice(0, 4).join(" | ")}`,
             server.exec(`echo "in any folder: $(grep -rl 'e2e throughput' /srv/mail/example.test/alice/Maildir | wc -l)"; ` +
                 `journalctl --since '${since}' --no-pager -o short | grep -e ' postfix/' -e ' rspamd' | grep -v -e ' connect from' -e ' disconnect from' | tail -10; ` +
-                "postqueue -p | tail -4").stdout.trim(),
+                // rspamd writes its own log file; its unit's journal shows a worker that died.
+                "tail -15 /var/log/rspamd/rspamd.log; journalctl -u rspamd --no-pager -o short -n 8; postqueue -p | tail -4").stdout.trim(),
         ].join("\n") : "");
     return { chainPerSecond: delivered / seconds, sinkPerSecond: messages / (sink.ms / 1000), delivered, problems };
 }

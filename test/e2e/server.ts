@@ -9,7 +9,7 @@ import * as fs from "fs";
 import * as path from "path";
 import { ChildProcess } from "child_process";
 import { sh, must, daemon, waitFor, Cleanup } from "./sh";
-import { NET } from "./world";
+import { NET, DnsRoot } from "./world";
 
 /** What Hetzner's debian-13 image has that matters here. */
 const IMAGE_PACKAGES = ["systemd-sysv", "cloud-init", "openssh-server", "dbus", "sudo", "ca-certificates", "iproute2",
@@ -20,18 +20,21 @@ export const CACHE = "/var/cache/selfhost-e2e";
 const CGROUP_ROOT = fs.existsSync("/sys/fs/cgroup/unified/cgroup.procs") ? "/sys/fs/cgroup/unified" : "/sys/fs/cgroup";
 
 /**
- * The Debian mirror this machine's own apt uses, read from its sources at run time (deb822 `URIs:` or
- * one-line `deb` entries), so the project names no mirror of its own. The security archive is another.
+ * The Debian archives this machine's own apt uses, read from its sources at run time (deb822 `URIs:` or
+ * one-line `deb` entries), so the project names no mirror of its own: the mirror, and the security
+ * archive that a Hetzner image also has in its sources.
  */
-export function debianMirror(): string {
+export function debianArchives(): { mirror: string; security: string } {
     const dir = "/etc/apt/sources.list.d";
     const files = ["/etc/apt/sources.list", ...(fs.existsSync(dir) ? fs.readdirSync(dir).map(f => path.join(dir, f)) : [])]
         .filter(f => /\.(list|sources)$/.test(f) && fs.existsSync(f));
     const uris = files.flatMap(f => fs.readFileSync(f, "utf8").split("\n").map(l => l.trim()).flatMap(l =>
-        l.match(/^URIs:\s*(.+)$/i)?.[1].split(/\s+/) ?? l.match(/^deb\s+(?:\[[^\]]*\]\s+)?(\S+)/)?.slice(1) ?? []));
-    const mirror = uris.find(u => /^https?:\/\//.test(u) && !/security/.test(u));
-    if (!mirror) throw new Error(`no Debian mirror in ${files.join(", ") || "/etc/apt"}: the local target installs its hosts' packages from the one this machine uses`);
-    return mirror.replace(/\/$/, "");
+        l.match(/^URIs:\s*(.+)$/i)?.[1].split(/\s+/) ?? l.match(/^deb\s+(?:\[[^\]]*\]\s+)?(\S+)/)?.slice(1) ?? []))
+        .filter(u => /^https?:\/\//.test(u)).map(u => u.replace(/\/$/, ""));
+    const [mirror, security] = [uris.find(u => !/security/.test(u)), uris.find(u => /security/.test(u))];
+    if (!mirror || !security) throw new Error(`no Debian ${mirror ? "security archive" : "mirror"} in ${files.join(", ") || "/etc/apt"}: ` +
+        "the local target installs its hosts' packages from the ones this machine uses");
+    return { mirror, security };
 }
 
 /**
@@ -46,13 +49,15 @@ export function canGrowMountedExt4(): boolean {
 /** Builds (once, then cached) the rootfs tarball: the image's packages and `extra` ones, Depends only, like apt here. */
 export function rootfs(extra: readonly string[] = []): string {
     const packages = [...IMAGE_PACKAGES, ...extra];
-    const mirror = debianMirror();
-    const key = crypto.createHash("sha256").update([SUITE, mirror, ...packages].join(" ")).digest("hex").slice(0, 12);
+    const { mirror, security } = debianArchives();
+    // The suites a Hetzner image has: the release, its updates and its security updates.
+    const sources = [`deb ${mirror} ${SUITE} main`, `deb ${mirror} ${SUITE}-updates main`, `deb ${security} ${SUITE}-security main`];
+    const key = crypto.createHash("sha256").update([...sources, ...packages].join(" ")).digest("hex").slice(0, 12);
     const tarball = path.join(CACHE, `debian-13-${key}.tar`);
     if (fs.existsSync(tarball)) return tarball;
     fs.mkdirSync(CACHE, { recursive: true });
     console.log(`building a Debian 13 image with ${packages.length} packages (cached in ${tarball})`);
-    must(`mmdebstrap --quiet --format=tar --variant=minbase --include=${packages.join(",")} ${SUITE} ${tarball}.part ${mirror} && mv ${tarball}.part ${tarball}`,
+    must(`mmdebstrap --quiet --format=tar --variant=minbase --include=${packages.join(",")} ${SUITE} ${tarball}.part ${sources.map(l => `'${l}'`).join(" ")} && mv ${tarball}.part ${tarball}`,
         { timeoutMs: 900_000 });
     return tarball;
 }
@@ -83,6 +88,12 @@ export interface ServerSpec {
     readonly volumeImage?: string;
     /** PEM certificates the machine trusts besides Debian's (the simulated internet's CAs). */
     readonly trust: string[];
+    /**
+     * The simulated internet's DNS root, in place of the real one's servers and key in dns-root-data
+     * (diverted, so the package installs Debian's copies beside them): the one test-only override of
+     * the server's own resolver.
+     */
+    readonly dnsRoot?: DnsRoot;
     /** Packages its image has besides Hetzner's (a client host's tools). */
     readonly packages?: readonly string[];
     /** Join this existing network namespace (its addresses are set already) instead of plugging into the bridge. */
@@ -116,12 +127,22 @@ export class TestServer {
             ].join("\n"));
             must(`ln -sf /usr/lib/systemd/system/systemd-networkd.service ${root}/etc/systemd/system/multi-user.target.wants/`);
         }
-        write("etc/resolv.conf", `nameserver ${NET.inet.ipv4}\n`);
-        // The Debian mirror is reached by the address this machine resolves it to (the test DNS knows only the test zone).
-        const mirror = new URL(debianMirror()).hostname;
-        const mirrorIp = must(`getent ahostsv4 ${mirror} | awk 'NR==1{print $1}'`).trim();
-        for (const hosts of ["etc/hosts", "etc/cloud/templates/hosts.debian.tmpl"]) {
-            fs.appendFileSync(path.join(root, hosts), `${mirrorIp} ${mirror}\n`);
+        write("etc/resolv.conf", `nameserver ${NET.inet.resolver}\n`);
+        // The Debian archives are reached by the addresses this machine resolves them to (the test DNS knows only the test zones).
+        for (const archive of Object.values(debianArchives())) {
+            const host = new URL(archive).hostname;
+            const ip = must(`getent ahostsv4 ${host} | awk 'NR==1{print $1}'`).trim();
+            for (const hosts of ["etc/hosts", "etc/cloud/templates/hosts.debian.tmpl"]) fs.appendFileSync(path.join(root, hosts), `${ip} ${host}\n`);
+        }
+        if (spec.dnsRoot) {
+            for (const [file, text] of [["root.hints", spec.dnsRoot.hints], ["root.key", spec.dnsRoot.anchor]]) {
+                must(`chroot ${root} dpkg-divert --quiet --local --rename --divert /usr/share/dns/${file}.debian --add /usr/share/dns/${file}`);
+                write(`usr/share/dns/${file}`, text);
+            }
+            // unbound itself answers NXDOMAIN for the names reserved for testing and documentation (.test,
+            // TEST-NET-2, 2001:db8::/32), which are exactly the simulated internet's: here it asks for them.
+            write("etc/unbound/unbound.conf.d/e2e-test-names.conf", ["server:",
+                ...["test.", "100.51.198.in-addr.arpa.", "8.b.d.0.1.0.0.2.ip6.arpa."].map(z => `    local-zone: "${z}" nodefault`), ""].join("\n"));
         }
         spec.trust.forEach((pem, i) => write(`usr/local/share/ca-certificates/e2e-${i}.crt`, pem));
         must(`chroot ${root} update-ca-certificates >/dev/null 2>&1`);
@@ -134,7 +155,7 @@ export class TestServer {
         }
         const args = ["systemd-nspawn", "-D", root, "--boot", "--register=no", "--keep-unit", `--machine=${spec.name}`,
             spec.netns ? `--network-namespace-path=/var/run/netns/${spec.netns}` : `--network-bridge=${NET.bridge}`, "--console=read-only",
-            // The simulated internet's resolver, as written above: nspawn would otherwise copy this machine's in.
+            // The provider's resolver, as written above: nspawn would otherwise copy this machine's in.
             "--resolv-conf=off",
             ...(spec.binds ?? []).map(b => `--bind${b.readOnly ? "-ro" : ""}=${b.dir}`)];
         if (spec.volumeId) {
@@ -203,6 +224,12 @@ export class TestServer {
         const pid = this.initPid();
         if (!pid) return { code: -1, stdout: "", stderr: "container not running", ms: 0 };
         return sh(`nsenter -t ${pid} -a bash -c '${command.replace(/'/g, `'\\''`)}'`);
+    }
+
+    /** systemd's exposure rating of a unit (0 confined … 10 exposed); NaN when it could not say. */
+    exposure(unit: string): number {
+        const r = this.exec(`systemd-analyze security ${unit} 2>&1 | tail -1`).stdout;
+        return Number(r.match(/exposure level for \S+: ([\d.]+)/)?.[1] ?? NaN);
     }
 
     stop(): void {

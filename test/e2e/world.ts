@@ -12,7 +12,11 @@ export const NET = {
     bridge: "shbr0",
     gateway4: "198.51.100.1",
     gateway6: "2001:db8:10::fe",
-    inet: { ns: "sh-inet", ipv4: "198.51.100.2", ipv6: "2001:db8:10::2" },
+    /**
+     * `resolver` is the address a provider's servers are given as their resolver: the same knot, which
+     * refuses blocklist queries there, as Spamhaus refuses big shared resolvers (Hetzner's among them).
+     */
+    inet: { ns: "sh-inet", ipv4: "198.51.100.2", ipv6: "2001:db8:10::2", resolver: "198.51.100.3" },
     client: { ns: "sh-client", ipv4: "198.51.100.30", ipv6: "2001:db8:10::30", listed: "198.51.100.66",
         /** Addresses the hardening checks attack from, one per jail, so each ban is its own. */
         attackers: ["198.51.100.31", "198.51.100.32", "198.51.100.33"] },
@@ -67,6 +71,7 @@ EOF`);
     cleanup.add("nft table", () => sh(`nft delete table ip ${NET.nftTable}`));
     addHost(NET.inet.ns, NET.inet.ipv4, NET.inet.ipv6, cleanup);
     addHost(NET.client.ns, NET.client.ipv4, NET.client.ipv6, cleanup);
+    must(`ip addr add ${NET.inet.resolver}/24 dev eth0`, { ns: NET.inet.ns });
     // A second client address that the test blocklist lists.
     must(`ip addr add ${NET.client.listed}/24 dev eth0`, { ns: NET.client.ns });
     for (const a of NET.client.attackers) must(`ip addr add ${a}/24 dev eth0`, { ns: NET.client.ns });
@@ -101,6 +106,10 @@ export interface DnsData {
     readonly extra: Record<string, string>;
     /** Other zones of the simulated internet (the peer's domain, a test blocklist): name → records. */
     readonly zones: Record<string, string[]>;
+    /** Of those, the blocklists: refused to queries sent to the provider's resolver address. */
+    readonly blocklists: readonly string[];
+    /** Of those, zones whose DS in the root does not match their key: a validating resolver must refuse their answers. */
+    readonly bogus: readonly string[];
 }
 
 const soa = (zone: string) => [
@@ -125,22 +134,62 @@ export function zoneFiles(d: DnsData): Record<string, string> {
     return Object.fromEntries(Object.entries(zones).map(([z, lines]) => [z, lines.join("\n") + "\n"]));
 }
 
-/** Starts knot with the zones and waits until it answers. */
-export async function startDns(dir: string, d: DnsData, cleanup: Cleanup): Promise<void> {
+/** The simulated internet's DNS root: its servers (root hints) and its key (a trust anchor, DS records). */
+export interface DnsRoot {
+    readonly hints: string;
+    readonly anchor: string;
+}
+
+const ROOT_SERVER = "a.root-servers.test.";
+
+/** The root zone: every zone of the world delegated from it (glue on the world's one DNS host), DS records added when signed. */
+const rootZone = (zones: string[], ds: string[] = []) => [
+    "$ORIGIN .",
+    `@ 300 IN SOA ${ROOT_SERVER} hostmaster.root-servers.test. 1 300 300 86400 300`,
+    `@ 300 IN NS ${ROOT_SERVER}`,
+    `${ROOT_SERVER} 300 IN A ${NET.inet.ipv4}`,
+    ...zones.flatMap(z => [`${z}. 300 IN NS ns.${z}.`, `ns.${z}. 300 IN A ${NET.inet.ipv4}`]),
+    ...ds, "",
+].join("\n");
+
+/**
+ * Starts knot with the zones, each signed (knot's automatic DNSSEC) and delegated from a signed root of
+ * the world's own, and waits until it answers. Returns that root, which the test servers' resolvers
+ * trust instead of the real one.
+ */
+export async function startDns(dir: string, d: DnsData, cleanup: Cleanup): Promise<DnsRoot> {
     fs.mkdirSync(dir, { recursive: true });
     const zones = zoneFiles(d);
     for (const [zone, text] of Object.entries(zones)) fs.writeFileSync(path.join(dir, `${zone}.zone`), text);
-    fs.writeFileSync(path.join(dir, "knot.conf"), [
-        "server:", `    listen: [ ${NET.inet.ipv4}@53, ${NET.inet.ipv6}@53 ]`, `    rundir: ${dir}`,
+    fs.writeFileSync(path.join(dir, "root.zone"), rootZone(Object.keys(zones)));
+    const conf = path.join(dir, "knot.conf");
+    fs.writeFileSync(conf, [
+        "server:", `    listen: [ ${NET.inet.ipv4}@53, ${NET.inet.ipv6}@53, ${NET.inet.resolver}@53 ]`, `    rundir: ${dir}`,
         "database:", `    storage: ${dir}`,
+        "policy:", "  - id: world", "    algorithm: ecdsap256sha256", "    single-type-signing: on",
         "template:", "  - id: default", `    storage: ${dir}`, "    zonefile-sync: -1", "    journal-content: none",
-        "zone:", ...Object.keys(zones).map(z => `  - domain: ${z}\n    file: ${z}.zone`), "",
+        "    dnssec-signing: on", "    dnssec-policy: world",
+        "mod-queryacl:", "  - id: not-for-providers", `    interface: [ ${NET.inet.ipv4}, ${NET.inet.ipv6} ]`,
+        "zone:", "  - domain: .\n    file: root.zone", ...Object.keys(zones).map(z => `  - domain: ${z}\n    file: ${z}.zone` +
+            (d.blocklists.includes(z) ? "\n    module: mod-queryacl/not-for-providers" : "")), "",
     ].join("\n"));
-    must(`knotc -c ${dir}/knot.conf conf-check`);
-    const knot = daemon(["knotd", "-c", `${dir}/knot.conf`], path.join(dir, "knotd.log"), { ns: NET.inet.ns });
+    must(`knotc -c ${conf} conf-check`);
+    const knot = daemon(["knotd", "-c", conf], path.join(dir, "knotd.log"), { ns: NET.inet.ns });
     cleanup.add("knotd", () => knot.pid && sh(`kill ${knot.pid}`));
     await waitFor("knot to answer", 30, () =>
         sh(`kdig +short @${NET.inet.ipv4} SOA ${d.domain}`, { ns: NET.client.ns }).stdout.trim() !== "");
+    // Each zone's key, known once knot has signed it, goes into the root as its DS (SHA-256 digests).
+    const ds = (zone: string) => must(`keymgr -c ${conf} ${zone} ds`).split("\n").filter(l => / DS \d+ \d+ 2 /.test(l));
+    // A bogus zone's DS has its digest's last digit changed.
+    const parentDs = (zone: string) => ds(zone).map(l => d.bogus.includes(zone) ? l.replace(/.$/, c => c === "0" ? "1" : "0") : l);
+    fs.writeFileSync(path.join(dir, "root.zone"), rootZone(Object.keys(zones), Object.keys(zones).flatMap(parentDs)));
+    must(`knotc -c ${conf} zone-reload .`);
+    await waitFor("the root to carry the zones' DS", 30, () =>
+        sh(`kdig +short @${NET.inet.ipv4} DS ${d.domain}`, { ns: NET.client.ns }).stdout.trim() !== "");
+    return {
+        hints: [`. 3600000 NS ${ROOT_SERVER}`, `${ROOT_SERVER} 3600000 A ${NET.inet.ipv4}`, ""].join("\n"),
+        anchor: ds(".").join("\n") + "\n",
+    };
 }
 
 /**
