@@ -96,7 +96,7 @@ describe("mail", () => {
         assert.match(mainCf, /alias_maps = inline:\{ \{root = [^}]+\}, \{postmaster = [^}]+\}, \{abuse = [^}]+\} \}/);
     });
 
-    it("asks the MTA-STS resolver for outbound policies, on the port it listens on, and keeps its cache on disk", async () => {
+    it("verifies outbound TLS by DANE where published, else asks the MTA-STS resolver (on the port it listens on, its cache on disk)", async () => {
         const run = await runProgram(baseConfig());
         const create: string = unsecret(run.one("command:remote:Command", "mail").inputs.create);
         const file = (p: string) => create.split(`put '\\''${p}'\\''`)[1].split("SELFHOST_")[1].replace(/^[^\n]*\n/, "");
@@ -104,6 +104,8 @@ describe("mail", () => {
         const policyMaps = file("/etc/postfix/main.cf").match(/^smtp_tls_policy_maps = socketmap:inet:(\S+):(\d+):postfix$/m);
         assert.deepEqual(policyMaps?.slice(1), [daemon.host, String(daemon.port)]);
         assert.equal(daemon.cache.type, "sqlite");
+        // DANE needs validated DNS answers: the resolver step gives the server a validating resolver and trust-ad.
+        assert.match(file("/etc/postfix/main.cf"), /^smtp_dns_support_level = dnssec\nsmtp_tls_security_level = dane$/m);
         assert.match(unsecret<string>(run.one("command:remote:Command", "base").inputs.create), /^ensure_packages .*\bpostfix-mta-sts-resolver\b/m);
     });
 

@@ -38,6 +38,26 @@ export const peerZone = (): string[] => [
     `mta-sts 300 IN A ${NET.peer.ipv4}`,
 ];
 
+/**
+ * Two more mail domains the peer receives for, each with its MX named in a signed zone and a TLSA
+ * record there (DANE-EE, the SHA-256 of the key): `dane.test` names the peer's key, `badtlsa.test`
+ * a key nobody has (what a man in the middle's certificate looks like to DANE). No MTA-STS for either.
+ */
+export const DANE_DOMAINS = { good: "dane.test", bad: "badtlsa.test" };
+
+/** Their zones: the TLSA of `spki` (hex SHA-256 of the peer's public key) for the good one. */
+export function daneZones(spki: string): Record<string, string[]> {
+    const zone = (tlsa: string) => [
+        "@ 300 IN MX 10 mx", `mx 300 IN A ${NET.peer.ipv4}`, `_25._tcp.mx 300 IN TLSA 3 1 1 ${tlsa}`,
+        `@ 300 IN TXT "v=spf1 ip4:${NET.peer.ipv4} -all"`,
+    ];
+    return { [DANE_DOMAINS.good]: zone(spki), [DANE_DOMAINS.bad]: zone(spki.replace(/^./, c => c === "0" ? "1" : "0")) };
+}
+
+/** The hex SHA-256 of a PEM certificate's public key (what a `3 1 1` TLSA record holds). */
+export const spkiSha256 = (pem: string) =>
+    must("openssl x509 -noout -pubkey | openssl pkey -pubin -outform DER | sha256sum | cut -d' ' -f1", { input: pem }).trim();
+
 /** The peer's MTA-STS policy: enforce, its one MX. */
 const PEER_POLICY = ["version: STSv1", "mode: enforce", `mx: ${NET.peer.domain}`, "max_age: 86400", ""].join("\r\n");
 
@@ -57,7 +77,7 @@ export async function startPeer(dir: string, trust: string[], tls: { cert: strin
         "apt-get -q update >/dev/null",
         "apt-get -q install -y --no-install-recommends postfix rspamd swaks prosody >/dev/null",
         `useradd -m ${PEER_USER}`,
-        `postconf -e myhostname=${d} mydestination=${d},localhost inet_protocols=all smtp_tls_security_level=may` +
+        `postconf -e myhostname=${d} mydestination=${[d, ...Object.values(DANE_DOMAINS)].join(",")},localhost inet_protocols=all smtp_tls_security_level=may` +
             " smtpd_tls_chain_files=/etc/ssl/peer.key,/etc/ssl/peer.pem" +
         " smtpd_milters=inet:127.0.0.1:11332 milter_default_action=accept milter_protocol=6" +
         // Retry soon after a greylisting deferral, so the test need not wait for Postfix's default backoff.
