@@ -205,10 +205,11 @@ export class Mail extends pulumi.ComponentResource {
                 "changed_in /etc/postfix && systemctl reload-or-restart postfix",
                 // The previous server's outgoing mail: its queue files get this server's owners and inode-based names.
                 `if [ -d ${QUEUE_CARRY} ]; then`,
-                `  systemctl stop postfix && cp -a ${QUEUE_CARRY}/. /var/spool/postfix/`,
+                // Its queue directories, not the carrier itself: cp -a of "." would give the spool the carrier's mode.
+                `  systemctl stop postfix && cp -a ${QUEUE_CARRY}/* /var/spool/postfix/`,
                 "  (cd /var/spool/postfix && chown -R postfix:postfix incoming active deferred hold && chgrp -R postdrop maildrop)",
                 `  postsuper -s && rm -rf ${QUEUE_CARRY} && systemctl start postfix`,
-                `  log "requeued the previous server's outgoing mail: $(postqueue -j | wc -l) message(s)"`,
+                `  log "requeued the previous server's outgoing mail: $(cd /var/spool/postfix && find ${QUEUES} -type f | wc -l) message(s)"`,
                 "fi",
             ].join("\n"),
             dependsOn: args.dependsOn,

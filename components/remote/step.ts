@@ -147,7 +147,8 @@ export class RemoteStep extends pulumi.ComponentResource {
         this.command = new command.remote.Command(name, {
             connection: sshConnection(c),
             create: script.apply(s => asRoot(s, `selfhost-step ${name}`)),
-            delete: args.delete && asRoot(`set -euo pipefail\n${args.delete}`, `selfhost-step-delete ${name}`),
+            // umask as in the runner: sudo's PAM session would give root's login umask (027).
+            delete: args.delete && asRoot(`set -euo pipefail\numask 022\n${args.delete}`, `selfhost-step-delete ${name}`),
             stdin,
             // Debian's sshd refuses to set PULUMI_COMMAND_STDOUT (AcceptEnv), and the steps never read it.
             addPreviousOutputInEnv: false,

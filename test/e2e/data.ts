@@ -126,6 +126,8 @@ export const REBUILT: Record<string, readonly string[]> = {
         // the last backup's time).
         "var/lib/rspamd", "var/lib/mta-sts", "var/lib/postfix", "var/lib/dovecot", "var/lib/fail2ban",
         "var/lib/selfhost/webstats", "var/lib/selfhost/backup",
+        // unbound's copy of the root's trust anchor, with its RFC 5011 timestamps: each host keeps its own.
+        "var/lib/unbound",
         // The packages' own first-start data: redis and Prosody keep theirs on the volume.
         "var/lib/redis", "var/lib/prosody"],
     "the outgoing queue, which the handover carries on its own (checked below)": ["var/spool/postfix", QUEUE_CARRY.slice(1)],

@@ -125,11 +125,11 @@ export async function webChecks(c: WebContext): Promise<void> {
 
     checks.check("a ~user page made in a new folder of ~/public_html is served, while the admin's other new files are closed to other users (umask 027)", () => {
         const made = fromClient(`ssh -i ${c.ownerKey} -p ${c.sshPort} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null ` +
-            `${c.adminUser}@${c.serverIp} 'mkdir -p ~/public_html/notes && echo "<p>the admin home page</p>" > ~/public_html/notes/index.html && ` +
-            `echo private > ~/private.txt && stat -c %A ~/private.txt'`);
-        const got = curl(`https://${DOMAIN}/~${c.adminUser}/notes/`).stdout;
+            `${c.adminUser}@${c.serverIp} 'mkdir -p ~/public_html/notes && echo "<p>the admin home page</p>" > ~/public_html/index.html && ` +
+            `echo "<p>the admin home page</p>" > ~/public_html/notes/index.html && echo private > ~/private.txt && stat -c %A ~/private.txt'`);
+        const got = curl(`https://${DOMAIN}/~${c.adminUser}/`).stdout + curl(`https://${DOMAIN}/~${c.adminUser}/notes/`).stdout;
         const others = server.exec(`runuser -u nobody -- cat ${HOMES_DIR}/${c.adminUser}/private.txt`);
-        return made.code === 0 && got.includes("the admin home page") && /^-rw-r?w?-?---$/.test(made.stdout.trim()) && others.code !== 0 ? undefined
+        return made.code === 0 && got.split("the admin home page").length === 3 && /^-rw-r?w?-?---$/.test(made.stdout.trim()) && others.code !== 0 ? undefined
             : `${made.stdout}${made.stderr} ${got.slice(0, 200)} nobody: ${others.code}`;
     });
     checks.check("dotfiles are never served (a ~user/.env here), /.well-known is", () => {
