@@ -65,6 +65,8 @@ describe("backup", () => {
         const lines = handover.split("\n");
         assert.deepEqual(lines.filter(l => !l.startsWith("trap ")), [
             "set -euo pipefail",
+            // sudo's PAM session would give root's login umask (027); the carried queue keeps its modes anyway.
+            "umask 022",
             "systemctl stop postfix nginx dovecot redis-server prosody || true",
             "q=/var/spool/postfix; if mountpoint -q /srv && [ -n \"$(cd $q && find incoming active deferred hold maildrop -type f -print -quit)\" ]; " +
                 "then mkdir -p /srv/selfhost/postfix-queue && (cd $q && cp -a incoming active deferred hold maildrop /srv/selfhost/postfix-queue/); fi",

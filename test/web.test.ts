@@ -57,7 +57,8 @@ describe("web", () => {
         const run = await runProgram({ ...baseConfig(), webStats: true });
         const files = stepFiles(run, "web");
         const hook = files.get("/etc/selfhost/git-hooks/pre-receive")!.content;
-        assert.match(hook, /as_builder\(\) \{ sudo -n -H -u selfhost-site "\$@"; \}/);
+        // As the builder, with a umask that lets nginx read what it builds (sudo's PAM session would give 027).
+        assert.match(hook, /as_builder\(\) \{ sudo -n -H -u selfhost-site \/bin\/sh -c 'umask 022 && exec "\$@"' as_builder "\$@"; \}/);
         assert.match(hook, /as_builder sh -c 'cd "\$1" && sh \/etc\/selfhost\/site-build' build "\$build"/);
         // The push login may become the builder and nobody else.
         assert.equal(files.get("/etc/sudoers.d/selfhost-git")!.content, "git ALL=(selfhost-site) NOPASSWD: ALL\n");
