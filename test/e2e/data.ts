@@ -123,9 +123,9 @@ export const REBUILT: Record<string, readonly string[]> = {
     "caches, logs and runtime state": ["proc", "sys", "dev", "run", "tmp", "var/tmp", "var/cache", "var/log",
         // rspamd's compiled expressions and counters' graph; the MTA-STS policy cache; Postfix's lock and seed;
         // compiled Sieve scripts; fail2ban's current bans (they expire); what the steps derive (web statistics,
-        // the last backup's time).
+        // the last backup's time, the last status report: a new server's first one is mailed as news).
         "var/lib/rspamd", "var/lib/mta-sts", "var/lib/postfix", "var/lib/dovecot", "var/lib/fail2ban",
-        "var/lib/selfhost/webstats", "var/lib/selfhost/backup",
+        "var/lib/selfhost/webstats", "var/lib/selfhost/backup", "var/lib/selfhost/status",
         // unbound's copy of the root's trust anchor, with its RFC 5011 timestamps: each host keeps its own.
         "var/lib/unbound",
         // The packages' own first-start data: redis and Prosody keep theirs on the volume.
