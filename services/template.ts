@@ -13,6 +13,6 @@ export function renderTemplate(file: string, values: Record<string, string | num
     });
 }
 
-/** The systemd confinement our own root services share, with the capabilities this one keeps. */
+/** The systemd confinement our own services share (services/base/confined.conf), with the capabilities this one keeps. */
 export const confined = (...capabilities: string[]): string =>
     renderTemplate("base/confined.conf", { capabilities: capabilities.join(" ") }).trimEnd();

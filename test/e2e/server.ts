@@ -90,8 +90,8 @@ export interface ServerSpec {
     readonly trust: string[];
     /**
      * The simulated internet's DNS root, in place of the real one's servers and key in dns-root-data
-     * (diverted, so the package installs Debian's copies beside them): the one test-only override of
-     * the server's own resolver.
+     * (diverted, so the package installs Debian's copies beside them), and the reserved test names
+     * unbound would otherwise answer itself: the test-only overrides of the server's own resolver.
      */
     readonly dnsRoot?: DnsRoot;
     /** Packages its image has besides Hetzner's (a client host's tools). */
