@@ -1,6 +1,7 @@
 /**
  * selfhost: your own mail, web and XMPP server.
- * config → host (server, IPs, volume) → DKIM key → DNS → remote steps (base → backup → hardening → resolver → tls → web, mail → xmpp → status) → outputs.
+ * config → host (server, IPs, volume) → DKIM key → DNS → remote steps (base → backup → hardening → resolver → tls → web, mail → xmpp → status) → outputs;
+ * port 25's TLSA record waits for the tls step, which prints the data of the server's key.
  * Each concern is one component; each remote step re-runs only when its own files change.
  */
 import * as pulumi from "@pulumi/pulumi";
@@ -25,9 +26,11 @@ const settings = loadSettings();
 const dataUnits = [...web.dataUnits, ...mail.dataUnits, ...xmpp.dataUnits];
 const host = new Host("host", { settings, beforePowerOff: stopWriters(dataUnits) });
 const dkim = new DkimKey("dkim", { selector: settings.dkimSelector });
+// The TLSA data comes from the tls step, which waits for the other records: given below.
+const [tlsa, tlsaFromServer] = pulumi.deferredOutput<string[]>();
 const dns = new Dns("dns", {
     settings,
-    facts: { ipv4: host.ipv4, ipv6: host.ipv6, dkimPublicKeyPem: dkim.publicKeyPem },
+    facts: { ipv4: host.ipv4, ipv6: host.ipv6, dkimPublicKeyPem: dkim.publicKeyPem, tlsa },
 });
 
 const connection = host.connection;
@@ -48,7 +51,8 @@ const base = new Base("base", {
 const backups = new backup.Backup("backup", { settings, connection: host.provenConnection, dependsOn: [base.step] });
 const firewall = new hardening.Hardening("hardening", { settings, connection: host.provenConnection, sshPorts, dependsOn: [backups.step] });
 const resolving = new resolver.Resolver("resolver", { settings, connection, dependsOn: [firewall.step] });
-const certificate = new tls.Tls("tls", { settings, connection, ipv4: host.ipv4, nameservers: dns.nameservers, dependsOn: [resolving.step, dns] });
+const certificate = new tls.Tls("tls", { settings, connection, ipv4: host.ipv4, nameservers: dns.nameservers, dependsOn: [resolving.step, ...dns.beforeServer] });
+tlsaFromServer(certificate.tlsa);
 new web.Web("web", { settings, connection, dependsOn: [certificate.step] });
 const mailServer = new mail.Mail("mail", {
     settings, connection, ipv4: host.ipv4, ipv6: host.ipv6, dkimPrivateKeyPem: dkim.privateKeyPem, dependsOn: [certificate.step],

@@ -14,7 +14,7 @@ import YAML from "yaml";
 import { Resolver } from "dns/promises";
 import { spawnSync } from "child_process";
 import { loadSettings, ConfigError, Settings } from "../config";
-import { dnsRecords } from "../components/dns/records";
+import { recordShapes } from "../components/dns/records";
 import { explain } from "../components/dns/livedns";
 import { Finding, finding, render } from "./findings";
 import { costFinding, CloudPricing, StorageBoxTypes } from "./costs";
@@ -116,7 +116,7 @@ async function gandiZone(s: Settings, authorization: string): Promise<Finding[]>
     try {
         const r = await fetch(`${s.gandiApiUrl}/domains/${s.domain}/records`, { headers: { Authorization: authorization }, signal: AbortSignal.timeout(10000) });
         if (!r.ok) return [finding("providers", name, "error", `HTTP ${r.status}`, explain(r.status, s.domain, await r.text()))];
-        const taken = adoption(dnsRecords(s, { ipv4: "", ipv6: "", dkimPublicKeyPem: "" }), await r.json() as GandiRrset[]);
+        const taken = adoption(recordShapes(s), await r.json() as GandiRrset[]);
         return [finding("providers", name, "ok", `HTTP ${r.status}`),
             ...taken.map(t => finding("gandi zone", `${t.rrset.rrset_name} ${t.rrset.rrset_type}`, "warn", `${t.fate} at the first up: ${t.rrset.rrset_values.join(" ")}`,
                 t.fate === "replaced" ? "the stack's set takes its place; nothing to do unless you still need it" : "a CNAME cannot sit beside the stack's records at this name")),

@@ -19,7 +19,16 @@ export const TLS_CONSUMERS = ["nginx", "postfix", "dovecot", "prosody"];
 export const DEPLOY_HOOK = "/usr/local/sbin/selfhost-tls-deployed";
 export const ACME_WEBROOT = "/var/lib/selfhost/acme";
 const AWAIT_DNS = "/usr/local/sbin/selfhost-await-dns";
+const TLS_KEY = "/usr/local/sbin/selfhost-tls-key";
 const TLS_DATA = `${DATA_DIR}/tls`;
+
+/** The TLSA data the tls step printed ("tlsa 3 1 1 HEX" lines); none before it ran (a preview, the mocks). */
+export function tlsaValues(stdout: string | undefined): string[] {
+    if (stdout === undefined) return [];
+    const values = [...stdout.matchAll(/^tlsa (3 1 1 [0-9a-f]{64})$/gm)].map(m => m[1]);
+    if (!values.length) throw new Error("the tls step printed no TLSA data (selfhost-tls-key tlsa): run pulumi up again");
+    return values;
+}
 
 export const packages = ["nginx", "certbot"];
 
@@ -42,6 +51,8 @@ export class Tls extends pulumi.ComponentResource {
     readonly step: RemoteStep;
     /** The private CA's certificate (private-ca mode): clients must trust it. */
     readonly caCertificate: pulumi.Output<string | undefined>;
+    /** Port 25's TLSA data (DANE-EE, SPKI, SHA-256) as the server printed it: the key in use, then the next. */
+    readonly tlsa: pulumi.Output<string[]>;
 
     constructor(name: string, args: TlsArgs, opts?: pulumi.ComponentResourceOptions) {
         super("selfhost:index:Tls", name, {}, opts);
@@ -50,13 +61,14 @@ export class Tls extends pulumi.ComponentResource {
         const common = [
             { path: "/etc/nginx/conf.d/selfhost-acme.conf", content: renderTemplate("tls/acme-http.conf", { acmeWebroot: ACME_WEBROOT }) },
             { path: DEPLOY_HOOK, mode: "0755", content: renderTemplate("tls/deployed.sh", { consumers: TLS_CONSUMERS.join(" "), certDir: CERT_DIR }) },
+            { path: TLS_KEY, mode: "0755", content: renderTemplate("tls/tls-key", { tlsData: TLS_DATA, certDir: CERT_DIR, deployHook: DEPLOY_HOOK }) },
         ];
         const prepare = [
             `install -d -m 0755 ${TLS_DATA} ${ACME_WEBROOT} $(dirname ${CERT_DIR})`,
             // Debian's default site also claims port 80 as default_server.
             "rm -f /etc/nginx/sites-enabled/default",
         ].join("\n");
-        const check = "check nginx -t";
+        const check = `check nginx -t\ncheck bash -n ${TLS_KEY}`;
         const nginx = ["systemctl enable --quiet nginx", "changed && systemctl reload-or-restart nginx"];
         // Point CERT_DIR at a certificate; when that changes what services read, the deploy hook reloads them.
         const useCert = (dir: string) =>
@@ -78,13 +90,16 @@ export class Tls extends pulumi.ComponentResource {
                     `if [ ! -L /etc/letsencrypt ]; then cp -a /etc/letsencrypt/. ${live}/ 2>/dev/null || true; rm -rf /etc/letsencrypt; ln -s ${live} /etc/letsencrypt; fi`,
                     // A different CA than the one that issued the current certificate means a new one.
                     `force=; grep -qs '^server = ${s.acmeServer}$' /etc/letsencrypt/renewal/selfhost.conf || force=--force-renewal`,
+                    // --reuse-key: renewals keep the key, so port 25's TLSA records stay true (selfhost-tls-key changes it).
                     [
-                        "certbot certonly --non-interactive --agree-tos --quiet --keep-until-expiring --expand $force",
+                        "certbot certonly --non-interactive --agree-tos --quiet --keep-until-expiring --expand --reuse-key $force",
                         `--cert-name selfhost --webroot -w ${ACME_WEBROOT} --server ${s.acmeServer} --email ${s.adminEmail}`,
                         `--deploy-hook ${DEPLOY_HOOK}`,
                         ...names.map(n => `-d ${n}`),
                     ].join(" "),
                     useCert("/etc/letsencrypt/live/selfhost"),
+                    `${TLS_KEY} roll-to ${s.tlsKeyGeneration}`,
+                    `${TLS_KEY} tlsa --next`,
                     "systemctl enable --quiet --now certbot.timer",
                 ].join("\n"),
                 dependsOn: args.dependsOn,
@@ -108,10 +123,11 @@ export class Tls extends pulumi.ComponentResource {
                 files: [...common, { path: `${dir}/fullchain.pem`, content: pulumi.interpolate`${cert.certPem}${ca.certPem}` }],
                 secretFiles: [{ path: `${dir}/privkey.pem`, content: key.privateKeyPem }],
                 check,
-                run: [...nginx, `changed_in ${dir} && ${DEPLOY_HOOK}`, useCert(dir)].join("\n"),
+                run: [...nginx, `changed_in ${dir} && ${DEPLOY_HOOK}`, useCert(dir), `${TLS_KEY} tlsa`].join("\n"),
                 dependsOn: args.dependsOn,
             }, { parent: this });
         }
-        this.registerOutputs({ caCertificate: this.caCertificate });
+        this.tlsa = this.step.command.stdout.apply(tlsaValues);
+        this.registerOutputs({ caCertificate: this.caCertificate, tlsa: this.tlsa });
     }
 }

@@ -111,6 +111,8 @@ export interface Settings {
     readonly mailboxQuotaMb: number;
     readonly mtaStsMode: typeof MTA_STS_MODES[number];
     readonly tlsMode: TlsMode;
+    /** Raised by one to move the server to its next TLS key (components/tls.ts). */
+    readonly tlsKeyGeneration: number;
     readonly acmeServer: string;
     /** CAA issuer domain, derived from acmeServer unless set; empty for private-ca. */
     readonly caaIssuer: string;
@@ -314,6 +316,7 @@ export function validate(raw: Record<string, unknown>): Settings {
     const mailboxQuotaMb = intIn("mailboxQuotaMb", 0, maxQuotaMb);
     const mtaStsMode = oneOf("mtaStsMode", MTA_STS_MODES);
     const tlsMode = oneOf("tlsMode", TLS_MODES);
+    const tlsKeyGeneration = intIn("tlsKeyGeneration", 1, 1_000_000);
 
     const acmeServer = String(raw.acmeServer);
     let acmeHost = "";
@@ -378,7 +381,7 @@ export function validate(raw: Record<string, unknown>): Settings {
         adminSources, banTime, recidiveBanTime, restrictOutbound: raw.restrictOutbound as boolean, outboundPorts, rebootTime,
         serverType, location, image, volumeSizeGb, protectData: raw.protectData as boolean,
         protectServer: raw.protectServer as boolean, keysKeptOffline: raw.keysKeptOffline as boolean, dnsProvider, dnsTtl, gandiApiUrl, dkimSelector, dmarcPolicy, sendLimitPerHour, mailboxQuotaMb, mtaStsMode,
-        tlsMode, acmeServer, caaIssuer, dnsbls, unknownRdns, users,
+        tlsMode, tlsKeyGeneration, acmeServer, caaIssuer, dnsbls, unknownRdns, users,
         siteBuild, siteDir, siteDeployKeys, sitePackages, userDirs: raw.userDirs as boolean, apps, webLogDays, webStats: raw.webStats as boolean,
         xmppUploadLimitMb, xmppUploadExpiresDays, xmppUploadQuotaMb, backup, backupStorageBoxType, backupSchedule, backupKeep,
         checkSmtpHost,

@@ -9,7 +9,7 @@ import { render, finding } from "../check/findings";
 import { relayFindings, port25Blame, Target } from "../check/probes";
 import { preflight, adoption, fromStackFile } from "../check/preflight";
 import { costFinding, CloudPricing } from "../check/costs";
-import { dnsRecords } from "../components/dns/records";
+import { recordShapes } from "../components/dns/records";
 import { gandiDefaultZone } from "./livedns-api";
 
 /** A stack config as `pulumi config --json` prints it. */
@@ -146,7 +146,7 @@ describe("check", () => {
 
     it("preflight: lists exactly the Gandi records a first up replaces or removes", () => {
         const zone = gandiDefaultZone();
-        const declared = dnsRecords(settings({ dnsProvider: "gandi", gandiToken: "pat0123456789" }), { ipv4: "", ipv6: "", dkimPublicKeyPem: "" });
+        const declared = recordShapes(settings({ dnsProvider: "gandi", gandiToken: "pat0123456789" }));
         const taken = adoption(declared, zone).map(t => `${t.fate} ${t.rrset.rrset_name} ${t.rrset.rrset_type}`);
         assert.deepEqual(taken.sort(), ["removed www CNAME", "replaced @ A", "replaced @ MX", "replaced @ TXT", "replaced _imap._tcp SRV",
             "replaced _imaps._tcp SRV", "replaced _pop3._tcp SRV", "replaced _pop3s._tcp SRV", "replaced _submission._tcp SRV"]);

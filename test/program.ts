@@ -38,6 +38,8 @@ export interface ProgramRun {
 export interface MockCloud {
     readonly ipv4: string;
     readonly ipv6Network: string;
+    /** What the remote steps printed, by step name (the tls step's TLSA data); none: not run yet. */
+    readonly stdout?: Record<string, string>;
     /** What the project already holds when the program reads it (nothing: a first `up`). */
     readonly live?: LiveCloud;
 }
@@ -62,7 +64,11 @@ export function liveAfter(run: ProgramRun): LiveCloud {
 /** Label selectors as the API applies them (`k=v,k=v`, all must match). */
 const selects = (selector: string | undefined, labels: Record<string, string> = {}) =>
     (selector ?? "").split(",").filter(Boolean).every(kv => { const [k, v] = kv.split("="); return labels[k] === v; });
-export const DEFAULT_CLOUD: MockCloud = { ipv4: "198.51.100.10", ipv6Network: "2001:db8:10::/64" };
+/** TLSA data as the tls step prints it: the key in use, then the next. */
+export const SAMPLE_TLSA = ["3 1 1 " + "a1".repeat(32), "3 1 1 " + "b2".repeat(32)];
+export const DEFAULT_CLOUD: MockCloud = {
+    ipv4: "198.51.100.10", ipv6Network: "2001:db8:10::/64", stdout: { tls: SAMPLE_TLSA.map(t => `tlsa ${t}\n`).join("") },
+};
 
 // Keys are made once per process and name, so two runs of the program see the same keys (as a
 // second `pulumi preview` sees the keys in state).
@@ -148,6 +154,8 @@ function mockState(type: string, name: string, wrapped: Record<string, any>, clo
             return { ...inputs, username: `u${numericId(type, name)}`, server: `u${numericId(type, name)}.your-storagebox.de` };
         case "hcloud:index/storageBoxSubaccount:StorageBoxSubaccount":
             return { ...inputs, username: `u${inputs.storageBoxId}-sub1`, server: `u${inputs.storageBoxId}-sub1.your-storagebox.de` };
+        case "command:remote:Command":
+            return { ...inputs, stdout: cloud.stdout?.[name] };
         case "hcloud:index/zone:Zone":
             return { ...inputs, authoritativeNameservers: { assigneds: ["hydrogen.ns.hetzner.com.", "oxygen.ns.hetzner.com."] } };
         default:

@@ -16,8 +16,8 @@ export const resourceName = (r: { name: string; type: string }) => `${r.type}-${
  * Gandi LiveDNS: the domain must already use LiveDNS. A set of the same name and type already there
  * (Gandi's default zone has some) becomes the stack's.
  */
-export function publishAtGandi(domain: string, apiUrl: string, records: PublishedRecord[], parent: pulumi.Resource): void {
-    for (const r of records) {
+export function publishAtGandi(domain: string, apiUrl: string, records: PublishedRecord[], parent: pulumi.Resource): pulumi.Resource[] {
+    return records.map(r =>
         new LiveDnsRrset(resourceName(r), {
             apiUrl, zone: domain, name: r.name, type: r.type, ttl: r.ttl, values: [...r.values],
         }, {
@@ -26,21 +26,20 @@ export function publishAtGandi(domain: string, apiUrl: string, records: Publishe
             // both write one set, the old one must be deleted before the new one is written, not after.
             aliases: [{ type: "gandi:livedns/record:Record" }],
             deleteBeforeReplace: true,
-        });
-    }
+        }));
 }
 
 /**
  * Hetzner DNS (Cloud API zones): the stack creates the zone and returns its nameservers, which the
- * registrar must delegate to.
+ * registrar must delegate to. Hetzner does not sign zones (it serves DS records for child zones, no
+ * DNSKEY), so a TLSA record there is published without DNSSEC and protects nothing until it does.
  */
-export function publishAtHetzner(domain: string, ttl: number, records: PublishedRecord[], parent: pulumi.Resource): pulumi.Output<string[]> {
+export function publishAtHetzner(domain: string, ttl: number, records: PublishedRecord[], parent: pulumi.Resource):
+    { sets: pulumi.Resource[]; nameservers: pulumi.Output<string[]> } {
     const zone = new hcloud.Zone("zone", { name: domain, mode: "primary", ttl }, { parent });
-    for (const r of records) {
-        new hcloud.ZoneRrset(resourceName(r), {
-            zone: zone.name, name: r.name, type: r.type, ttl: r.ttl,
-            records: r.values.map(value => ({ value })),
-        }, { parent });
-    }
-    return zone.authoritativeNameservers.apply(a => a?.assigneds ?? []);
+    const sets = records.map(r => new hcloud.ZoneRrset(resourceName(r), {
+        zone: zone.name, name: r.name, type: r.type, ttl: r.ttl,
+        records: r.values.map(value => ({ value })),
+    }, { parent }));
+    return { sets, nameservers: zone.authoritativeNameservers.apply(a => a?.assigneds ?? []) };
 }

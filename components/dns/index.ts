@@ -1,6 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
 import { Settings } from "../../config";
-import { dnsRecords, DnsRecord, ServerFacts } from "./records";
+import { dnsRecords, recordShapes, recordsWith, DnsRecord, ServerFacts } from "./records";
 import { publishAtGandi, publishAtHetzner, PublishedRecord } from "./backends";
 import { zoneFile } from "./zonefile";
 
@@ -21,6 +21,11 @@ export class Dns extends pulumi.ComponentResource {
     readonly zoneFile: pulumi.Output<string>;
     /** Nameservers to delegate to at the registrar (Hetzner DNS only; empty otherwise). */
     readonly nameservers: pulumi.Output<string[]>;
+    /**
+     * The record sets that wait for nothing on the server (all but the TLSA, which the tls step's output
+     * makes): what the tls step waits for, since the CA checks the names and the CAA.
+     */
+    readonly beforeServer: pulumi.Resource[];
 
     constructor(name: string, args: DnsArgs, opts?: pulumi.ComponentResourceOptions) {
         super("selfhost:index:Dns", name, {}, opts);
@@ -29,16 +34,20 @@ export class Dns extends pulumi.ComponentResource {
         this.zoneFile = this.records.apply(r => zoneFile(s.domain, r));
 
         // Which records exist depends only on the settings, so resources can be declared up front
-        // (and shown by `pulumi preview`) while their values wait for the IPs and the key.
-        const shapes = dnsRecords(s, { ipv4: "", ipv6: "", dkimPublicKeyPem: "" });
+        // (and shown by `pulumi preview`) while their values wait for the IPs and the key, and only
+        // the TLSA for the server's TLS step (which itself waits for the other sets).
+        const shapes = recordShapes(s);
+        const { tlsa, ...known } = args.facts;
+        const early = pulumi.output(known).apply(f => recordsWith(s, f));
         const published: PublishedRecord[] = shapes.map((shape, i) => ({
             ...shape,
-            values: shape.values.map((_, j) => this.records.apply(r => r[i].values[j])),
+            values: shape.values.map((_, j) => shape.type === "TLSA" ? pulumi.output(tlsa).apply(t => t[j]) : early.apply(r => r[i].values[j])),
         }));
-        if (s.dnsProvider === "gandi") publishAtGandi(s.domain, s.gandiApiUrl, published, this);
-        this.nameservers = s.dnsProvider === "hetzner"
-            ? publishAtHetzner(s.domain, s.dnsTtl, published, this)
-            : pulumi.output([]);
+        const atProvider = s.dnsProvider === "gandi" ? { sets: publishAtGandi(s.domain, s.gandiApiUrl, published, this), nameservers: pulumi.output([]) }
+            : s.dnsProvider === "hetzner" ? publishAtHetzner(s.domain, s.dnsTtl, published, this)
+            : { sets: [], nameservers: pulumi.output([]) };
+        this.nameservers = atProvider.nameservers;
+        this.beforeServer = atProvider.sets.filter((_, i) => published[i].type !== "TLSA");
         this.registerOutputs({ records: this.records, zoneFile: this.zoneFile, nameservers: this.nameservers });
     }
 }

@@ -70,7 +70,7 @@ export function canonical(type: string, value: string): string {
         return chunks.length ? chunks.join("") : v;
     }
     // Names inside MX, SRV, CNAME, NS: case-insensitive, with or without the root's dot.
-    return ["MX", "SRV", "CNAME", "NS", "A", "AAAA"].includes(type) ? v.toLowerCase().replace(/\.$/, "") : v;
+    return ["MX", "SRV", "CNAME", "NS", "A", "AAAA", "TLSA"].includes(type) ? v.toLowerCase().replace(/\.$/, "") : v;
 }
 
 export const sameValues = (type: string, a: readonly string[], b: readonly string[]) =>

@@ -1,13 +1,13 @@
 /**
- * Every DNS record the server needs, as plain data: a pure function of the settings, the two IPs and
- * the DKIM public key. Backends (Gandi, Hetzner DNS, a zone file) render this list and nothing else.
+ * Every DNS record the server needs, as plain data: a pure function of the settings, the two IPs, the
+ * DKIM public key and the TLSA data of the server's TLS key. Backends (Gandi, Hetzner DNS, a zone file) render this list and nothing else.
  * Values are in zone-file presentation form (TXT quoted and split), which is what both APIs take.
  */
 import * as crypto from "crypto";
 import { Settings } from "../../config";
 import { portOf, SERVICE_SUBDOMAINS } from "../../services/catalog";
 
-export type RecordType = "A" | "AAAA" | "MX" | "TXT" | "CAA" | "SRV";
+export type RecordType = "A" | "AAAA" | "MX" | "TXT" | "CAA" | "SRV" | "TLSA";
 
 export interface DnsRecord<V = string> {
     /** Relative to the zone; "@" is the apex. */
@@ -22,6 +22,8 @@ export interface ServerFacts {
     readonly ipv6: string;
     /** The DKIM public key, PEM. */
     readonly dkimPublicKeyPem: string;
+    /** Port 25's TLSA data, as the tls step printed it (components/tls.ts). */
+    readonly tlsa: readonly string[];
 }
 
 /** The name of `fqdn` relative to `domain` ("@" for the apex). */
@@ -63,6 +65,18 @@ export function servedNames(s: Settings): string[] {
     return [...new Set(names)];
 }
 
+/**
+ * How many TLSA values port 25 has: with ACME the key in use and the next one (the server keeps both on
+ * the volume and moves only to a key the DNS already names, components/tls.ts); a private CA's key is the stack's.
+ */
+export const tlsaCount = (s: Settings) => s.tlsMode === "acme" ? 2 : 1;
+
+/** The records with the TLSA values left empty (the tls step gives them). */
+export const recordsWith = (s: Settings, facts: Omit<ServerFacts, "tlsa">) => dnsRecords(s, { ...facts, tlsa: Array(tlsaCount(s)).fill("") });
+
+/** The records with empty values: which sets exist, known before the server is. */
+export const recordShapes = (s: Settings) => recordsWith(s, { ipv4: "", ipv6: "", dkimPublicKeyPem: "" });
+
 /** The full record set. Which records exist depends on the settings alone, never on the facts. */
 export function dnsRecords(s: Settings, facts: ServerFacts): DnsRecord[] {
     const host = `${s.hostname}.`;
@@ -83,6 +97,8 @@ export function dnsRecords(s: Settings, facts: ServerFacts): DnsRecord[] {
         rr("_dmarc", "TXT", txt(`v=DMARC1; p=${s.dmarcPolicy}; adkim=s; aspf=s; rua=mailto:${s.adminEmail}`)),
         ...(s.mtaStsMode === "none" ? [] : [rr("_mta-sts", "TXT", txt(`v=STSv1; id=${mtaStsId(s)}`))]),
         rr("_smtp._tls", "TXT", txt(`v=TLSRPTv1; rua=mailto:${s.adminEmail}`)),
+        // DANE for mail to us (RFC 7672): the key port 25 serves, and the next one.
+        rr(hostName === "@" ? "_25._tcp" : `_25._tcp.${hostName}`, "TLSA", ...facts.tlsa),
         rr("@", "CAA", caa, `0 issuewild ";"`, `0 iodef "mailto:${s.adminEmail}"`),
         // RFC 6186: offered mail services, and "." for those deliberately not offered.
         srv("submissions", portOf("submissions")),

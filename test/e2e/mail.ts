@@ -108,6 +108,11 @@ export async function mailChecks(c: MailContext): Promise<void> {
     const fromPeer = await waitInMailbox("alice", "INBOX", "e2e from the peer", 60);
     checks.check("mail from the peer's server arrives in alice's INBOX", () => fromPeer ? undefined :
         server.exec("journalctl -u postfix@- --since -3min --no-pager | tail -15").stdout);
+    // The peer uses DANE: our MX's TLSA record (published from the tls step's output) must name the key port 25 serves.
+    checks.check("the peer verified our port 25 by its TLSA record (DANE-EE) before it handed over the mail", () => {
+        const log = peer.exec(`journalctl -t postfix/smtp --no-pager -o cat | grep 'TLS connection established to ${HOST}'`).stdout;
+        return fromPeer && /^Verified TLS connection established to mail\.example\.test\[/m.test(log) ? undefined : log.slice(-600) || "no TLS connection to us logged at the peer";
+    });
     checks.check("submission to the peer is accepted", () => ok(submit("alice", login("alice"), `${PEER_USER}@peer.test`, "e2e to the peer")));
     const received = await atPeer("e2e to the peer");
     const results = received.match(/^Authentication-Results:[^\n]*(\n\s+[^\n]*)*/m)?.[0] ?? "";

@@ -1,6 +1,6 @@
 /**
- * The peer: somebody else's server on the simulated internet (peer.test): a plain Debian Postfix
- * with rspamd as its verifier (it writes Authentication-Results into what it receives, so the test
+ * The peer: somebody else's server on the simulated internet (peer.test): a plain Debian Postfix that
+ * uses DANE through its own validating resolver (unbound, trusting the simulated root), with rspamd as its verifier (it writes Authentication-Results into what it receives, so the test
  * reads SPF, DKIM and DMARC verdicts exactly as a receiving server reached them), and a plain Prosody
  * with a certificate from a CA of its own, for federation.
  */
@@ -8,7 +8,7 @@ import * as fs from "fs";
 import * as path from "path";
 import { Cleanup, must } from "./sh";
 import { TestServer } from "./server";
-import { NET } from "./world";
+import { NET, DnsRoot } from "./world";
 
 export const PEER_USER = "carol";
 /** carol's XMPP password on the peer (a test fixture of somebody else's server). */
@@ -61,8 +61,8 @@ export const spkiSha256 = (pem: string) =>
 /** The peer's MTA-STS policy: enforce, its one MX. */
 const PEER_POLICY = ["version: STSv1", "mode: enforce", `mx: ${NET.peer.domain}`, "max_age: 86400", ""].join("\r\n");
 
-export async function startPeer(dir: string, trust: string[], tls: { cert: string; key: string }, cleanup: Cleanup): Promise<TestServer> {
-    const peer = new TestServer({ name: "peer", dir, ipv4: NET.peer.ipv4, ipv6: NET.peer.ipv6, trust }, cleanup);
+export async function startPeer(dir: string, trust: string[], tls: { cert: string; key: string }, dnsRoot: DnsRoot, cleanup: Cleanup): Promise<TestServer> {
+    const peer = new TestServer({ name: "peer", dir, ipv4: NET.peer.ipv4, ipv6: NET.peer.ipv6, trust, dnsRoot }, cleanup);
     await peer.boot();
     fs.writeFileSync(path.join(peer.root, "etc/ssl/peer.pem"), tls.cert);
     fs.writeFileSync(path.join(peer.root, "etc/ssl/peer.key"), tls.key);
@@ -75,9 +75,13 @@ export async function startPeer(dir: string, trust: string[], tls: { cert: strin
         `echo 'postfix postfix/mailname string ${d}' | debconf-set-selections`,
         "export DEBIAN_FRONTEND=noninteractive",
         "apt-get -q update >/dev/null",
-        "apt-get -q install -y --no-install-recommends postfix rspamd swaks prosody >/dev/null",
+        "apt-get -q install -y --no-install-recommends postfix rspamd swaks prosody unbound dns-root-data >/dev/null",
+        // Its own validating resolver, as DANE needs: a TLSA record counts only when DNSSEC says it is genuine.
+        "for i in $(seq 30); do ss -lnu | grep -q '127.0.0.1:53 ' && break; sleep 1; done",
+        "echo 'nameserver 127.0.0.1' > /etc/resolv.conf",
         `useradd -m ${PEER_USER}`,
-        `postconf -e myhostname=${d} mydestination=${[d, ...Object.values(DANE_DOMAINS)].join(",")},localhost inet_protocols=all smtp_tls_security_level=may` +
+        `postconf -e myhostname=${d} mydestination=${[d, ...Object.values(DANE_DOMAINS)].join(",")},localhost inet_protocols=all` +
+            " smtp_dns_support_level=dnssec smtp_tls_security_level=dane" +
             " smtpd_tls_chain_files=/etc/ssl/peer.key,/etc/ssl/peer.pem" +
         " smtpd_milters=inet:127.0.0.1:11332 milter_default_action=accept milter_protocol=6" +
         // Retry soon after a greylisting deferral, so the test need not wait for Postfix's default backoff.

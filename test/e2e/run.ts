@@ -11,7 +11,7 @@ import { runProgram, ProgramRun, unsecret } from "../program";
 import { firstAddress } from "../../components/host";
 import { sh, must, Cleanup } from "./sh";
 import { NET, sweep, network, startDns, startAcme, zoneHeader } from "./world";
-import { startGandi, gandiToken, gandiChecks } from "./gandi";
+import { startGandi, gandiToken, gandiChecks, gandiConfig, publishTlsa } from "./gandi";
 import { TestServer, sweepServers } from "./server";
 import { startClient } from "./client";
 import { inPlaceChecks } from "./inplace";
@@ -128,9 +128,17 @@ async function main(): Promise<number> {
             reload: `knotc -c ${dnsDir}/knot.conf zone-reload example.test`, token,
         }, cleanup);
         await gandiChecks({ checks, gandi, program, config, token });
+        // What the engine does once the tls step ran: port 25's TLSA set gets the data the step printed.
+        let tlsa: string[] = [];
+        const apply = (s: Step[], label: string) => {
+            const results = applyAll(s, work, label);
+            const tlsStep = results.get("tls");
+            if (tlsStep) tlsa = publishTlsa(gandi, program, gandiConfig(config, token), tlsStep.out);
+            return results;
+        };
 
         console.log("the peer mail server");
-        const peer = await startPeer(path.join(work, "peer"), [acme.apiCa], peerTls, cleanup);
+        const peer = await startPeer(path.join(work, "peer"), [acme.apiCa], peerTls, dnsRoot, cleanup);
         startStorageBox(peer, box);
 
         console.log("first boot");
@@ -143,7 +151,7 @@ async function main(): Promise<number> {
         const server = new TestServer(serverSpec, cleanup);
         await server.boot();
         const bootMs = Date.now() - started;
-        const first = applyAll(steps, work, "apply");
+        const first = apply(steps, "apply");
         const firstBootMs = Date.now() - started;
         const root = path.join(work, "acme-root.pem");
         must(`curl -sf --cacert ${path.join(work, "acme", "api-ca.pem")} ${acme.rootUrl} -o ${root}`, { ns: NET.client.ns });
@@ -260,13 +268,13 @@ async function main(): Promise<number> {
                 return `${name} ${Buffer.from(lines.join("\n")).toString("base64")}`;
             }).join("\n"),
         });
-        applyAll(passwordSteps.map(step => withPassword(step, "bob", newPassword)), work, "new password");
+        apply(passwordSteps.map(step => withPassword(step, "bob", newPassword)), "new password");
         const bobLogin = (password: string) => xmppClient(xmpp, { ...program.outputs.mailPasswords, bob: password }, ["login", "5222", "bob@example.test"]);
         checks.check("bob's new mail password logs in to XMPP, the old one no longer does", () => {
             const [fresh, old] = [bobLogin(newPassword), bobLogin(program.outputs.mailPasswords.bob)];
             return fresh.code === 0 && old.code !== 0 ? undefined : `new: exit ${fresh.code} ${fresh.stderr}; old: exit ${old.code}`;
         });
-        applyAll(passwordSteps, work, "password back");
+        apply(passwordSteps, "password back");
 
         console.log("hardening: scans and the daemons' checkers");
         const hardening = { checks, server, serverIp: SERVER.ipv4, serverIpv6: SERVER_IPV6, sshPort, root, passwords: program.outputs.mailPasswords };
@@ -276,7 +284,7 @@ async function main(): Promise<number> {
         // Master and worker PIDs: a restart changes the master, a reload replaces the workers.
         const nginxPid = () => server.exec("pgrep -d, nginx | sort").stdout.trim();
         const pidBefore = nginxPid();
-        const again = applyAll(steps, work, "re-apply");
+        const again = apply(steps, "re-apply");
         for (const step of steps) {
             checks.check(`re-running ${step.name} changes nothing`, () => {
                 const out = again.get(step.name)!.out;
@@ -312,7 +320,7 @@ async function main(): Promise<number> {
         const serial = () => fromClient(`openssl s_client -connect ${SERVER.ipv4}:443 -servername mail.example.test </dev/null 2>/dev/null | openssl x509 -noout -serial`).stdout.trim();
         const serialBefore = serial();
         const changeStarted = Date.now();
-        applyAll(rerun, work, "apply changed");
+        apply(rerun, "apply changed");
         const changeMs = Date.now() - changeStarted;
         checks.check("the new CA issued a new certificate and the deploy hook made nginx serve it", () => {
             const after = serial();
@@ -326,7 +334,7 @@ async function main(): Promise<number> {
         const caSteps = stepsThatChanged(program, privateCa);
         checks.check("switching tlsMode re-runs only the tls step", () =>
             caSteps.map(s => s.name).join(",") === "tls" ? undefined : caSteps.map(s => s.name).join(", "));
-        applyAll(caSteps, work, "apply private-ca");
+        apply(caSteps, "apply private-ca");
         for (const name of ["example.test", "mail.example.test", "upload.example.test"]) {
             checks.check(`private-CA certificate for ${name} verifies against the stack's caCertificate output`, () => {
                 const r = fromClient(`openssl s_client -connect ${SERVER.ipv4}:443 -servername ${name} -verify_hostname ${name} ` +
@@ -341,8 +349,37 @@ async function main(): Promise<number> {
             return r.stdout.trim() === "600" && key && !tlsStep.create.includes(Buffer.from(key.split(" ")[1], "base64").toString().split("\n")[1])
                 ? undefined : `mode ${r.stdout.trim()}`;
         });
-        applyAll(steps.filter(s => s.name === "tls"), work, "back to acme");
+        apply(steps.filter(s => s.name === "tls"), "back to acme");
         checks.check("back on ACME, the certificate verifies against the ACME root again", () => tlsCheck("mail.example.test", 443));
+
+        console.log("the TLS key rolls over to the next one, whose TLSA record was published first");
+        const hex = (text: string) => text.split("\n").filter(Boolean).map(l => l.split(/\s+/).slice(0, 3).join(" ") + " " + l.split(/\s+/).slice(3).join("").toLowerCase()).sort();
+        const publishedTlsa = () => hex(fromClient(`kdig +short @${NET.inet.ipv4} _25._tcp.mail.example.test TLSA`).stdout);
+        const servedTlsa = () => "3 1 1 " + fromClient(`openssl s_client -connect ${SERVER.ipv4}:25 -starttls smtp </dev/null 2>/dev/null | ` +
+            "openssl x509 -noout -pubkey | openssl pkey -pubin -outform DER | sha256sum | cut -d' ' -f1").stdout.trim();
+        const [tlsaBefore, servedBefore] = [publishedTlsa(), servedTlsa()];
+        checks.check("port 25's TLSA set names the key in use and a next one, as the tls step printed them", () =>
+            tlsaBefore.length === 2 && tlsaBefore.includes(servedBefore) && JSON.stringify(tlsaBefore) === JSON.stringify([...tlsa].sort())
+                ? undefined : `published ${tlsaBefore}; served ${servedBefore}; printed ${tlsa}`);
+        const rolled = await runProgram({ ...config, tlsKeyGeneration: 2 }, { cloud: SERVER });
+        const rollSteps = stepsThatChanged(program, rolled);
+        checks.check("raising tlsKeyGeneration re-runs only the tls step", () =>
+            rollSteps.map(s => s.name).join(",") === "tls" ? undefined : rollSteps.map(s => s.name).join(", "));
+        apply(rollSteps, "key rollover");
+        // knot signs and serves the zone Gandi's API wrote a moment after its reload.
+        let tlsaAfter = publishedTlsa();
+        for (let i = 0; i < 20 && JSON.stringify(tlsaAfter) === JSON.stringify(tlsaBefore); i++) { sh("sleep 0.5"); tlsaAfter = publishedTlsa(); }
+        const servedAfter = servedTlsa();
+        checks.check("after the rollover port 25 serves the key that was already the published next one; a new next key is published", () =>
+            servedAfter !== servedBefore && tlsaBefore.includes(servedAfter) && tlsaAfter.includes(servedAfter) && tlsaAfter.length === 2 &&
+                tlsaAfter.some(t => !tlsaBefore.includes(t)) && !tlsCheck("mail.example.test", 443)
+                ? undefined : `before: ${tlsaBefore} serving ${servedBefore}; after: ${tlsaAfter} serving ${servedAfter}`);
+        const verified = () => peer.exec(`journalctl -t postfix/smtp --no-pager -o cat | grep -c '^Verified TLS connection established to mail.example.test'`).stdout.trim();
+        const verifiedBefore = Number(verified());
+        peer.exec("printf 'Subject: e2e after the key rollover\\n\\nhello\\n' | sendmail -f carol@peer.test alice@example.test");
+        const afterRoll = server.exec("for i in $(seq 60); do grep -rlqs '^Subject: e2e after the key rollover' /srv/mail/example.test/alice/Maildir && exit 0; sleep 1; done; exit 1");
+        checks.check("mail from the peer (which uses DANE) still arrives after the rollover, over TLS verified by the TLSA record", () =>
+            afterRoll.code === 0 && Number(verified()) > verifiedBefore ? undefined : `arrived: ${afterRoll.code === 0}; verified sessions ${verifiedBefore} → ${verified()}`);
 
         console.log("npm run check, from the client: green, then one fault at a time");
         statusChecks({
@@ -355,7 +392,7 @@ async function main(): Promise<number> {
         const openSteps = stepsThatChanged(program, open);
         checks.check("opening SSH to anyone re-runs exactly the hardening step", () =>
             openSteps.map(s => s.name).join(",") === "hardening" ? undefined : openSteps.map(s => s.name).join(", "));
-        applyAll(openSteps, work, "apply open SSH");
+        apply(openSteps, "apply open SSH");
         checks.check("SSH is now reachable from an address outside the old allowlist", () =>
             sh(`nc -s ${NET.client.listed} -z -w 3 ${SERVER.ipv4} ${sshPort}`, { ns: NET.client.ns }).code === 0 ? undefined : "filtered");
         checks.check("the step returned with fail2ban's six jails already watching (it restarted fail2ban)", () => {
@@ -414,7 +451,7 @@ async function main(): Promise<number> {
         await inPlaceChecks({
             checks, server, program, work, adminUser, ownerPub: owner.pub, ownerKey: owner.file, secondKey: ownerKey(work, "second-key"), sshPort,
             rerun: (change, live) => runProgram({ ...config, ...change }, { cloud: { ...SERVER, live } }),
-            apply: (s, label) => { applyAll(s, work, label); },
+            apply: (s, label) => { apply(s, label); },
             ssh: (key, user, port) => ssh(key, user, "", SERVER.ipv4, port),
             servicesAnswer: () => {
                 const inbox = new Set(imapList().stdout.split("\n"));
@@ -438,7 +475,7 @@ async function main(): Promise<number> {
                 await next.boot();
                 return next;
             },
-            apply: (s, label) => applyAll(s, work, label),
+            apply: (s, label) => apply(s, label),
             remove: step => deleteStep(step, work),
         }, server, steps, declaredSteps(moved)));
 
