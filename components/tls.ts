@@ -20,6 +20,8 @@ export const DEPLOY_HOOK = "/usr/local/sbin/selfhost-tls-deployed";
 export const ACME_WEBROOT = "/var/lib/selfhost/acme";
 const AWAIT_DNS = "/usr/local/sbin/selfhost-await-dns";
 const TLS_KEY = "/usr/local/sbin/selfhost-tls-key";
+/** certbot's live files for the one certificate (its lineage "selfhost"). */
+const LINEAGE = "/etc/letsencrypt/live/selfhost";
 const TLS_DATA = `${DATA_DIR}/tls`;
 
 /** The TLSA data the tls step printed ("tlsa 3 1 1 HEX" lines); none before it ran (a preview, the mocks). */
@@ -61,7 +63,7 @@ export class Tls extends pulumi.ComponentResource {
         const common = [
             { path: "/etc/nginx/conf.d/selfhost-acme.conf", content: renderTemplate("tls/acme-http.conf", { acmeWebroot: ACME_WEBROOT }) },
             { path: DEPLOY_HOOK, mode: "0755", content: renderTemplate("tls/deployed.sh", { consumers: TLS_CONSUMERS.join(" "), certDir: CERT_DIR }) },
-            { path: TLS_KEY, mode: "0755", content: renderTemplate("tls/tls-key", { tlsData: TLS_DATA, certDir: CERT_DIR, deployHook: DEPLOY_HOOK }) },
+            { path: TLS_KEY, mode: "0755", content: renderTemplate("tls/tls-key", { tlsData: TLS_DATA, certDir: CERT_DIR, deployHook: DEPLOY_HOOK, lineage: LINEAGE }) },
         ];
         const prepare = [
             `install -d -m 0755 ${TLS_DATA} ${ACME_WEBROOT} $(dirname ${CERT_DIR})`,
@@ -97,7 +99,7 @@ export class Tls extends pulumi.ComponentResource {
                         `--deploy-hook ${DEPLOY_HOOK}`,
                         ...names.map(n => `-d ${n}`),
                     ].join(" "),
-                    useCert("/etc/letsencrypt/live/selfhost"),
+                    useCert(LINEAGE),
                     `${TLS_KEY} roll-to ${s.tlsKeyGeneration}`,
                     `${TLS_KEY} tlsa --next`,
                     "systemctl enable --quiet --now certbot.timer",

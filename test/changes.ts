@@ -39,6 +39,7 @@ export const CHANGES: readonly Change[] = [
     { what: "a service option (dmarcPolicy)", change: { dmarcPolicy: "reject" }, expect: { replaced: [], handover: false } },
     { what: "dnsProvider hetzner → gandi", change: { dnsProvider: "gandi", gandiToken: "pat0123456789" }, expect: { replaced: [], handover: false } },
     { what: "tlsMode private-ca", change: { tlsMode: "private-ca" }, expect: { replaced: [], handover: false } },
+    { what: "the next TLS key (tlsKeyGeneration)", change: { tlsKeyGeneration: 2 }, expect: { replaced: [], handover: false } },
     { what: "backup storagebox → off", change: { backup: "off" }, expect: { replaced: [], handover: false, refused: true } },
     { what: "dnsTtl", change: { dnsTtl: 600 }, expect: { replaced: [], handover: false } },
 ];

@@ -75,6 +75,8 @@ export async function startPeer(dir: string, trust: string[], tls: { cert: strin
         `echo 'postfix postfix/mailname string ${d}' | debconf-set-selections`,
         "export DEBIAN_FRONTEND=noninteractive",
         "apt-get -q update >/dev/null",
+        // unbound's own default is its built-in list of the real root's servers; the package's file is the world's here.
+        "printf 'server:\\n    root-hints: /usr/share/dns/root.hints\\n' > /etc/unbound/unbound.conf.d/root-hints.conf",
         "apt-get -q install -y --no-install-recommends postfix rspamd swaks prosody unbound dns-root-data >/dev/null",
         // Its own validating resolver, as DANE needs: a TLSA record counts only when DNSSEC says it is genuine.
         "for i in $(seq 30); do ss -lnu | grep -q '127.0.0.1:53 ' && break; sleep 1; done",
