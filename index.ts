@@ -69,6 +69,8 @@ export const hostname = settings.hostname;
 export const ipv4 = host.ipv4;
 export const ipv6 = host.ipv6;
 export const nameservers = dns.nameservers;
+/** The DS record to add at your registrar (Gandi LiveDNS signs the zone): DNSSEC, which DANE needs, is whole only with it. */
+export const dnssecDs = dns.ds;
 export const records = dns.records;
 export const zoneFile = dns.zoneFile;
 export const dkimRecord = dns.records.apply(rs => rs.find(r => r.name === `${settings.dkimSelector}._domainkey`));

@@ -120,10 +120,21 @@ async function gandiZone(s: Settings, authorization: string): Promise<Finding[]>
         return [finding("providers", name, "ok", `HTTP ${r.status}`),
             ...taken.map(t => finding("gandi zone", `${t.rrset.rrset_name} ${t.rrset.rrset_type}`, "warn", `${t.fate} at the first up: ${t.rrset.rrset_values.join(" ")}`,
                 t.fate === "replaced" ? "the stack's set takes its place; nothing to do unless you still need it" : "a CNAME cannot sit beside the stack's records at this name")),
-            ...(taken.length ? [] : [finding("gandi zone", "existing records", "ok", "none is replaced or removed")])];
+            ...(taken.length ? [] : [finding("gandi zone", "existing records", "ok", "none is replaced or removed")]),
+            await gandiSigning(s, authorization)];
     } catch (e) {
         return [finding("providers", name, "error", `unreachable: ${e instanceof Error ? e.message : e}`, "check this machine's network")];
     }
+}
+
+/** Whether Gandi signs the zone already (a key-signing key); either way the first `up` leaves it signed. */
+async function gandiSigning(s: Settings, authorization: string): Promise<Finding> {
+    const name = `${s.domain} at Gandi LiveDNS`;
+    const r = await fetch(`${s.gandiApiUrl}/domains/${s.domain}/keys`, { headers: { Authorization: authorization }, signal: AbortSignal.timeout(10000) });
+    if (!r.ok) return finding("dnssec", name, "warn", `keys: HTTP ${r.status}`, explain(r.status, s.domain, await r.text()));
+    const ksk = (await r.json() as { flags: number; deleted?: boolean }[]).some(k => k.flags === 257 && !k.deleted);
+    return finding("dnssec", name, "ok", ksk ? "signed already: the stack adopts its key"
+        : "not signed yet: the first up has Gandi sign it; then add its DS (pulumi stack output dnssecDs) at your registrar");
 }
 
 async function api(name: string, url: string, headers: Record<string, string>, fix: string): Promise<Finding> {

@@ -21,8 +21,8 @@ export function dnssecFixes(s: Settings): { signFix: string; dsFix: string } {
     const ds = `at your registrar, add the DS record of ${s.domain}`;
     switch (s.dnsProvider) {
         case "gandi": return {
-            signFix: "Gandi LiveDNS signs the zone once DNSSEC is on: Gandi's domain page, DNSSEC",
-            dsFix: `${ds}; with Gandi as registrar, its domain page's DNSSEC section publishes it`,
+            signFix: "pulumi up has Gandi LiveDNS sign the zone; if it was turned off at Gandi since: pulumi refresh, then pulumi up",
+            dsFix: `${ds}: pulumi stack output dnssecDs (with Gandi as registrar: its domain page, DNSSEC)`,
         };
         case "hetzner": return {
             signFix: "Hetzner DNS does not sign zones: for DANE, host the zone where it is signed (dnsProvider gandi, or your own signer with dnsProvider none)",

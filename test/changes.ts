@@ -54,6 +54,7 @@ export function label(urn: string, run: ProgramRun): string {
         "hcloud:index/rdns:Rdns": "reverse DNS", "hcloud:index/volumeAttachment:VolumeAttachment": "volume attachment",
         "hcloud:index/firewall:Firewall": "firewall", "hcloud:index/sshKey:SshKey": "Hetzner SSH key",
         "hcloud:index/zoneRrset:ZoneRrset": "DNS records", "pulumi-nodejs:dynamic/gandi:LiveDnsRrset": "DNS records", "hcloud:index/zone:Zone": "DNS zone",
+        "pulumi-nodejs:dynamic/gandi:LiveDnsSigning": "DNSSEC signing",
     };
     return labels[r.type] ?? r.type.split(":").pop()!.replace(/([a-z])([A-Z])/g, "$1 $2").toLowerCase();
 }

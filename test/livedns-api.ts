@@ -4,7 +4,8 @@
  * Apikey for a legacy key; 401 for an unknown or expired one, 403 for a token without rights on the
  * domain), 404 for a domain not on LiveDNS, 409 on POSTing a set that exists or adding data beside a
  * CNAME, PUT creating or replacing a set, 429 when told to throttle. A domain starts with the records
- * Gandi puts in every new LiveDNS zone.
+ * Gandi puts in every new LiveDNS zone, unsigned; POSTing a key to `/keys` signs it (DNSSEC) and the
+ * key's `ds` is its DS record.
  *
  * Run as a program (`node -r ts-node/register/transpile-only test/livedns-api.ts CONFIG.json`) it
  * serves HTTPS and writes each change of a zone to a zone file, then runs a reload command: the
@@ -43,11 +44,18 @@ export interface LiveDnsOptions {
     readonly expired?: readonly string[];
     /** Called after each change of a zone. */
     readonly onChange?: (zone: string, rrsets: Rrset[]) => void;
+    /** Signs a zone (its first key-signing key); returns the DS record's data. */
+    readonly sign: (zone: string) => string;
 }
+
+/** A DNSSEC key, with the fields Gandi's reference lists. */
+export interface DnssecKey { id: string; fqdn: string; flags: number; algorithm: number; algorithm_name: string; ds: string; status: string; deleted: boolean }
 
 export interface LiveDnsApi {
     readonly handler: http.RequestListener;
     readonly zones: Record<string, Rrset[]>;
+    /** Each zone's DNSSEC keys. */
+    readonly keys: Record<string, DnssecKey[]>;
     /** Answer the next `n` requests with 429. */
     throttle(n: number): void;
     /** Every request, as "METHOD path → status". */
@@ -64,6 +72,7 @@ const ERRORS: Record<number, [string, string]> = {
 
 export function liveDnsApi(o: LiveDnsOptions): LiveDnsApi {
     const zones = o.zones;
+    const keys: Record<string, DnssecKey[]> = {};
     let throttled = 0;
     const log: string[] = [];
     const handler: http.RequestListener = (req, res) => {
@@ -81,7 +90,30 @@ export function liveDnsApi(o: LiveDnsOptions): LiveDnsApi {
             const auth = req.headers.authorization ?? "";
             const allowed = o.credentials[auth];
             if (!allowed || o.expired?.includes(auth)) return answer(401);
-            const m = /^\/v5\/livedns\/domains\/([^/]+)(?:\/records(?:\/([^/]+)(?:\/([A-Z]+))?)?)?$/.exec((req.url ?? "").split("?")[0]);
+            const path = (req.url ?? "").split("?")[0];
+            const k = /^\/v5\/livedns\/domains\/([^/]+)\/keys(?:\/([^/]+))?$/.exec(path);
+            if (k) {
+                const [zone, id] = [k[1], k[2] && decodeURIComponent(k[2])];
+                if (!zones[zone]) return answer(404);
+                if (req.method !== "GET" && !allowed.includes(zone)) return answer(403);
+                const zoneKeys = keys[zone] ??= [];
+                if (id) {
+                    const key = zoneKeys.find(x => x.id === id);
+                    if (!key) return answer(404);
+                    if (req.method === "GET") return answer(200, key);
+                    if (req.method === "DELETE") { key.deleted = true; return answer(204); }
+                    return answer(405);
+                }
+                if (req.method === "GET") return answer(200, zoneKeys);
+                if (req.method !== "POST") return answer(405);
+                const flags = Number(JSON.parse(body || "{}").flags);
+                if (![256, 257].includes(flags)) return answer(400);
+                const key: DnssecKey = { id: `key-${zoneKeys.length + 1}`, fqdn: zone, flags, algorithm: 13, algorithm_name: "ECDSAP256SHA256",
+                    ds: o.sign(zone), status: "active", deleted: false };
+                zoneKeys.push(key);
+                return answer(201, { message: "Domain key created" }, { Location: `/v5/livedns/domains/${zone}/keys/${key.id}` });
+            }
+            const m = /^\/v5\/livedns\/domains\/([^/]+)(?:\/records(?:\/([^/]+)(?:\/([A-Z]+))?)?)?$/.exec(path);
             if (!m) return answer(404);
             const [zone, name, type] = [m[1], m[2] && decodeURIComponent(m[2]), m[3]];
             const sets = zones[zone];
@@ -126,17 +158,20 @@ export function liveDnsApi(o: LiveDnsOptions): LiveDnsApi {
             return answer(405);
         });
     };
-    return { handler, zones, log, throttle: n => { throttled = n; } };
+    return { handler, zones, keys, log, throttle: n => { throttled = n; } };
 }
 
 /** A zone's record sets as zone-file lines. */
 export const zoneLines = (rrsets: Rrset[]) =>
     rrsets.flatMap(r => r.rrset_values.map(v => `${r.rrset_name} ${r.rrset_ttl} IN ${r.rrset_type} ${v}`));
 
-/** The program: serve HTTPS; on each change write `header` + the zone to `zoneFile`, then run `reload`. */
+/**
+ * The program: serve HTTPS; on each change write `header` + the zone to `zoneFile`, then run `reload`;
+ * to sign the zone run `sign`, which prints the DS record's data.
+ */
 interface ServeConfig {
     listen: { host: string; port: number }; cert: string; key: string;
-    zone: string; zoneFile: string; header: string; reload: string;
+    zone: string; zoneFile: string; header: string; reload: string; sign: string;
     credentials: Record<string, string[]>; expired?: string[];
 }
 
@@ -150,6 +185,11 @@ if (require.main === module) {
     const api = liveDnsApi({
         zones: { [c.zone]: gandiDefaultZone() }, credentials: c.credentials, expired: c.expired,
         onChange: (_zone, rrsets) => publish(rrsets),
+        sign: () => {
+            const r = spawnSync("sh", ["-c", c.sign], { encoding: "utf8" });
+            if (r.status !== 0) throw new Error(`signing failed: ${r.stderr}`);
+            return r.stdout.trim();
+        },
     });
     publish(api.zones[c.zone]);
     https.createServer({ cert: fs.readFileSync(c.cert), key: fs.readFileSync(c.key) }, (req, res) => {

@@ -5,7 +5,7 @@
 import * as assert from "assert";
 import * as http from "http";
 import { AddressInfo } from "net";
-import { LiveDnsProvider, RrsetArgs, sameValues } from "../components/dns/livedns";
+import { LiveDnsProvider, LiveDnsSigningProvider, RrsetArgs, SigningState, sameValues } from "../components/dns/livedns";
 import { liveDnsApi, gandiDefaultZone, LiveDnsApi } from "./livedns-api";
 import { runProgram } from "./program";
 import { baseConfig } from "./fixtures";
@@ -23,6 +23,7 @@ describe("Gandi LiveDNS provider", () => {
             zones: { [ZONE]: gandiDefaultZone(), "other.org": [] },
             credentials: { [`Bearer ${PAT}`]: [ZONE], "Apikey legacy-key": [ZONE], "Bearer read-only": [], "Bearer old": [ZONE] },
             expired: ["Bearer old"],
+            sign: zone => `${zone.length} 13 2 ${"ab".repeat(32)}`,
         });
         server = http.createServer(api.handler);
         await new Promise<void>(resolve => server.listen(0, "127.0.0.1", resolve));
@@ -103,6 +104,29 @@ describe("Gandi LiveDNS provider", () => {
         assert.ok(Date.now() - started >= 2000, "two 1-second waits");
     });
 
+    it("signs the zone with one key-signing key, adopts one that exists, and leaves the zone signed when the resource goes", async () => {
+        const signer = new LiveDnsSigningProvider();
+        await signer.configure({ config: { get: k => ({ "selfhost:gandiToken": PAT } as Record<string, string>)[k], require: () => PAT } });
+        const made = await signer.create({ apiUrl, zone: ZONE });
+        assert.deepEqual(api.keys[ZONE].map(k => k.flags), [257]);
+        assert.equal(made.outs!.ds, `11 13 2 ${"ab".repeat(32)}`);
+        // A second stack (or a zone signed by hand before) takes the key that is there.
+        const adopted = await signer.create({ apiUrl, zone: ZONE });
+        assert.equal(adopted.id, made.id);
+        assert.equal(api.keys[ZONE].length, 1);
+        const read = await signer.read(made.id, made.outs as SigningState);
+        assert.deepEqual(read.props, made.outs);
+        assert.equal((await signer.diff(made.id, made.outs as SigningState, { apiUrl, zone: ZONE })).changes, false);
+        await signer.delete();
+        assert.equal(api.keys[ZONE][0].deleted, false, "never unsigned by the stack");
+        // Unsigned at Gandi by hand: gone, so the next up signs it again.
+        api.keys[ZONE][0].deleted = true;
+        assert.deepEqual(await signer.read(made.id, made.outs as SigningState), {});
+        // A token without rights on the domain cannot sign it, and says which permission it lacks.
+        await assert.rejects((await (async () => { const p = new LiveDnsSigningProvider(); await p.configure({ config: { get: () => "read-only", require: () => "" } }); return p; })())
+            .create({ apiUrl, zone: ZONE }), /HTTP 403 .*Manage domain name technical configurations/);
+    });
+
     it("checks a TTL against Gandi's range and refuses an empty set before any call", async () => {
         const { failures } = await (await provider()).check(rrset("a", "A"), { ...rrset("a", "A"), ttl: 60 });
         assert.deepEqual(failures!.map(f => f.property), ["ttl", "values"]);
@@ -121,6 +145,9 @@ describe("Gandi in the program", () => {
         assert.ok(sets.every(s => s.inputs.apiUrl === "https://api.gandi.net/v5/livedns" && s.inputs.zone === "example.org"));
         assert.ok(!JSON.stringify(sets.map(s => s.inputs)).includes(PAT), "the token stays in the stack's config");
         assert.ok(sets.every(s => s.options.deleteBeforeReplace));
+        const signing = run.one("pulumi-nodejs:dynamic/gandi:LiveDnsSigning");
+        assert.equal(signing.inputs.zone, "example.org");
+        assert.ok(!JSON.stringify(signing.inputs).includes(PAT));
     });
 
     it("refuses gandi without a credential, naming the key, the permission, and where gandi:key went", async () => {

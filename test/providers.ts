@@ -3,7 +3,7 @@
  * anything, Hetzner and pulumi-command do not. Each rule cites the provider's source it was read from.
  */
 import { ProgramRun, DeclaredResource, unsecret } from "./program";
-import { REPLACED_ON } from "../components/dns/livedns";
+import { REPLACED_ON, SIGNING_REPLACED_ON } from "../components/dns/livedns";
 import { CA_REPLACED_ON } from "../components/private-ca";
 
 /**
@@ -19,8 +19,8 @@ import { CA_REPLACED_ON } from "../components/private-ca";
  * - pulumi-command 1.x: only `triggers` replaces a Command (provider/pkg/provider/remote/command.go).
  * - The private CA's certificate: this project's own provider (components/private-ca.ts), whose `diff`
  *   replaces on CA_REPLACED_ON (and, with time, in the certificate's last year).
- * - Gandi LiveDNS sets: this project's own provider, whose `diff` replaces on REPLACED_ON
- *   (components/dns/livedns.ts). The earlier @pulumiverse/gandi records (terraform-provider-gandi 2.x
+ * - Gandi LiveDNS sets and signing: this project's own providers, whose `diff` replaces on REPLACED_ON
+ *   and SIGNING_REPLACED_ON (components/dns/livedns.ts). The earlier @pulumiverse/gandi records (terraform-provider-gandi 2.x
  *   gandi/resource_livedns_record.go: zone, name, type ForceNew) are aliased to them.
  * - tls/random: every input of a key or password replaces it (they have no update).
  */
@@ -38,6 +38,7 @@ export const REPLACED_BY: Record<string, readonly string[]> = {
     "hcloud:index/storageBoxSubaccount:StorageBoxSubaccount": ["storageBoxId"],
     "command:remote:Command": ["triggers"],
     "pulumi-nodejs:dynamic/gandi:LiveDnsRrset": REPLACED_ON,
+    "pulumi-nodejs:dynamic/gandi:LiveDnsSigning": SIGNING_REPLACED_ON,
     "pulumi-nodejs:dynamic/selfhost:PrivateCa": CA_REPLACED_ON,
 };
 const REPLACED_BY_ANY = ["tls:", "random:"];

@@ -21,6 +21,8 @@ export class Dns extends pulumi.ComponentResource {
     readonly zoneFile: pulumi.Output<string>;
     /** Nameservers to delegate to at the registrar (Hetzner DNS only; empty otherwise). */
     readonly nameservers: pulumi.Output<string[]>;
+    /** The signed zone's DS record, for the registry (Gandi LiveDNS signs; the others do not here). */
+    readonly ds: pulumi.Output<string | undefined>;
     /**
      * The record sets that wait for nothing on the server (all but the TLSA, which the tls step's output
      * makes): what the tls step waits for, since the CA checks the names and the CAA.
@@ -43,11 +45,12 @@ export class Dns extends pulumi.ComponentResource {
             ...shape,
             values: shape.values.map((_, j) => shape.type === "TLSA" ? pulumi.output(tlsa).apply(t => t[j]) : early.apply(r => r[i].values[j])),
         }));
-        const atProvider = s.dnsProvider === "gandi" ? { sets: publishAtGandi(s.domain, s.gandiApiUrl, published, this), nameservers: pulumi.output([]) }
+        const atProvider = s.dnsProvider === "gandi" ? publishAtGandi(s.domain, s.gandiApiUrl, published, this)
             : s.dnsProvider === "hetzner" ? publishAtHetzner(s.domain, s.dnsTtl, published, this)
-            : { sets: [], nameservers: pulumi.output([]) };
+            : { sets: [], nameservers: pulumi.output([]), ds: pulumi.output(undefined) };
         this.nameservers = atProvider.nameservers;
+        this.ds = atProvider.ds;
         this.beforeServer = atProvider.sets.filter((_, i) => published[i].type !== "TLSA");
-        this.registerOutputs({ records: this.records, zoneFile: this.zoneFile, nameservers: this.nameservers });
+        this.registerOutputs({ records: this.records, zoneFile: this.zoneFile, nameservers: this.nameservers, ds: this.ds });
     }
 }

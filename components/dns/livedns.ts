@@ -95,36 +95,46 @@ const segment = (name: string) => encodeURIComponent(name).replace(/%40/g, "@");
 
 const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms));
 
+/** The credential as an Authorization header, from the stack's config (read when a provider starts). */
+function authorizationFrom(req: pulumi.dynamic.ConfigureRequest): string | undefined {
+    const token = req.config.get("selfhost:gandiToken");
+    const key = req.config.get("selfhost:gandiApiKey");
+    return token ? `Bearer ${token}` : key ? `Apikey ${key}` : undefined;
+}
+
+/** One API call about a zone; 429 is retried after Retry-After (or 1, 2, 4 … s); other failures say what to do. */
+async function request(authorization: string | undefined, method: string, a: { apiUrl: string; zone: string }, path: string,
+    body?: unknown, ok: number[] = []): Promise<{ status: number; json: any }> {
+    if (!authorization) {
+        throw new Error("Gandi LiveDNS: no credentials: `pulumi config set --secret gandiToken <personal access token>`");
+    }
+    for (let attempt = 0; ; attempt++) {
+        const r = await fetch(`${a.apiUrl.replace(/\/$/, "")}/domains/${encodeURIComponent(a.zone)}${path}`, {
+            method,
+            headers: { Authorization: authorization, Accept: "application/json", ...(body ? { "Content-Type": "application/json" } : {}) },
+            body: body === undefined ? undefined : JSON.stringify(body),
+            signal: AbortSignal.timeout(30_000),
+        });
+        const text = await r.text();
+        if (r.status === 429 && attempt < RETRIES) {
+            const after = Number(r.headers.get("retry-after"));
+            await sleep(after > 0 ? after * 1000 : 1000 * 2 ** attempt);
+            continue;
+        }
+        if (r.ok || ok.includes(r.status)) return { status: r.status, json: text ? JSON.parse(text) : undefined };
+        throw new Error(explain(r.status, a.zone, text));
+    }
+}
+
 export class LiveDnsProvider implements pulumi.dynamic.ResourceProvider {
     private authorization?: string;
 
     async configure(req: pulumi.dynamic.ConfigureRequest): Promise<void> {
-        const token = req.config.get("selfhost:gandiToken");
-        const key = req.config.get("selfhost:gandiApiKey");
-        this.authorization = token ? `Bearer ${token}` : key ? `Apikey ${key}` : undefined;
+        this.authorization = authorizationFrom(req);
     }
 
-    /** One API call; 429 is retried after Retry-After (or 1, 2, 4 … s); other failures say what to do. */
-    private async call(method: string, a: RrsetArgs, path: string, body?: unknown, ok: number[] = []): Promise<{ status: number; json: any }> {
-        if (!this.authorization) {
-            throw new Error("Gandi LiveDNS: no credentials: `pulumi config set --secret gandiToken <personal access token>`");
-        }
-        for (let attempt = 0; ; attempt++) {
-            const r = await fetch(`${a.apiUrl.replace(/\/$/, "")}/domains/${encodeURIComponent(a.zone)}${path}`, {
-                method,
-                headers: { Authorization: this.authorization, Accept: "application/json", ...(body ? { "Content-Type": "application/json" } : {}) },
-                body: body === undefined ? undefined : JSON.stringify(body),
-                signal: AbortSignal.timeout(30_000),
-            });
-            const text = await r.text();
-            if (r.status === 429 && attempt < RETRIES) {
-                const after = Number(r.headers.get("retry-after"));
-                await sleep(after > 0 ? after * 1000 : 1000 * 2 ** attempt);
-                continue;
-            }
-            if (r.ok || ok.includes(r.status)) return { status: r.status, json: text ? JSON.parse(text) : undefined };
-            throw new Error(explain(r.status, a.zone, text));
-        }
+    private call(method: string, a: RrsetArgs, path: string, body?: unknown, ok: number[] = []) {
+        return request(this.authorization, method, a, path, body, ok);
     }
 
     private put(a: RrsetArgs) {
@@ -176,5 +186,82 @@ export class LiveDnsProvider implements pulumi.dynamic.ResourceProvider {
 export class LiveDnsRrset extends pulumi.dynamic.Resource {
     constructor(name: string, args: Inputs, opts?: pulumi.CustomResourceOptions) {
         super(new LiveDnsProvider(), name, { ...args }, opts, "gandi", "LiveDnsRrset");
+    }
+}
+
+export interface SigningArgs {
+    readonly apiUrl: string;
+    readonly zone: string;
+}
+
+/** A LiveDNS DNSSEC key as the API describes it (the fields used here). */
+interface DnssecKey { id: string; flags: number; ds: string; deleted?: boolean }
+
+/** Another API or zone is another zone to sign. */
+export const SIGNING_REPLACED_ON = ["apiUrl", "zone"] as const;
+
+export interface SigningState extends SigningArgs {
+    /** The key-signing key's id at Gandi. */
+    readonly keyId: string;
+    /** Its DS record, as Gandi gives it: what the registry must hold for validators to trust the zone. */
+    readonly ds: string;
+}
+
+/**
+ * DNSSEC for the zone: LiveDNS signs a zone that has a key-signing key (flags 257). Creating adopts
+ * the zone's key if it has one, else asks Gandi for one. Deleting leaves the zone signed: unsigning
+ * while the registry still holds its DS would make the domain disappear for every validating
+ * resolver, so that takes the owner, in order (the DS first, then Gandi's DNSSEC page, a day later).
+ */
+export class LiveDnsSigningProvider implements pulumi.dynamic.ResourceProvider {
+    private authorization?: string;
+
+    async configure(req: pulumi.dynamic.ConfigureRequest): Promise<void> {
+        this.authorization = authorizationFrom(req);
+    }
+
+    private async keySigningKey(a: SigningArgs): Promise<DnssecKey | undefined> {
+        const keys = (await request(this.authorization, "GET", a, "/keys")).json as DnssecKey[];
+        return keys.find(k => k.flags === 257 && !k.deleted);
+    }
+
+    async check(_olds: SigningArgs, news: SigningArgs): Promise<pulumi.dynamic.CheckResult<SigningArgs>> {
+        return { inputs: news };
+    }
+
+    async diff(_id: string, olds: SigningState, news: SigningArgs): Promise<pulumi.dynamic.DiffResult> {
+        const replaces = SIGNING_REPLACED_ON.filter(k => olds[k] !== news[k]);
+        return { changes: replaces.length > 0, replaces };
+    }
+
+    async create(a: SigningArgs): Promise<pulumi.dynamic.CreateResult<SigningState>> {
+        let key = await this.keySigningKey(a);
+        if (!key) {
+            await request(this.authorization, "POST", a, "/keys", { flags: 257 });
+            key = await this.keySigningKey(a);
+        }
+        if (!key) throw new Error(`Gandi LiveDNS, ${a.zone}: a key-signing key was asked for, but the zone lists none`);
+        return { id: `${a.zone}/keys/${key.id}`, outs: { apiUrl: a.apiUrl, zone: a.zone, keyId: key.id, ds: key.ds } };
+    }
+
+    async read(id: string, props: SigningState): Promise<pulumi.dynamic.ReadResult<SigningState>> {
+        const r = await request(this.authorization, "GET", props, `/keys/${encodeURIComponent(props.keyId)}`, undefined, [404]);
+        const key = r.json as DnssecKey | undefined;
+        // Deleted at Gandi (the zone is no longer signed): gone, so the next `up` signs it again.
+        if (r.status === 404 || !key || key.deleted) return {};
+        return { id, props: { ...props, ds: key.ds } };
+    }
+
+    async delete(): Promise<void> {
+        // Left signed on purpose (see the class comment).
+    }
+}
+
+/** The zone signed by Gandi LiveDNS; `ds` is the record the registry needs. */
+export class LiveDnsSigning extends pulumi.dynamic.Resource {
+    declare readonly ds: pulumi.Output<string>;
+
+    constructor(name: string, args: { [K in keyof SigningArgs]: pulumi.Input<SigningArgs[K]> }, opts?: pulumi.CustomResourceOptions) {
+        super(new LiveDnsSigningProvider(), name, { ...args, keyId: undefined, ds: undefined }, opts, "gandi", "LiveDnsSigning");
     }
 }

@@ -29,14 +29,14 @@ export interface Gandi {
 }
 
 /** Starts the API; each change is written to `zoneFile` (after `header`) and knot reloads it. */
-export async function startGandi(dir: string, o: { domain: string; header: string; zoneFile: string; reload: string; token: string },
+export async function startGandi(dir: string, o: { domain: string; header: string; zoneFile: string; reload: string; sign: string; token: string },
     cleanup: Cleanup): Promise<Gandi> {
     fs.mkdirSync(dir, { recursive: true });
     apiCertificate(dir, "e2e LiveDNS API CA");
     const config = path.join(dir, "livedns.json");
     fs.writeFileSync(config, JSON.stringify({
         listen: { host: NET.inet.ipv4, port: PORT }, cert: path.join(dir, "api.pem"), key: path.join(dir, "api.key"),
-        zone: o.domain, zoneFile: o.zoneFile, header: o.header, reload: o.reload,
+        zone: o.domain, zoneFile: o.zoneFile, header: o.header, reload: o.reload, sign: o.sign,
         credentials: { [`Bearer ${o.token}`]: [o.domain] },
     }));
     const log = path.join(dir, "livedns.log");
@@ -64,7 +64,7 @@ export function preflightAgainst(gandi: Gandi, config: Record<string, unknown>):
     return JSON.parse(r.stdout);
 }
 
-export interface Published { name: string; id: string; refreshed: boolean; changesAfterRefresh: boolean }
+export interface Published { name: string; id: string; refreshed: boolean; changesAfterRefresh: boolean; outs: Record<string, unknown> }
 
 const RRSET = "pulumi-nodejs:dynamic/gandi:LiveDnsRrset";
 /** The sets whose values the server gives (port 25's TLSA, from the tls step's output): published once it ran. */
@@ -96,10 +96,12 @@ export function publishTlsa(gandi: Gandi, program: ProgramRun, config: Record<st
 export const gandiConfig = (config: Record<string, unknown>, token: string) =>
     ({ "selfhost:gandiToken": token, "selfhost:gandiApiUrl": String(config.gandiApiUrl) });
 
-/** Preflight's list, the publishing itself, and what the zone holds afterwards. */
-export async function gandiChecks(c: { checks: Checks; gandi: Gandi; program: ProgramRun; config: Record<string, unknown>; token: string }): Promise<void> {
+/** Preflight's list, the publishing itself, what the zone holds afterwards; DNSSEC turned on, and its DS handed to the registry. */
+export async function gandiChecks(c: { checks: Checks; gandi: Gandi; program: ProgramRun; config: Record<string, unknown>; token: string;
+    delegateSigned: (ds: string) => Promise<void> }): Promise<void> {
     const { checks } = c;
     const domain = String(c.config.domain);
+    const dig = (name: string, type: string) => sh(`kdig +short @${NET.inet.ipv4} ${name} ${type}`, { ns: NET.client.ns }).stdout.trim();
     checks.check("preflight lists exactly what the first up takes over at Gandi: its parking and mail sets, and its www CNAME", () => {
         const listed = preflightAgainst(c.gandi, c.config).filter(f => f.area === "gandi zone").map(f => `${f.detail.split(" ")[0]} ${f.name}`).sort();
         const expected = ["removed www CNAME", "replaced @ A", "replaced @ MX", "replaced @ TXT", "replaced _imap._tcp SRV", "replaced _imaps._tcp SRV",
@@ -116,11 +118,30 @@ export async function gandiChecks(c: { checks: Checks; gandi: Gandi; program: Pr
         const off = published.filter(p => !p.refreshed || p.changesAfterRefresh).map(p => p.name);
         return published.length && !off.length ? undefined : `differ: ${off.join(", ") || "nothing published"}`;
     });
-    const dig = (name: string, type: string) => sh(`kdig +short @${NET.inet.ipv4} ${name} ${type}`, { ns: NET.client.ns }).stdout.trim();
     checks.check("the world's DNS serves what was written; Gandi's other records stay; its www CNAME gave way", () => {
         const got = { mx: dig(domain, "MX"), www: dig(`www.${domain}`, "CNAME"), wwwA: dig(`www.${domain}`, "A"),
             webmail: dig(`webmail.${domain}`, "CNAME"), gm1: dig(`gm1._domainkey.${domain}`, "CNAME"), acme: dig(`acme.${domain}`, "A") };
         return got.mx === `10 mail.${domain}.` && got.www === "" && got.wwwA && got.webmail === "webmail.gandi.net." &&
             got.gm1 === "gm1.gandimail.net." && got.acme === NET.inet.ipv4 ? undefined : JSON.stringify(got);
     });
+    await dnssecChecks(c, dig);
+}
+
+const SIGNING = "pulumi-nodejs:dynamic/gandi:LiveDnsSigning";
+
+/** DNSSEC: the zone starts unsigned, as a new LiveDNS zone does; the stack's signing resource turns it on; its DS goes to the registry. */
+async function dnssecChecks(c: Parameters<typeof gandiChecks>[0], dig: (name: string, type: string) => string): Promise<void> {
+    const { checks } = c;
+    const domain = String(c.config.domain);
+    const unsignedBefore = dig(domain, "DNSKEY") === "";
+    const signing = c.program.one(SIGNING);
+    const [played] = play(c.gandi, gandiConfig(c.config, c.token), [{ name: signing.name, inputs: unsecret(signing.inputs) }]);
+    const ds = String(played.outs.ds ?? "");
+    checks.check("the stack turns DNSSEC on at Gandi: the zone, unsigned before, is signed, and its DS is the stack's output", () =>
+        unsignedBefore && dig(domain, "DNSKEY") && /^\d+ 13 2 [0-9A-Fa-f]{64}$/.test(ds) && played.refreshed && !played.changesAfterRefresh
+            ? undefined : `unsigned before: ${unsignedBefore}; DNSKEY now: ${dig(domain, "DNSKEY") || "none"}; ds: ${ds}; ${JSON.stringify(played)}`);
+    // The owner adds the DS at the registrar, as README says; validation is then whole (the server's report and DANE prove it).
+    if (ds) await c.delegateSigned(ds);
+    checks.check("with the owner's DS in the registry, the root delegates the test domain securely", () =>
+        dig(domain, "DS").toLowerCase().replace(/\s+/g, "") === ds.toLowerCase().replace(/\s+/g, "") ? undefined : `root says: ${dig(domain, "DS")}`);
 }

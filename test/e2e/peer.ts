@@ -83,7 +83,7 @@ export async function startPeer(dir: string, trust: string[], tls: { cert: strin
         "echo 'nameserver 127.0.0.1' > /etc/resolv.conf",
         `useradd -m ${PEER_USER}`,
         `postconf -e myhostname=${d} mydestination=${[d, ...Object.values(DANE_DOMAINS)].join(",")},localhost inet_protocols=all` +
-            " smtp_dns_support_level=dnssec smtp_tls_security_level=dane" +
+            " smtp_dns_support_level=dnssec smtp_tls_security_level=dane smtp_tls_loglevel=1" +
             " smtpd_tls_chain_files=/etc/ssl/peer.key,/etc/ssl/peer.pem" +
         " smtpd_milters=inet:127.0.0.1:11332 milter_default_action=accept milter_protocol=6" +
         // Retry soon after a greylisting deferral, so the test need not wait for Postfix's default backoff.

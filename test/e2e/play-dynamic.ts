@@ -21,7 +21,7 @@ async function main(): Promise<void> {
         const created = await provider.create(checked.inputs);
         const read = await provider.read(created.id, created.outs);
         const diff = await provider.diff(created.id, read.props, inputs);
-        console.log(JSON.stringify({ name: r.name, id: created.id, refreshed: read.id === created.id, changesAfterRefresh: diff.changes }));
+        console.log(JSON.stringify({ name: r.name, id: created.id, refreshed: read.id === created.id, changesAfterRefresh: diff.changes, outs: created.outs }));
     }
 }
 

@@ -125,9 +125,9 @@ async function main(): Promise<number> {
         console.log("Gandi LiveDNS: preflight, then the program's records through the provider");
         const gandi = await startGandi(path.join(work, "gandi"), {
             domain: testZone.domain, header: zoneHeader(testZone), zoneFile: path.join(dnsDir, "example.test.zone"),
-            reload: `knotc -c ${dnsDir}/knot.conf zone-reload example.test`, token,
+            reload: `knotc -c ${dnsDir}/knot.conf zone-reload example.test`, sign: dnsRoot.signCommand, token,
         }, cleanup);
-        await gandiChecks({ checks, gandi, program, config, token });
+        await gandiChecks({ checks, gandi, program, config, token, delegateSigned: dnsRoot.delegateSigned });
         // What the engine does once the tls step ran: port 25's TLSA set gets the data the step printed.
         let tlsa: string[] = [];
         const apply = (s: Step[], label: string) => {

@@ -140,6 +140,14 @@ export interface DnsRoot {
     readonly anchor: string;
 }
 
+/** The world's DNS as its zones' owners see it: the test domain starts unsigned, as a new zone at Gandi does. */
+export interface DnsWorld extends DnsRoot {
+    /** A command that signs the test domain (what Gandi does when asked) and prints its DS record's data. */
+    readonly signCommand: string;
+    /** The registry's part: the test domain's DS, as its owner hands it in, goes into the root. */
+    delegateSigned(ds: string): Promise<void>;
+}
+
 const ROOT_SERVER = "a.root-servers.test.";
 
 /** The root zone: every zone of the world delegated from it (glue on the world's one DNS host), DS records added when signed. */
@@ -153,11 +161,11 @@ const rootZone = (zones: string[], ds: string[] = []) => [
 ].join("\n");
 
 /**
- * Starts knot with the zones, each signed (knot's automatic DNSSEC) and delegated from a signed root of
- * the world's own, and waits until it answers. Returns that root, which the test servers' resolvers
- * trust instead of the real one.
+ * Starts knot with the zones, each signed (knot's automatic DNSSEC; the test domain only when its DNS
+ * host is asked to) and delegated from a signed root of the world's own, and waits until it answers.
+ * Returns that root, which the test servers' resolvers trust instead of the real one.
  */
-export async function startDns(dir: string, d: DnsData, cleanup: Cleanup): Promise<DnsRoot> {
+export async function startDns(dir: string, d: DnsData, cleanup: Cleanup): Promise<DnsWorld> {
     fs.mkdirSync(dir, { recursive: true });
     const zones = zoneFiles(d);
     for (const [zone, text] of Object.entries(zones)) fs.writeFileSync(path.join(dir, `${zone}.zone`), text);
@@ -171,7 +179,7 @@ export async function startDns(dir: string, d: DnsData, cleanup: Cleanup): Promi
         "    dnssec-signing: on", "    dnssec-policy: world",
         "mod-queryacl:", "  - id: not-for-providers", `    interface: [ ${NET.inet.ipv4}, ${NET.inet.ipv6} ]`,
         "zone:", "  - domain: .\n    file: root.zone", ...Object.keys(zones).map(z => `  - domain: ${z}\n    file: ${z}.zone` +
-            (d.blocklists.includes(z) ? "\n    module: mod-queryacl/not-for-providers" : "")), "",
+            (d.blocklists.includes(z) ? "\n    module: mod-queryacl/not-for-providers" : "") + (z === d.domain ? "\n    dnssec-signing: off" : "")), "",
     ].join("\n"));
     must(`knotc -c ${conf} conf-check`);
     const knot = daemon(["knotd", "-c", conf], path.join(dir, "knotd.log"), { ns: NET.inet.ns });
@@ -182,13 +190,30 @@ export async function startDns(dir: string, d: DnsData, cleanup: Cleanup): Promi
     const ds = (zone: string) => must(`keymgr -c ${conf} ${zone} ds`).split("\n").filter(l => / DS \d+ \d+ 2 /.test(l));
     // A bogus zone's DS has its digest's last digit changed.
     const parentDs = (zone: string) => ds(zone).map(l => d.bogus.includes(zone) ? l.replace(/.$/, c => c === "0" ? "1" : "0") : l);
-    fs.writeFileSync(path.join(dir, "root.zone"), rootZone(Object.keys(zones), Object.keys(zones).flatMap(parentDs)));
-    must(`knotc -c ${conf} zone-reload .`);
-    await waitFor("the root to carry the zones' DS", 30, () =>
-        sh(`kdig +short @${NET.inet.ipv4} DS ${d.domain}`, { ns: NET.client.ns }).stdout.trim() !== "");
+    const signed = Object.keys(zones).filter(z => z !== d.domain);
+    const rootDs = signed.flatMap(parentDs);
+    const delegate = async (zone: string) => {
+        fs.writeFileSync(path.join(dir, "root.zone"), rootZone(Object.keys(zones), rootDs));
+        must(`knotc -c ${conf} zone-reload .`);
+        await waitFor(`the root to carry ${zone}'s DS`, 30, () =>
+            sh(`kdig +short @${NET.inet.ipv4} DS ${zone}`, { ns: NET.client.ns }).stdout.trim() !== "");
+    };
+    await delegate(signed[0]);
+    // Signing the test domain: its zone's "signing off" goes, knot makes its keys and signs; the DS (SHA-256) is printed.
+    const signCommand = path.join(dir, "sign-test-domain");
+    fs.writeFileSync(signCommand, [
+        "#!/bin/sh", "set -eu",
+        `sed -i '/^  - domain: ${d.domain}$/,/^  - /{/dnssec-signing: off/d}' ${conf}`,
+        `knotc -c ${conf} reload >/dev/null`,
+        `for i in $(seq 100); do ds=$(keymgr -c ${conf} ${d.domain} ds 2>/dev/null | awk '$2 == "DS" && $5 == 2 {print $3, $4, $5, $6}')`,
+        `  [ -n "$ds" ] && kdig +short @${NET.inet.ipv4} DNSKEY ${d.domain} | grep -q . && { echo "$ds"; exit 0; }`,
+        "  sleep 0.1", "done", "echo 'knot did not sign the zone' >&2", "exit 1", "",
+    ].join("\n"), { mode: 0o755 });
     return {
         hints: [`. 3600000 NS ${ROOT_SERVER}`, `${ROOT_SERVER} 3600000 A ${NET.inet.ipv4}`, ""].join("\n"),
         anchor: ds(".").join("\n") + "\n",
+        signCommand,
+        delegateSigned: async (rdata: string) => { rootDs.push(`${d.domain}. 300 IN DS ${rdata}`); await delegate(d.domain); },
     };
 }
 
