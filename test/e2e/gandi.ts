@@ -81,12 +81,11 @@ function play(gandi: Gandi, config: Record<string, string>, resources: { name: s
 export const publish = (gandi: Gandi, program: ProgramRun, config: Record<string, string>): Published[] =>
     play(gandi, config, program.all(RRSET).filter(r => !fromServer(r)).map(r => ({ name: r.name, inputs: unsecret(r.inputs) })));
 
-/**
- * Port 25's TLSA set, as the engine writes it once the tls step has run: its values parsed from the
- * step's output by the program's own function. Returns them.
- */
-export function publishTlsa(gandi: Gandi, program: ProgramRun, config: Record<string, string>, tlsStepOutput: string): string[] {
-    const values = tlsaValues(tlsStepOutput);
+/** The TLSA data the tls step printed, parsed by the program's own function. */
+export const printedTlsa = (tlsStepOutput: string) => tlsaValues(tlsStepOutput);
+
+/** Port 25's TLSA set, as the engine writes it once the tls step has run (or a wrong one, for a fault). Returns the values. */
+export function publishTlsa(gandi: Gandi, program: ProgramRun, config: Record<string, string>, values: string[]): string[] {
     const set = program.all(RRSET).find(fromServer)!;
     play(gandi, config, [{ name: set.name, inputs: { ...unsecret<Record<string, unknown>>(set.inputs), values } }]);
     return values;

@@ -11,7 +11,7 @@ import { runProgram, ProgramRun, unsecret } from "../program";
 import { firstAddress } from "../../components/host";
 import { sh, must, Cleanup } from "./sh";
 import { NET, sweep, network, startDns, startAcme, zoneHeader } from "./world";
-import { startGandi, gandiToken, gandiChecks, gandiConfig, publishTlsa } from "./gandi";
+import { startGandi, gandiToken, gandiChecks, gandiConfig, publishTlsa, printedTlsa } from "./gandi";
 import { TestServer, sweepServers } from "./server";
 import { startClient } from "./client";
 import { inPlaceChecks } from "./inplace";
@@ -127,13 +127,14 @@ async function main(): Promise<number> {
             domain: testZone.domain, header: zoneHeader(testZone), zoneFile: path.join(dnsDir, "example.test.zone"),
             reload: `knotc -c ${dnsDir}/knot.conf zone-reload example.test`, sign: dnsRoot.signCommand, token,
         }, cleanup);
-        await gandiChecks({ checks, gandi, program, config, token, delegateSigned: dnsRoot.delegateSigned });
+        let gandiDs = "";
+        await gandiChecks({ checks, gandi, program, config, token, delegateSigned: async ds => { gandiDs = ds; await dnsRoot.delegateSigned(ds); } });
         // What the engine does once the tls step ran: port 25's TLSA set gets the data the step printed.
         let tlsa: string[] = [];
         const apply = (s: Step[], label: string) => {
             const results = applyAll(s, work, label);
             const tlsStep = results.get("tls");
-            if (tlsStep) tlsa = publishTlsa(gandi, program, gandiConfig(config, token), tlsStep.out);
+            if (tlsStep) tlsa = publishTlsa(gandi, program, gandiConfig(config, token), printedTlsa(tlsStep.out));
             return results;
         };
 
@@ -382,9 +383,11 @@ async function main(): Promise<number> {
             afterRoll.code === 0 && Number(verified()) > verifiedBefore ? undefined : `arrived: ${afterRoll.code === 0}; verified sessions ${verifiedBefore} → ${verified()}`);
 
         console.log("npm run check, from the client: green, then one fault at a time");
-        statusChecks({
+        await statusChecks({
             checks, server, outputs: program.outputs, root, ownerKey: owner.file, work,
             zoneFile: path.join(dnsDir, "example.test.zone"), reloadZone: () => must(`knotc -c ${dnsDir}/knot.conf zone-reload example.test`),
+            dsAtRegistry: async on => { if (on) await dnsRoot.delegateSigned(gandiDs); else await dnsRoot.withdrawSigned(); },
+            publishTlsa: values => { publishTlsa(gandi, program, gandiConfig(config, token), values.length ? values : tlsa); },
         });
 
         console.log("hardening: SSH open to anyone, then attacked");

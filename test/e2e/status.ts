@@ -22,13 +22,17 @@ export interface StatusContext {
     /** The test DNS's zone file for the domain, and how to make knot reload it. */
     readonly zoneFile: string;
     readonly reloadZone: () => void;
+    /** The domain's DS at the registry (the root of the test world), taken out or put back. */
+    readonly dsAtRegistry: (on: boolean) => Promise<void>;
+    /** Port 25's TLSA set published with these values ([]: what the tls step printed). */
+    readonly publishTlsa: (values: string[]) => void;
 }
 
 const ROOT = path.join(__dirname, "..", "..");
 /** Warnings a provisioned server may rightly show here: pending updates, and dave, who hit his sending limit in the mail checks. */
 const EXPECTED_WARNINGS = ["security updates", "reboot", "sending limit"];
 
-export function statusChecks(c: StatusContext): void {
+export async function statusChecks(c: StatusContext): Promise<void> {
     const { checks, server } = c;
     const outputsFile = path.join(c.work, "outputs.json");
     fs.writeFileSync(outputsFile, JSON.stringify(c.outputs));
@@ -92,6 +96,18 @@ export function statusChecks(c: StatusContext): void {
 
     // Pebble's certificates live for years; a threshold above that makes this one "near expiry".
     fault("a certificate near expiry (warning threshold raised above its lifetime)", "warn", /^tls\//, /^tls\//, "--cert-warn-days 100000");
+
+    // The server's resolver caches the domain's data for its TTL: each change below is followed by a flush, as time would do.
+    const forget = () => server.exec("unbound-control flush_zone example.test >/dev/null && unbound-control flush_bogus >/dev/null");
+    await c.dsAtRegistry(false);
+    forget();
+    fault("the DS missing at the registry (the zone signed, the chain broken)", "warn", /^dns\/DNSSEC$/, /^dns\/DNSSEC$/);
+    await c.dsAtRegistry(true);
+    c.publishTlsa([`3 1 1 ${"0".repeat(64)}`]);
+    forget();
+    fault("a TLSA record that names another key than port 25's", "error", /^mail\/DANE TLSA$/, /^mail\/DANE TLSA$/);
+    c.publishTlsa([]);
+    forget();
 
     server.exec("nft insert rule inet selfhost input tcp dport 3306 accept && systemd-run --quiet --unit=e2e-extra-port systemd-socket-activate --accept -l 3306 cat");
     fault("an extra port opened and listening", "error", /^ports\/closed on/, /^ports\/closed on/);

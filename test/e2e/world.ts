@@ -146,6 +146,8 @@ export interface DnsWorld extends DnsRoot {
     readonly signCommand: string;
     /** The registry's part: the test domain's DS, as its owner hands it in, goes into the root. */
     delegateSigned(ds: string): Promise<void>;
+    /** The test domain's DS taken out of the root again (an owner who never added it). */
+    withdrawSigned(): Promise<void>;
 }
 
 const ROOT_SERVER = "a.root-servers.test.";
@@ -192,11 +194,11 @@ export async function startDns(dir: string, d: DnsData, cleanup: Cleanup): Promi
     const parentDs = (zone: string) => ds(zone).map(l => d.bogus.includes(zone) ? l.replace(/.$/, c => c === "0" ? "1" : "0") : l);
     const signed = Object.keys(zones).filter(z => z !== d.domain);
     const rootDs = signed.flatMap(parentDs);
-    const delegate = async (zone: string) => {
+    const delegate = async (zone: string, signed = true) => {
         fs.writeFileSync(path.join(dir, "root.zone"), rootZone(Object.keys(zones), rootDs));
         must(`knotc -c ${conf} zone-reload .`);
-        await waitFor(`the root to carry ${zone}'s DS`, 30, () =>
-            sh(`kdig +short @${NET.inet.ipv4} DS ${zone}`, { ns: NET.client.ns }).stdout.trim() !== "");
+        await waitFor(`the root to ${signed ? "carry" : "drop"} ${zone}'s DS`, 30, () =>
+            (sh(`kdig +short @${NET.inet.ipv4} DS ${zone}`, { ns: NET.client.ns }).stdout.trim() !== "") === signed);
     };
     await delegate(signed[0]);
     // Signing the test domain: its zone's "signing off" goes, knot makes its keys and signs; the DS (SHA-256) is printed.
@@ -214,6 +216,10 @@ export async function startDns(dir: string, d: DnsData, cleanup: Cleanup): Promi
         anchor: ds(".").join("\n") + "\n",
         signCommand,
         delegateSigned: async (rdata: string) => { rootDs.push(`${d.domain}. 300 IN DS ${rdata}`); await delegate(d.domain); },
+        withdrawSigned: async () => {
+            rootDs.splice(0, rootDs.length, ...rootDs.filter(l => !l.startsWith(`${d.domain}. `)));
+            await delegate(d.domain, false);
+        },
     };
 }
 
