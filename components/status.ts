@@ -1,6 +1,7 @@
 /**
  * The server's own health report (`selfhost-status`): services, disk, memory, pending updates and
- * reboot, the certificate, the last backup, outbound port 25, DNSSEC and port 25's TLSA record. `npm run check` reads it over SSH; a
+ * reboot, the certificate, the last backup, outbound port 25, the blocklists answering, DNSSEC and
+ * port 25's TLSA record. `npm run check` reads it over SSH; a
  * daily timer mails the admin when a finding's status changed.
  */
 import * as pulumi from "@pulumi/pulumi";
@@ -46,7 +47,7 @@ export class Status extends pulumi.ComponentResource {
             files: [
                 { path: STATUS_COMMAND, mode: "0755", content: renderTemplate("status/selfhost-status", {
                     units: [...new Set(args.units)].join(" "), dataDir: DATA_DIR, smtpProbe: args.settings.checkSmtpHost,
-                    domain: s.domain, hostname: s.hostname, ...dnssecFixes(s),
+                    domain: s.domain, hostname: s.hostname, dnsbls: s.dnsbls.join(" "), ...dnssecFixes(s),
                 }) },
                 ...["selfhost-status.service", "selfhost-status.timer"].map(unit =>
                     ({ path: `/etc/systemd/system/${unit}`, content: renderTemplate(`status/${unit}`, { confined: confined("CAP_DAC_READ_SEARCH", "CAP_DAC_OVERRIDE") }) })),

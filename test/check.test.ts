@@ -2,7 +2,10 @@ import { strict as assert } from "assert";
 import * as net from "net";
 import * as fs from "fs";
 import * as path from "path";
-import { runProgram, unsecret, scriptOf } from "./program";
+import * as os from "os";
+import { execFileSync } from "child_process";
+import { runProgram, unsecret, scriptOf, stepFiles } from "./program";
+import { STATUS_COMMAND } from "../components/status";
 import { baseConfig, settings } from "./fixtures";
 import { targetOf } from "../check";
 import { render, finding } from "../check/findings";
@@ -88,6 +91,49 @@ describe("check", () => {
         assert.match(script, /ExecStart=\/usr\/local\/sbin\/selfhost-status --mail/);
         assert.match(script, /systemctl enable --quiet --now selfhost-status\.timer/);
         assert.equal(run.outputs.domain, "example.org");
+    });
+
+    it("the server's report: blocklists answering, DNSSEC's four states and port 25's key against the TLSA, each with its fix", async () => {
+        const run = await runProgram({ ...baseConfig(), dnsProvider: "gandi", gandiToken: "pat0123456789", dnsbls: ["zen.spamhaus.org"] });
+        const script = stepFiles(run, "status").get(STATUS_COMMAND)!.content;
+        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "selfhost-status-"));
+        try {
+            const at = (f: string) => path.join(dir, f);
+            // dig answers from the environment; timeout stands in for the SMTP handshake and prints port 25's certificate.
+            fs.writeFileSync(at("dig"), '#!/bin/bash\ncase "$*" in *SOA*) echo "$DIG_SOA";; *DNSKEY*) echo -n "$DIG_DNSKEY";; *TLSA*) echo -n "$DIG_TLSA";; *2.0.0.127*) echo -n "$DIG_BL";; esac\n', { mode: 0o755 });
+            fs.writeFileSync(at("timeout"), `#!/bin/sh\ncat ${at("cert.pem")} 2>/dev/null\n`, { mode: 0o755 });
+            execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=mail", "-keyout", at("key.pem"), "-out", at("cert.pem")], { stdio: "ignore" });
+            const spki = execFileSync("bash", ["-c", `openssl pkey -in ${at("key.pem")} -pubout -outform DER | sha256sum | cut -d' ' -f1`], { encoding: "utf8" }).trim();
+            const functions = script.slice(0, script.indexOf("\nreport() {"));
+            const finding = (fn: string, env: Record<string, string>) => {
+                const out = execFileSync("bash", ["-c", `${functions}\n${fn}`], { encoding: "utf8", env: { PATH: `${dir}:/usr/bin:/bin`, ...env } });
+                const [status, area, name, detail, hint] = out.trim().split("\t");
+                return { status, area, name, detail, hint };
+            };
+            const bl = (answer: string) => finding("blocklists", { DIG_BL: answer });
+            assert.equal(bl("127.0.0.2\n127.0.0.10\n").status, "ok");
+            assert.deepEqual([bl("127.255.255.254").status, bl("127.255.255.254").name], ["error", "zen.spamhaus.org from the server"]);
+            assert.match(bl("127.255.255.254").hint, /own resolver/);
+            assert.equal(bl("").status, "warn");
+
+            const soa = (flags: string, status = "NOERROR") => `;; ->>HEADER<<- opcode: QUERY, status: ${status}, id: 1\n;; flags: ${flags}; QUERY: 1, ANSWER: 2`;
+            const dnssec = (env: Record<string, string>) => finding("dnssec", env);
+            assert.equal(dnssec({ DIG_SOA: soa("qr rd ra ad") }).status, "ok");
+            const noDs = dnssec({ DIG_SOA: soa("qr rd ra"), DIG_DNSKEY: "257 3 13 abc" });
+            assert.deepEqual([noDs.status, noDs.detail], ["warn", "example.org is signed, but has no DS at its registry: validators treat it as unsigned"]);
+            assert.match(noDs.hint, /pulumi stack output dnssecDs/, "the fix fits the DNS host (Gandi signs; the DS is the stack's output)");
+            assert.match(dnssec({ DIG_SOA: soa("qr rd ra") }).detail, /not signed: port 25's TLSA record protects nothing/);
+            assert.equal(dnssec({ DIG_SOA: soa("qr rd ra", "SERVFAIL") }).status, "error");
+
+            const named = finding("dane", { DIG_TLSA: `3 1 1 ${spki.slice(0, 56).toUpperCase()} ${spki.slice(56).toUpperCase()}\n3 1 1 ${"ab".repeat(32)}\n` });
+            assert.deepEqual([named.status, named.detail], ["ok", "port 25's key is named by _25._tcp.mail.example.org (2 published)"]);
+            assert.equal(finding("dane", { DIG_TLSA: `3 1 1 ${"ab".repeat(32)}\n` }).status, "error");
+            assert.equal(finding("dane", { DIG_TLSA: "" }).status, "warn");
+            fs.rmSync(at("cert.pem"));
+            assert.equal(finding("dane", { DIG_TLSA: "" }).detail, "port 25 serves no certificate");
+        } finally {
+            fs.rmSync(dir, { recursive: true });
+        }
     });
 
     it("preflight: prices what this configuration creates from Hetzner's price lists, and says which price is missing", () => {
