@@ -208,7 +208,7 @@ export async function startDns(dir: string, d: DnsData, cleanup: Cleanup): Promi
         `sed -i '/^  - domain: ${d.domain}$/,/^  - /{/dnssec-signing: off/d}' ${conf}`,
         `knotc -c ${conf} reload >/dev/null`,
         `for i in $(seq 100); do ds=$(keymgr -c ${conf} ${d.domain} ds 2>/dev/null | awk '$2 == "DS" && $5 == 2 {print $3, $4, $5, $6}')`,
-        `  [ -n "$ds" ] && kdig +short @${NET.inet.ipv4} DNSKEY ${d.domain} | grep -q . && { echo "$ds"; exit 0; }`,
+        `  [ -n "$ds" ] && knotc -c ${conf} zone-read ${d.domain} @ DNSKEY | grep -q ' DNSKEY 257 ' && { echo "$ds"; exit 0; }`,
         "  sleep 0.1", "done", "echo 'knot did not sign the zone' >&2", "exit 1", "",
     ].join("\n"), { mode: 0o755 });
     return {
