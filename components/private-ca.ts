@@ -69,8 +69,10 @@ export function caCertificate(a: PrivateCaArgs, from: Date): { certPem: string; 
     const name = seq(set(seq(oid("2.5.4.3"), utf8(`${a.domain} private CA`))), set(seq(oid("2.5.4.10"), utf8(a.domain))));
     const until = new Date(from.getTime() + LIFE_DAYS * 86_400_000);
     const ecdsaWithSha256 = seq(oid("1.2.840.10045.4.3.2"));
+    // Positive, and its first byte never 0: DER's INTEGER is minimal, and OpenSSL refuses a certificate whose
+    // serial starts with a needless zero byte (1 in 256 serials did, before).
     const serial = crypto.randomBytes(16);
-    serial[0] &= 0x7f;
+    serial[0] = 0x40 | (serial[0] & 0x3f);
     const tbs = seq(
         tlv(0xa0, integer(Buffer.from([2]))),
         integer(serial),

@@ -5,7 +5,8 @@ import * as path from "path";
 import { execFileSync, spawnSync } from "child_process";
 import { runProgram, unsecret } from "./program";
 import { baseConfig } from "./fixtures";
-import { PrivateCaProvider, LIFE_DAYS, RENEW_DAYS } from "../components/private-ca";
+import * as crypto from "crypto";
+import { PrivateCaProvider, LIFE_DAYS, RENEW_DAYS, caCertificate, PrivateCaArgs } from "../components/private-ca";
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const requireFromString: (code: string) => { handler: () => any } = require("require-from-string");
 
@@ -47,6 +48,14 @@ describe("private CA", () => {
                 "openssl verify -CAfile ca.pem x.pem",
             ], { "ca.pem": ca, "ca.key": caKey });
             assert.ok(r.code !== 0 && /subtree violation/.test(r.out), `${san}: ${r.out}`);
+        }
+    });
+
+    it("writes a serial every parser takes: 1000 certificates in a row all load (1 in 256 once had a needless leading zero)", () => {
+        const privateKeyPem = crypto.generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey.export({ type: "pkcs8", format: "pem" }).toString();
+        for (let i = 0; i < 1000; i++) {
+            const { certPem } = caCertificate({ privateKeyPem, domain: "example.org" } as PrivateCaArgs, new Date());
+            assert.doesNotThrow(() => new crypto.X509Certificate(certPem), `certificate ${i}`);
         }
     });
 
