@@ -87,15 +87,18 @@ export function hardeningChecks(c: HardeningContext): void {
             " && unattended-upgrade --dry-run >/dev/null 2>&1 && echo dry-run-ok");
         return /^4$/m.test(r.stdout) && /dry-run-ok/.test(r.stdout) ? undefined : r.stdout + r.stderr;
     });
-    checks.check("after a library upgrade, the daemons still running the old one are restarted (needrestart from apt's hook): redis after liblzf1", () => {
-        const pid = () => server.exec("systemctl show -p MainPID --value redis-server").stdout.trim();
-        const before = pid();
+    checks.check("after a library upgrade, the daemons still running the old one are restarted (needrestart from apt's hook): redis after liblzf1, and rspamd after redis", () => {
+        const pid = (unit: string) => server.exec(`systemctl show -p MainPID --value ${unit}`).stdout.trim();
+        const [before, rspamdBefore] = [pid("redis-server"), pid("rspamd")];
         // A real package operation: dpkg replaces the library's file, apt's hook runs needrestart.
         const r = server.exec("apt-get install -y -q --reinstall liblzf1 2>&1 | tail -5");
-        const after = pid();
+        const after = pid("redis-server");
         const active = server.exec("systemctl is-active redis-server").stdout.trim();
-        return r.code === 0 && before !== "0" && after !== before && active === "active" ? undefined
-            : `redis-server pid ${before} → ${after} (${active}); apt: ${r.stdout}${r.stderr}`;
+        // redis restarts rspamd once it is up (without waiting for it): wait until rspamd is back, listening.
+        const rspamdBack = server.exec(`for i in $(seq 30); do [ "$(systemctl show -P MainPID rspamd)" != ${rspamdBefore} ] && ` +
+            "ss -ltn | grep -q ':11332 ' && exit 0; sleep 1; done; exit 1").code === 0;
+        return r.code === 0 && before !== "0" && after !== before && active === "active" && rspamdBack ? undefined
+            : `redis-server pid ${before} → ${after} (${active}); rspamd back with a new pid: ${rspamdBack}; apt: ${r.stdout}${r.stderr}`;
     });
     checks.check("no version in the SMTP, IMAP or HTTP banners", () => {
         const smtp = fromClient(`(sleep 1; printf 'QUIT\\r\\n') | nc -w 5 ${c.serverIp} 25`).stdout.split("\n")[0];
