@@ -69,7 +69,7 @@ export function canonical(type: string, value: string): string {
         const chunks = [...v.matchAll(/"((?:[^"\\]|\\.)*)"/g)].map(m => m[1]);
         return chunks.length ? chunks.join("") : v;
     }
-    // Names inside MX, SRV, CNAME, NS: case-insensitive, with or without the root's dot.
+    // Names inside MX, SRV, CNAME, NS and TLSA's hex: case-insensitive, names with or without the root's dot.
     return ["MX", "SRV", "CNAME", "NS", "A", "AAAA", "TLSA"].includes(type) ? v.toLowerCase().replace(/\.$/, "") : v;
 }
 
