@@ -1,6 +1,6 @@
 /**
  * selfhost: your own mail, web and XMPP server.
- * config → host (server, IPs, volume) → DKIM key → DNS → remote steps (base → backup → hardening → resolver → tls → web, mail → xmpp → status) → outputs;
+ * config → host (server, IPs, volume) → DKIM key → DNS → remote steps (base → backup → hardening → resolver → tls → web, mail → xmpp, webmail → status) → outputs;
  * port 25's TLSA record waits for the tls step, which prints the data of the server's key.
  * Each concern is one component; each remote step re-runs only when its own files change.
  */
@@ -16,6 +16,7 @@ import * as tls from "./components/tls";
 import * as web from "./components/web";
 import * as mail from "./components/mail";
 import * as xmpp from "./components/xmpp";
+import * as webmail from "./components/webmail";
 import * as backup from "./components/backup";
 import { Status } from "./components/status";
 import { portOf } from "./services/catalog";
@@ -23,7 +24,7 @@ import { portOf } from "./services/catalog";
 const settings = loadSettings();
 
 /** The services that keep data on the volume. */
-const dataUnits = [...web.dataUnits, ...mail.dataUnits, ...xmpp.dataUnits];
+const dataUnits = [...web.dataUnits, ...mail.dataUnits, ...xmpp.dataUnits, ...webmail.dataUnits(settings)];
 const host = new Host("host", { settings, beforePowerOff: stopWriters(dataUnits) });
 const dkim = new DkimKey("dkim", { selector: settings.dkimSelector });
 // The TLSA data comes from the tls step, which waits for the other records: given below.
@@ -41,7 +42,8 @@ const base = new Base("base", {
     settings,
     connection: host.provenConnection,
     sshPorts,
-    packages: [...backup.packages(settings), ...hardening.packages, ...resolver.packages, ...tls.packages, ...web.packages(settings), ...mail.packages(settings), ...xmpp.packages],
+    packages: [...backup.packages(settings), ...hardening.packages, ...resolver.packages, ...tls.packages, ...web.packages(settings), ...mail.packages(settings), ...xmpp.packages, ...webmail.packages(settings)],
+    preseed: webmail.preseed(settings),
     dataUnits,
     // When this server is replaced: its outgoing queue onto the volume, then the last snapshot.
     handover: [mail.handover, backup.handover],
@@ -59,8 +61,10 @@ const mailServer = new mail.Mail("mail", {
 });
 
 const chat = new xmpp.Xmpp("xmpp", { settings, connection, passwords: mailServer.passwords, dependsOn: [mailServer.step] });
+const webmailServer = settings.webmail ? new webmail.Webmail("webmail", { settings, connection, dependsOn: [mailServer.step] }) : undefined;
 const status = new Status("status", {
-    settings, connection, units: [...hardening.units, ...resolver.units, ...web.dataUnits, ...mail.units, ...xmpp.dataUnits], dependsOn: [chat.step],
+    settings, connection, units: [...hardening.units, ...resolver.units, ...web.dataUnits, ...mail.units, ...xmpp.dataUnits, ...webmail.dataUnits(settings)],
+    dependsOn: [chat.step, ...webmailServer ? [webmailServer.step] : []],
 });
 host.sshProven([status.step]);
 
@@ -90,6 +94,7 @@ export const mailSettings = {
     ],
     sieve: { host: settings.hostname, port: portOf("sieve"), security: "STARTTLS" },
     username: `your full address, e.g. ${settings.users[0]?.name ?? "you"}@${settings.domain}`,
+    ...settings.webmail ? { webmail: `https://${webmail.webmailName(settings)}/` } : {},
 };
 export const xmppSettings = {
     jidDomain: settings.domain,

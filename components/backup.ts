@@ -23,6 +23,8 @@ export const BACKUP_COMMAND = "/usr/local/sbin/selfhost-backup";
 /** At the handover, once mail has stopped: the last snapshot, when backups are on. */
 export const handover = `if mountpoint -q ${DATA_DIR} && systemctl is-enabled --quiet selfhost-backup.timer 2>/dev/null; then ${BACKUP_COMMAND} run; fi`;
 const CONF_DIR = "/etc/selfhost/backup";
+/** Scripts a scheduled snapshot runs first (run-parts: names of letters, digits, - and _), one per service that needs it. */
+export const BEFORE_BACKUP = "/etc/selfhost/before-backup.d";
 const KEY_FILE = `${CONF_DIR}/key`;
 const SSH_CONFIG = `${CONF_DIR}/ssh_config`;
 const TIMERS = ["selfhost-backup.timer", "selfhost-backup-check.timer"];
@@ -112,12 +114,12 @@ export class Backup extends pulumi.ComponentResource {
             { path: SSH_CONFIG, content: renderTemplate("backup/ssh_config", { keyFile: KEY_FILE, knownHosts: `${CONF_DIR}/known_hosts` }) },
             { path: `${KEY_FILE}.pub`, content: this.sshPublicKey.apply(k => `${k}\n`) },
             ...UNITS.map(unit => ({ path: `/etc/systemd/system/${unit}`, content: renderTemplate(`backup/${unit}`, {
-                dataDir: DATA_DIR, schedule: s.backupSchedule, sandbox: renderTemplate("backup/sandbox.conf", { confDir: CONF_DIR, confined: confined("CAP_DAC_READ_SEARCH") }).trimEnd(),
+                dataDir: DATA_DIR, schedule: s.backupSchedule, hooks: BEFORE_BACKUP, sandbox: renderTemplate("backup/sandbox.conf", { confDir: CONF_DIR, confined: confined("CAP_DAC_READ_SEARCH") }).trimEnd(),
             }) })),
         ];
         this.step = new RemoteStep("backup", {
             connection: args.connection,
-            prepare: `install -d -m 0700 ${CONF_DIR}`,
+            prepare: `install -d -m 0700 ${CONF_DIR}\ninstall -d -m 0755 ${BEFORE_BACKUP}`,
             files,
             secretFiles: [
                 { path: `${CONF_DIR}/password`, mode: "0600", content: password.result },

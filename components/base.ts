@@ -11,6 +11,8 @@ export interface BaseArgs {
     readonly sshPorts: pulumi.Input<readonly number[]>;
     /** Every Debian package the enabled services need, installed in one go. */
     readonly packages: readonly string[];
+    /** debconf answers those packages read when they are installed ("package question type value"). */
+    readonly preseed: readonly string[];
     /** systemd units that keep data on the volume: they wait for its mount. */
     readonly dataUnits: readonly string[];
     /** Shell lines the handover runs once those units have stopped, before the volume is unmounted. */
@@ -105,6 +107,7 @@ export class Base extends pulumi.ComponentResource {
                 `[ "$(hostname)" = ${shortName} ] || hostname ${shortName}`,
                 `grep -qxF '127.0.1.1 ${s.hostname} ${shortName}' /etc/hosts || ` +
                     `{ sed -i '/^127\\.0\\.1\\.1[[:space:]]/d' /etc/hosts; echo '127.0.1.1 ${s.hostname} ${shortName}' >> /etc/hosts; }`,
+                ...args.preseed.map(answer => `echo '${answer}' | debconf-set-selections`),
             ].join("\n"),
             // e2fsprogs: resize2fs (Hetzner's images have it; a minimal Debian may not).
             packages: ["systemd-timesyncd", "ca-certificates", "openssl", "e2fsprogs", ...new Set(args.packages)],

@@ -10,6 +10,7 @@ import { RemoteStep, ServiceArgs } from "./remote/step";
 import { publicPorts, outboundPorts, portOf, ServicePort } from "../services/catalog";
 import { renderTemplate } from "../services/template";
 import { LOOPBACK_CLIENTS } from "./mail";
+import * as webmail from "./webmail";
 
 // kmod: modprobe, which reads the protocols kept unloaded (a minimal image may lack it; Hetzner's has it).
 export const packages = ["nftables", "fail2ban", "python3-systemd", "unattended-upgrades", "needrestart", "kmod"];
@@ -65,7 +66,7 @@ export function jails(s: Settings, sshPorts: readonly number[] = [s.sshPort]): s
         smtpPorts: ports("smtp", "submissions", "submission"),
         authPorts: ports("submissions", "submission", "imaps", "sieve"),
         xmppPorts: ports("xmpp-client", "xmpps-client"),
-    });
+    }) + (s.webmail ? webmail.jail(ports("http", "https")) : "");
 }
 
 export class Hardening extends pulumi.ComponentResource {
@@ -85,6 +86,7 @@ export class Hardening extends pulumi.ComponentResource {
                 { path: "/etc/fail2ban/jail.d/selfhost.local", content: jailConf },
                 ...["dovecot-auth", "postfix-sasl", "prosody-auth"].map(f =>
                     ({ path: `/etc/fail2ban/filter.d/selfhost-${f}.conf`, content: renderTemplate(`hardening/${f}.conf`, {}) })),
+                ...(s.webmail ? [{ path: `/etc/fail2ban/filter.d/${webmail.FAIL2BAN_FILTER.name}.conf`, content: webmail.FAIL2BAN_FILTER.content }] : []),
                 { path: "/etc/sysctl.d/90-selfhost.conf", content: renderTemplate("hardening/sysctl.conf", {}) },
                 { path: "/etc/modprobe.d/selfhost.conf", content: renderTemplate("hardening/modprobe.conf", {}) },
                 { path: "/etc/apt/apt.conf.d/20auto-upgrades", content: renderTemplate("hardening/auto-upgrades.conf", {}) },

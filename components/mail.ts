@@ -98,6 +98,9 @@ export interface MailArgs extends ServiceArgs {
     readonly dkimPrivateKeyPem: pulumi.Input<string>;
 }
 
+/** The largest message Postfix takes, in bytes (the webmail's attachments follow it). */
+export const MESSAGE_SIZE_LIMIT = 50 * 1024 * 1024;
+
 export class Mail extends pulumi.ComponentResource {
     /** Each user's password (login: the full address). Secret. */
     readonly passwords: pulumi.Output<Record<string, string>>;
@@ -115,7 +118,7 @@ export class Mail extends pulumi.ComponentResource {
         const values = {
             domain: s.domain, hostname: s.hostname, adminEmail: s.adminEmail, certDir: CERT_DIR,
             mydestination: s.hostname === s.domain ? "localhost" : "$myhostname, localhost",
-            messageSizeLimit: 50 * 1024 * 1024,
+            messageSizeLimit: MESSAGE_SIZE_LIMIT,
             clientRdnsRule: s.unknownRdns === "reject" ? ", reject_unknown_reverse_client_hostname" : "",
             // Spamhaus answers 127.255.255.x to refused (e.g. public-resolver) queries: only real listings count.
             dnsblRules: s.dnsbls.map(d => `,\n    reject_rbl_client ${d}=127.0.0.[2..11]`).join(""),

@@ -23,6 +23,10 @@ const TLS_KEY = "/usr/local/sbin/selfhost-tls-key";
 /** certbot's live files for the one certificate (its lineage "selfhost"). */
 const LINEAGE = "/etc/letsencrypt/live/selfhost";
 const TLS_DATA = `${DATA_DIR}/tls`;
+const PRIVATE_CA_DIR = `${TLS_DATA}/private-ca`;
+
+/** What verifies the server's own certificate, for its own clients (webmail): the system's CAs, or the private CA. */
+export const trustAnchors = (s: Settings) => s.tlsMode === "acme" ? "/etc/ssl/certs/ca-certificates.crt" : `${PRIVATE_CA_DIR}/ca.pem`;
 
 /** The TLSA data the tls step printed ("tlsa 3 1 1 HEX" lines); none before it ran (a preview, the mocks). */
 export function tlsaValues(stdout: string | undefined): string[] {
@@ -119,10 +123,11 @@ export class Tls extends pulumi.ComponentResource {
                 allowedUses: ["digital_signature", "key_encipherment", "server_auth"],
             }, child);
             this.caCertificate = ca.certPem;
-            const dir = `${TLS_DATA}/private-ca`;
+            const dir = PRIVATE_CA_DIR;
             this.step = new RemoteStep("tls", {
                 connection: args.connection, prepare,
-                files: [...common, { path: `${dir}/fullchain.pem`, content: pulumi.interpolate`${cert.certPem}${ca.certPem}` }],
+                files: [...common, { path: `${dir}/fullchain.pem`, content: pulumi.interpolate`${cert.certPem}${ca.certPem}` },
+                    { path: trustAnchors(s), content: ca.certPem }],
                 secretFiles: [{ path: `${dir}/privkey.pem`, content: key.privateKeyPem }],
                 check,
                 run: [...nginx, `changed_in ${dir} && ${DEPLOY_HOOK}`, useCert(dir), `${TLS_KEY} tlsa`].join("\n"),

@@ -12,6 +12,7 @@ import { CERT_DIR } from "./tls";
 import { portOf, SERVICE_SUBDOMAINS, LOCAL_PORTS } from "../services/catalog";
 import { renderTemplate, confined } from "../services/template";
 import { uploadServer } from "./xmpp";
+import { webmailServer, webmailName } from "./webmail";
 import { HOMES_DIR, GIT_USER } from "./base";
 import { TLS_POLICY, tlsValues } from "../services/tls-policy";
 
@@ -72,7 +73,7 @@ export function nginxSite(s: Settings): string {
         // www and the hostname lead to the canonical host; every other name has a server of its own.
         redirected: [s.hostname, ...SERVICE_SUBDOMAINS.web.map(n => `${n}.${s.domain}`)].filter(n => n !== s.domain).join(" "),
         locations: indent([...(s.userDirs ? [renderTemplate("nginx/userdirs.conf", { homesDir: HOMES_DIR })] : []), ...pathApps].join("\n"), INDENT),
-        appServers: [...subdomainApps, uploadServer(s),
+        appServers: [...subdomainApps, uploadServer(s), ...(s.webmail ? [webmailServer(s)] : []),
             ...(s.webStats ? [renderTemplate("web/stats.nginx.conf", { statsDir: STATS_DIR, statsPort: LOCAL_PORTS.webStats })] : [])].join("\n"),
     });
 }
@@ -116,7 +117,8 @@ export class Web extends pulumi.ComponentResource {
                 { path: "/etc/nginx/snippets/selfhost-proxy.conf", content: renderTemplate("nginx/proxy.conf", {}) },
                 { path: "/etc/nginx/conf.d/selfhost-https.conf", content: nginxSite(s) },
                 { path: `${GENERATED}/mta-sts.txt`, content: mtaStsPolicy(s) },
-                { path: `${GENERATED}/config-v1.1.xml`, content: renderTemplate("nginx/autoconfig.xml", { domain: s.domain, hostname: s.hostname, ...ports }) },
+                { path: `${GENERATED}/config-v1.1.xml`, content: renderTemplate("nginx/autoconfig.xml", { domain: s.domain, hostname: s.hostname, ...ports,
+                    webMail: s.webmail ? `\n    <webMail>\n      <loginPage url="https://${webmailName(s)}/"/>\n    </webMail>` : "" }) },
                 { path: `${GENERATED}/autodiscover.xml`, content: renderTemplate("nginx/autodiscover.xml", { hostname: s.hostname, ...ports }) },
                 { path: "/etc/logrotate.d/nginx", content: renderTemplate("nginx/logrotate.conf", { days: s.webLogDays }) },
                 { path: `${HOOKS}/pre-receive`, mode: "0755", content: renderTemplate("web/pre-receive", {

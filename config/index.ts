@@ -40,7 +40,7 @@ const CAA_BY_ACME_HOST: Record<string, string> = {
 /** Users that exist on a Debian server with our packages; the admin must not be one of them. */
 const SYSTEM_USERS = ["root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp",
     "proxy", "www-data", "backup", "list", "irc", "nobody", "systemd-network", "systemd-timesync", "messagebus",
-    "sshd", "postfix", "dovecot", "dovenull", "vmail", "_rspamd", "redis", "prosody"];
+    "sshd", "postfix", "dovecot", "dovenull", "vmail", "_rspamd", "redis", "prosody", "roundcube"];
 
 export interface MailUser {
     /** Local part: the account is name@domain (mail and XMPP). */
@@ -128,6 +128,7 @@ export interface Settings {
     readonly apps: readonly WebApp[];
     readonly webLogDays: number;
     readonly webStats: boolean;
+    readonly webmail: boolean;
     readonly xmppUploadLimitMb: number;
     readonly xmppUploadExpiresDays: number;
     readonly xmppUploadQuotaMb: number;
@@ -382,7 +383,7 @@ export function validate(raw: Record<string, unknown>): Settings {
         serverType, location, image, volumeSizeGb, protectData: raw.protectData as boolean,
         protectServer: raw.protectServer as boolean, keysKeptOffline: raw.keysKeptOffline as boolean, dnsProvider, dnsTtl, gandiApiUrl, dkimSelector, dmarcPolicy, sendLimitPerHour, mailboxQuotaMb, mtaStsMode,
         tlsMode, tlsKeyGeneration, acmeServer, caaIssuer, dnsbls, unknownRdns, users,
-        siteBuild, siteDir, siteDeployKeys, sitePackages, userDirs: raw.userDirs as boolean, apps, webLogDays, webStats: raw.webStats as boolean,
+        siteBuild, siteDir, siteDeployKeys, sitePackages, userDirs: raw.userDirs as boolean, apps, webLogDays, webStats: raw.webStats as boolean, webmail: raw.webmail as boolean,
         xmppUploadLimitMb, xmppUploadExpiresDays, xmppUploadQuotaMb, backup, backupStorageBoxType, backupSchedule, backupKeep,
         checkSmtpHost,
     };

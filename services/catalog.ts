@@ -87,6 +87,8 @@ export const SERVICE_SUBDOMAINS = {
     web: ["www"],
     mail: ["mta-sts", "autoconfig", "autodiscover"],
     xmpp: ["conference", "upload"],
+    // Reserved whether or not webmail is on, so turning it on never takes a name an app has.
+    webmail: ["webmail"],
 } as const;
 
 export const ALL_SERVICE_SUBDOMAINS: readonly string[] = Object.values(SERVICE_SUBDOMAINS).flat();

@@ -60,14 +60,15 @@ describe("backup", () => {
     it("hands the volume over when the server goes: mail stopped, the outgoing queue and a last snapshot onto it, /srv unmounted (base's delete, run last)", async () => {
         const run = await runProgram(baseConfig());
         const steps = run.all("command:remote:Command").filter(s => s.inputs.create !== undefined);
-        assert.deepEqual(steps.filter(s => s.inputs.delete).map(s => s.name), ["base"]);
+        // The webmail's only stops its PHP (it runs first: it depends on base).
+        assert.deepEqual(steps.filter(s => s.inputs.delete).map(s => s.name), ["base", "webmail"]);
         const handover = scriptOf(unsecret<string>(run.one("command:remote:Command", "base").inputs.delete).replace("selfhost-step-delete", "selfhost-step"));
         const lines = handover.split("\n");
         assert.deepEqual(lines.filter(l => !l.startsWith("trap ")), [
             "set -euo pipefail",
             // sudo's PAM session would give root's login umask (027); the carried queue keeps its modes anyway.
             "umask 022",
-            "systemctl stop postfix nginx dovecot redis-server prosody || true",
+            "systemctl stop postfix nginx dovecot redis-server prosody roundcube || true",
             "q=/var/spool/postfix; if mountpoint -q /srv && [ -n \"$(cd $q && find incoming active deferred hold maildrop -type f -print -quit)\" ]; " +
                 "then mkdir -p /srv/selfhost/postfix-queue && (cd $q && cp -a incoming active deferred hold maildrop /srv/selfhost/postfix-queue/); fi",
             "if mountpoint -q /srv && systemctl is-enabled --quiet selfhost-backup.timer 2>/dev/null; then /usr/local/sbin/selfhost-backup run; fi",
@@ -98,7 +99,7 @@ describe("backup", () => {
         fs.rmSync(stubs, { recursive: true });
         assert.notEqual(r.status, 0, "the failure stops the replacement");
         assert.match(r.stderr, /the handover failed: this server keeps running/);
-        assert.deepEqual(r.log, ["systemctl stop postfix nginx dovecot redis-server prosody", "systemctl start postfix nginx dovecot redis-server prosody"]);
+        assert.deepEqual(r.log, ["systemctl stop postfix nginx dovecot redis-server prosody roundcube", "systemctl start postfix nginx dovecot redis-server prosody roundcube"]);
         // Every other step goes first: each depends, directly or not, on base.
         assert.ok(run.one("command:remote:Command", "backup").dependencies.some(d => d.endsWith("Command::base")));
     });

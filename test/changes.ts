@@ -42,6 +42,7 @@ export const CHANGES: readonly Change[] = [
     { what: "the next TLS key (tlsKeyGeneration)", change: { tlsKeyGeneration: 2 }, expect: { replaced: [], handover: false } },
     { what: "backup storagebox → off", change: { backup: "off" }, expect: { replaced: [], handover: false, refused: true } },
     { what: "dnsTtl", change: { dnsTtl: 600 }, expect: { replaced: [], handover: false } },
+    { what: "webmail off", change: { webmail: false }, expect: { replaced: [], handover: false } },
 ];
 
 const STEP = "command:remote:Command";
@@ -61,7 +62,8 @@ export function label(urn: string, run: ProgramRun): string {
 
 /** The labels of the resources a plan gives one action; every step collapses to "steps (all)" when all of them do. */
 export function labels(p: Plan, action: string, before: ProgramRun, after: ProgramRun): string[] {
-    const urns = [...p.actions].filter(([, a]) => a === action).map(([u]) => u);
+    // Our own components only group resources: what they hold is what changes.
+    const urns = [...p.actions].filter(([u, a]) => a === action && !u.split("::")[2].split("$").pop()!.startsWith("selfhost:index:")).map(([u]) => u);
     const steps = after.resources.filter(r => r.type === STEP && r.inputs.create !== undefined).map(r => r.urn);
     const allSteps = steps.length > 0 && steps.every(u => urns.includes(u));
     const named = urns.filter(u => !(allSteps && steps.includes(u))).map(u => label(u, after.resources.some(r => r.urn === u) ? after : before));

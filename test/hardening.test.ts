@@ -95,8 +95,8 @@ describe("hardening", () => {
         assert.match(conf, /^bantime = 600$/m);
         assert.match(conf, /\[recidive\][^[]*bantime = 86400/);
         assert.match(conf, /\[sshd\]\nenabled = true\nport = 2345/);
-        for (const jail of ["sshd", "postfix", "postfix-sasl", "dovecot", "prosody", "recidive"]) assert.match(conf, new RegExp(`\\[${jail}\\]\\nenabled = true`));
+        for (const jail of ["sshd", "postfix", "postfix-sasl", "dovecot", "prosody", "recidive", "roundcube"]) assert.match(conf, new RegExp(`\\[${jail}\\]\\nenabled = true`));
         // The step waits for exactly these before it reports done.
-        assert.deepStrictEqual(jailNames(conf), ["sshd", "postfix", "postfix-sasl", "dovecot", "prosody", "recidive"]);
+        assert.deepStrictEqual(jailNames(conf), ["sshd", "postfix", "postfix-sasl", "dovecot", "prosody", "recidive", "roundcube"]);
     });
 });

@@ -26,7 +26,7 @@ describe("remote steps", () => {
     // `up`, and a Command's delete is the handover (mail stopped, volume unmounted) on the live server.
     // Rename a step only with `aliases: [{ name: "<old>" }]`; then add the new URN here.
     const STEP_URNS = [
-        ...["base", "backup", "hardening", "resolver", "tls", "web", "mail", "xmpp", "status"]
+        ...["base", "backup", "hardening", "resolver", "tls", "web", "mail", "webmail", "xmpp", "status"]
             .map(name => `urn:pulumi:test::selfhost::selfhost:index:RemoteStep$command:remote:Command::${name}`),
         "urn:pulumi:test::selfhost::selfhost:index:Host$command:remote:Command::before-server-type-change",
     ];
@@ -37,7 +37,7 @@ describe("remote steps", () => {
         assert.deepEqual(hook.inputs.triggers, ["cx23"], "replaced, so its delete runs, exactly when the type changes");
         assert.equal(hook.options.deleteBeforeReplace, true);
         const script = scriptOf(unsecret<string>(hook.inputs.delete).replace("selfhost-before-power-off", "selfhost-step x"));
-        assert.match(script, /^systemctl stop postfix nginx dovecot redis-server prosody \|\| true\nsync$/m);
+        assert.match(script, /^systemctl stop postfix nginx dovecot redis-server prosody roundcube \|\| true\nsync$/m);
         assert.ok(run.one("hcloud:index/server:Server").dependencies.includes(hook.urn), "the server's update waits for it");
         assert.equal(run.one("hcloud:index/server:Server").inputs.keepDisk, true, "a type change keeps the disk, so the server can shrink again");
     });
@@ -53,7 +53,7 @@ describe("remote steps", () => {
 
     it("connect as the stack's deploy user on sshPort with the deploy key, after the volume is attached, in order", async () => {
         const run = await runProgram({ ...baseConfig(), adminUser: "carol", sshPort: 2345 });
-        assert.deepEqual(commands(run).map(c => c.name), ["base", "backup", "hardening", "resolver", "tls", "web", "mail", "xmpp", "status"]);
+        assert.deepEqual(commands(run).map(c => c.name), ["base", "backup", "hardening", "resolver", "tls", "web", "mail", "webmail", "xmpp", "status"]);
         const deployKey = run.one("tls:index/privateKey:PrivateKey", "deploy-key").state.privateKeyOpenssh;
         for (const c of commands(run)) {
             assert.ok(isSecret(c.inputs.connection), "the connection (with its private key) is secret");

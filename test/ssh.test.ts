@@ -45,7 +45,7 @@ describe("sshPort in place", () => {
         assert.equal(p.actions.get(moving.one(SERVER).urn), undefined, "the server is not touched: its user-data keeps the boot port");
         assert.equal(p.handover, false);
         assert.deepEqual(sshRulePorts(moving), [2200, 2222]);
-        assert.deepEqual(portsOf(moving), { base: 2222, backup: 2222, hardening: 2222, resolver: 2200, tls: 2200, web: 2200, mail: 2200, xmpp: 2200, status: 2200 });
+        assert.deepEqual(portsOf(moving), { base: 2222, backup: 2222, hardening: 2222, resolver: 2200, tls: 2200, web: 2200, mail: 2200, webmail: 2200, xmpp: 2200, status: 2200 });
         assert.match(file(moving, "base", "/etc/ssh/sshd_config.d/00-selfhost.conf"), /^Port 2200\nPort 2222\n/);
         assert.match(file(moving, "hardening", "/etc/nftables.conf"), /tcp dport \{ 2200, 2222 \} ct state new add @ssh_meter4/);
         assert.deepEqual(sshFirewall(moving).inputs.rules.map((x: any) => x.port), ["2200"], "recorded once the whole up went through");

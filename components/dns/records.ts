@@ -60,7 +60,8 @@ export const mtaStsId = (s: Settings): string => policyId(mtaStsPolicy(s));
 
 /** Every name the server answers for, as FQDNs: apex, hostname, then the service names. */
 export function servedNames(s: Settings): string[] {
-    const names = [s.domain, s.hostname, ...Object.values(SERVICE_SUBDOMAINS).flat().map(n => `${n}.${s.domain}`),
+    const services = Object.entries(SERVICE_SUBDOMAINS).filter(([service]) => service !== "webmail" || s.webmail).flatMap(([, names]) => names);
+    const names = [s.domain, s.hostname, ...services.map(n => `${n}.${s.domain}`),
         ...s.apps.flatMap(a => a.subdomain ? [`${a.subdomain}.${s.domain}`] : [])];
     return [...new Set(names)];
 }
