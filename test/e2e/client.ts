@@ -17,6 +17,9 @@ export const CLIENT_PACKAGES = [
     "sieve-connect",
     // HTTP upload (XEP-0363) in slixmpp needs aiohttp, a Recommends of python3-slixmpp.
     "python3", "python3-slixmpp", "python3-aiohttp",
+    // A person at a browser: Chromium driven by Selenium through chromedriver; certutil puts the world's
+    // root in Chromium's trust store; a font so the screenshots can be read.
+    "chromium", "chromium-driver", "python3-selenium", "libnss3-tools", "fonts-dejavu-core",
 ];
 
 /** The repository, so the client runs the test's own scripts (imap.py, xmpp.py) at the same paths. */

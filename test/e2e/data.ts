@@ -80,6 +80,7 @@ const FINGERPRINTS: Record<string, string> = {
     "site repository": "find git/site.git/refs git/site.git/objects -type f",
     "certificate and ACME account": "find tls/letsencrypt/archive tls/letsencrypt/accounts -type f",
     "spam filter's learned data": "find rspamd/redis -type f -name '*.rdb'",
+    "webmail's settings and contacts": "find webmail -type f -name 'roundcube.db'",
 };
 
 /** Per kind of data: every file's "hash  path" line, sorted. */
@@ -129,7 +130,9 @@ export const REBUILT: Record<string, readonly string[]> = {
         // unbound's copy of the root's trust anchor, with its RFC 5011 timestamps: each host keeps its own.
         "var/lib/unbound",
         // The packages' own first-start data: redis and Prosody keep theirs on the volume.
-        "var/lib/redis", "var/lib/prosody"],
+        "var/lib/redis", "var/lib/prosody",
+        // Roundcube's uploads in progress (its database is on the volume).
+        "var/lib/roundcube/temp"],
     "the outgoing queue, which the handover carries on its own (checked below)": ["var/spool/postfix", QUEUE_CARRY.slice(1)],
     "the volume's own": ["srv/lost+found"],
 };

@@ -124,7 +124,7 @@ async function bannedWithin(server: TestServer, jails: string[], address: string
 
 export async function attackChecks(c: HardeningContext, banTime: number): Promise<void> {
     const { checks, server } = c;
-    const [sshAttacker, smtpAttacker, imapAttacker] = NET.client.attackers;
+    const [sshAttacker, smtpAttacker, imapAttacker, webmailAttacker] = NET.client.attackers;
     const attacks: [string, string, string[], number, () => void][] = [
         ["6 failed SSH logins", sshAttacker, ["sshd"], c.sshPort, () => {
             for (let i = 0; i < 6; i++) {
@@ -143,6 +143,15 @@ export async function attackChecks(c: HardeningContext, banTime: number): Promis
             for (let i = 0; i < 6; i++) {
                 fromClient(`curl -s --max-time 20 --interface ${imapAttacker} --cacert ${c.root} --resolve mail.example.test:993:${c.serverIp} ` +
                     `imaps://mail.example.test/ -u alice@example.test:wrong${i} -o /dev/null`);
+            }
+        }],
+        // Roundcube's login form, as a script fills it: its CSRF token from the page, then the POST.
+        ["6 failed webmail logins", webmailAttacker, ["roundcube"], 443, () => {
+            const curl = `curl -s --max-time 20 --interface ${webmailAttacker} --cacert ${c.root} --resolve webmail.example.test:443:${c.serverIp} -b /tmp/jar -c /tmp/jar`;
+            for (let i = 0; i < 6; i++) {
+                fromClient(`rm -f /tmp/jar; token=$(${curl} https://webmail.example.test/ | sed -n 's/.*name="_token" value="\\([^"]*\\)".*/\\1/p' | head -1); ` +
+                    `${curl} -o /dev/null --data "_task=login&_action=login&_timezone=UTC&_token=$token&_user=intruder${i}@example.test&_pass=wrong${i}" ` +
+                    "'https://webmail.example.test/?_task=login'");
             }
         }],
     ];

@@ -27,6 +27,7 @@ import { xmppChecks, xmppClient } from "./xmpp";
 import { storageBoxOf, startStorageBox, dataChecks } from "./data";
 import { statusChecks } from "./status";
 import { resolverChecks } from "./resolver";
+import { webmailChecks } from "./webmail";
 
 const SERVER_IPV6 = firstAddress(SERVER.ipv6Network);
 const bench = process.argv.includes("--bench");
@@ -159,6 +160,10 @@ async function main(): Promise<number> {
         // The peer trusts the ACME CA's root the way the world trusts Let's Encrypt's.
         fs.copyFileSync(root, path.join(peer.root, "usr/local/share/ca-certificates/acme-root.crt"));
         peer.exec("update-ca-certificates >/dev/null 2>&1 && systemctl restart prosody");
+        // So does the server (its webmail verifies our own IMAP and SMTP with the system's CAs), and every later one.
+        fs.copyFileSync(root, path.join(server.root, "usr/local/share/ca-certificates/acme-root.crt"));
+        server.exec("update-ca-certificates >/dev/null 2>&1");
+        serverSpec.trust.push(fs.readFileSync(root, "utf8"));
 
         console.log("checks from the client host");
         const fromClient = (cmd: string) => sh(cmd, { ns: NET.client.ns, timeoutMs: 60_000 });
@@ -252,6 +257,9 @@ async function main(): Promise<number> {
 
         console.log("web, with curl, openssl and git");
         await webChecks({ checks, server, serverIp: SERVER.ipv4, sshPort, adminUser, root, ownerKey: owner.file, deployKey: ciKey.file, work });
+
+        console.log("webmail, in Chromium");
+        await webmailChecks({ checks, server, peer, serverIp: SERVER.ipv4, root, work, passwords: program.outputs.mailPasswords });
 
         console.log("XMPP, with slixmpp and the peer's Prosody");
         const xmpp = { checks, server, serverIp: SERVER.ipv4, root, passwords: program.outputs.mailPasswords, work,

@@ -19,7 +19,7 @@ export const NET = {
     inet: { ns: "sh-inet", ipv4: "198.51.100.2", ipv6: "2001:db8:10::2", resolver: "198.51.100.3" },
     client: { ns: "sh-client", ipv4: "198.51.100.30", ipv6: "2001:db8:10::30", listed: "198.51.100.66",
         /** Addresses the hardening checks attack from, one per jail, so each ban is its own. */
-        attackers: ["198.51.100.31", "198.51.100.32", "198.51.100.33"] },
+        attackers: ["198.51.100.31", "198.51.100.32", "198.51.100.33", "198.51.100.34"] },
     peer: { ipv4: "198.51.100.20", ipv6: "2001:db8:10::20", domain: "peer.test" },
     nftTable: "selfhost_e2e",
 };

@@ -1,0 +1,119 @@
+/**
+ * Webmail on the local target, in a real browser: Debian's Chromium on the client host, driven by
+ * Selenium (webmail.py). alice reads the peer's mail, writes to the peer, makes a folder and a Sieve
+ * filter in Settings → Filters that files the peer's next message, and logs out for good. Screenshots of
+ * every page are kept under the work dir.
+ */
+import * as path from "path";
+import { run, sh, Result } from "./sh";
+import { NET } from "./world";
+import { TestServer } from "./server";
+import { Checks } from "./checks";
+import { PEER_USER } from "./peer";
+
+export interface WebmailContext {
+    readonly checks: Checks;
+    readonly server: TestServer;
+    readonly peer: TestServer;
+    readonly serverIp: string;
+    /** The ACME CA's root, which the world trusts. */
+    readonly root: string;
+    readonly work: string;
+    readonly passwords: Record<string, string>;
+}
+
+const NAME = "webmail.example.test";
+const URL = `https://${NAME}/`;
+const SCRIPT = path.join(__dirname, "webmail.py");
+const IMAP = path.join(__dirname, "imap.py");
+const FOLDER = "Peer";
+const PEER_ADDRESS = `${PEER_USER}@peer.test`;
+
+/** Where the screenshots go (the client sees the work dir at the same path). */
+export const screenshotsOf = (work: string) => path.join(work, "webmail-screenshots");
+
+export async function webmailChecks(c: WebmailContext): Promise<void> {
+    const { checks, server, peer } = c;
+    const shots = screenshotsOf(c.work);
+    const client = (cmd: string): Result => sh(cmd, { ns: NET.client.ns, timeoutMs: 60_000 });
+    const browser = (...args: string[]): Result => {
+        const r = run(["python3", SCRIPT, URL, "alice@example.test", shots, ...args], { ns: NET.client.ns, input: c.passwords.alice, timeoutMs: 300_000 });
+        for (const line of r.stdout.split("\n").filter(l => l.startsWith("shot "))) console.log(`    screenshot ${line.split(" ").slice(1).join(": ")}`);
+        return r;
+    };
+    const failure = (r: Result) => r.code === 0 && /^ok$/m.test(r.stdout) ? undefined : `exit ${r.code}\n${r.stderr.split("\n").slice(-25).join("\n")}`;
+    const inFolder = async (folder: string, subject: string, seconds = 60): Promise<boolean> => {
+        for (let i = 0; i < seconds; i++) {
+            const r = run(["python3", IMAP, "mail.example.test", c.root, "alice@example.test", "list", folder], { ns: NET.client.ns, input: c.passwords.alice, timeoutMs: 60_000 });
+            if (r.stdout.includes(`Subject: ${subject}`)) return true;
+            await new Promise(resolve => setTimeout(resolve, 1000));
+        }
+        return false;
+    };
+    const fromPeer = (subject: string) => peer.exec(`printf 'Subject: ${subject}\\n\\nWritten on the peer.\\n' | sendmail -f ${PEER_ADDRESS} alice@example.test`);
+
+    // Chromium trusts the certificates of its NSS database, as a browser trusts Let's Encrypt's root.
+    client(`rm -rf /root/.pki && mkdir -p /root/.pki/nssdb && certutil -d sql:/root/.pki/nssdb -N --empty-password && ` +
+        `certutil -d sql:/root/.pki/nssdb -A -t C,, -n acme-root -i ${c.root}`);
+
+    checks.check("Debian's PHP-FPM is off; Roundcube's own runs as root master with no worker until a request", () => {
+        const r = server.exec("systemctl is-active roundcube; systemctl is-enabled php8.4-fpm; ps -o user= -C php-fpm8.4 | sort | uniq -c | tr -s ' '");
+        return /^active\ndisabled\n 1 root$/.test(r.stdout.trim()) ? undefined : r.stdout + r.stderr;
+    });
+
+    fromPeer("e2e for the webmail");
+    const arrived = await inFolder("INBOX", "e2e for the webmail");
+    const readSend = browser("read-send", "e2e for the webmail", PEER_ADDRESS, "e2e from the webmail", FOLDER, PEER_ADDRESS);
+    checks.check("in Chromium, alice logs in to the webmail with her address and mail password and finds the peer's message in her inbox; " +
+        "she writes to the peer, makes a folder and a filter in Settings → Filters, and the console shows no CSP violation", () =>
+        arrived ? failure(readSend) : "the peer's message never reached the INBOX");
+
+    const atPeer = async (): Promise<string> => {
+        for (let i = 0; i < 60; i++) {
+            const message = peer.exec(`cat /var/mail/${PEER_USER} 2>/dev/null`).stdout.split(/^(?=From )/m).find(m => m.includes("Subject: e2e from the webmail"));
+            if (message) return message;
+            await new Promise(resolve => setTimeout(resolve, 500));
+        }
+        return "";
+    };
+    const sent = await atPeer();
+    const results = sent.match(/^Authentication-Results:[^\n]*(\n\s+[^\n]*)*/m)?.[0] ?? "";
+    checks.check("the webmail's message reaches the peer with spf, dkim and dmarc passing there", () =>
+        ["spf", "dkim", "dmarc"].every(m => new RegExp(`\\b${m}=pass\\b`).test(results)) ? undefined : `${results || "(no Authentication-Results)"}\n${sent.slice(0, 800)}`);
+    checks.check("the filter is alice's active Sieve script on the server (ManageSieve, written by the webmail)", () => {
+        const r = server.exec("doveadm sieve list -u alice@example.test && doveadm sieve get -u alice@example.test roundcube");
+        return /^roundcube ACTIVE$/m.test(r.stdout) && r.stdout.includes(`fileinto "${FOLDER}"`) && r.stdout.includes(PEER_ADDRESS) ? undefined : r.stdout + r.stderr;
+    });
+
+    fromPeer("e2e filed by the webmail's filter");
+    const filed = await inFolder(FOLDER, "e2e filed by the webmail's filter");
+    const logout = browser("folder-logout", FOLDER, "e2e filed by the webmail's filter");
+    checks.check(`the peer's next message lands in ${FOLDER} (IMAP), alice sees it there, logs out, and her old session's cookies get the login form`, () =>
+        filed ? failure(logout) : `not in ${FOLDER}`);
+    checks.check("a wrong password is refused in the browser", () => failure(browser("wrong-password")));
+
+    const head = client(`curl -sS -D - -o /dev/null --cacert ${c.root} --resolve ${NAME}:443:${c.serverIp} ${URL}`).stdout;
+    checks.check("the webmail's page: strict CSP, HSTS, no framing by others; its session cookie Secure, HttpOnly, SameSite=Strict", () => {
+        const cookie = /^set-cookie: roundcube_sessid=[^\r\n]*/mi.exec(head)?.[0] ?? "";
+        const csp = /^content-security-policy: ([^\r\n]*)/mi.exec(head)?.[1] ?? "";
+        return /default-src 'none'/.test(csp) && /frame-ancestors 'self'/.test(csp) && /^strict-transport-security:/mi.test(head) &&
+            /; secure/i.test(cookie) && /; HttpOnly/i.test(cookie) && /; samesite=strict/i.test(cookie) ? undefined : head;
+    });
+    const hidden = ["installer/", "config/config.inc.php", "plugins/managesieve/config.inc.php", "SQL/sqlite.initial.sql", "logs/", "temp/",
+        "bin/gc.sh", "program/lib/Roundcube/rcube.php", "composer.json", "skins/elastic/templates/login.html", "index.php/../config/"];
+    checks.check(`nothing but the entry point and static files is served (${hidden.length} internal paths: 404)`, () => {
+        const served = hidden.map(p => [p, client(`curl -s -o /dev/null -w '%{http_code}' --cacert ${c.root} --resolve ${NAME}:443:${c.serverIp} ${URL}${p}`).stdout] as const)
+            .filter(([, code]) => code !== "404");
+        return served.length ? served.map(([p, code]) => `${p}: ${code}`).join("\n") : undefined;
+    });
+    checks.check("every request the browser made was answered (no 404 nor 5xx for the webmail in nginx's log)", () => {
+        const r = server.exec(`grep -h '"GET\\|"POST' /var/log/nginx/access.log | awk '$9 ~ /^(404|5..)$/' | grep -v '${NET.client.attackers.join("\\|")}' | grep -F "${NET.client.ipv4} " | head -5`);
+        return r.stdout.trim() ? r.stdout : undefined;
+    });
+    checks.check("the webmail's PHP logged no error", () => {
+        const r = server.exec("journalctl --no-pager -o cat -t roundcube -t roundcube-fpm -p err");
+        // The wrong password above is an IMAP error in Roundcube's log; nothing else may be.
+        const errors = r.stdout.split("\n").filter(l => l && !/^-- No entries --$/.test(l) && !/IMAP Error: Login failed for alice@example\.test /.test(l));
+        return errors.length ? errors.slice(0, 5).join("\n") : undefined;
+    });
+}
