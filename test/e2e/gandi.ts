@@ -101,9 +101,9 @@ export async function gandiChecks(c: { checks: Checks; gandi: Gandi; program: Pr
     const { checks } = c;
     const domain = String(c.config.domain);
     const dig = (name: string, type: string) => sh(`kdig +short @${NET.inet.ipv4} ${name} ${type}`, { ns: NET.client.ns }).stdout.trim();
-    checks.check("preflight lists exactly what the first up takes over at Gandi: its parking and mail sets, and its www CNAME", () => {
+    checks.check("preflight lists exactly what the first up takes over at Gandi: its parking and mail sets, its www and webmail CNAMEs", () => {
         const listed = preflightAgainst(c.gandi, c.config).filter(f => f.area === "gandi zone").map(f => `${f.detail.split(" ")[0]} ${f.name}`).sort();
-        const expected = ["removed www CNAME", "replaced @ A", "replaced @ MX", "replaced @ TXT", "replaced _imap._tcp SRV", "replaced _imaps._tcp SRV",
+        const expected = ["removed webmail CNAME", "removed www CNAME", "replaced @ A", "replaced @ MX", "replaced @ TXT", "replaced _imap._tcp SRV", "replaced _imaps._tcp SRV",
             "replaced _pop3._tcp SRV", "replaced _pop3s._tcp SRV", "replaced _submission._tcp SRV"];
         return JSON.stringify(listed) === JSON.stringify(expected) ? undefined : listed.join("; ");
     });
@@ -117,10 +117,10 @@ export async function gandiChecks(c: { checks: Checks; gandi: Gandi; program: Pr
         const off = published.filter(p => !p.refreshed || p.changesAfterRefresh).map(p => p.name);
         return published.length && !off.length ? undefined : `differ: ${off.join(", ") || "nothing published"}`;
     });
-    checks.check("the world's DNS serves what was written; Gandi's other records stay; its www CNAME gave way", () => {
+    checks.check("the world's DNS serves what was written; Gandi's other records stay; its www and webmail CNAMEs gave way", () => {
         const got = { mx: dig(domain, "MX"), www: dig(`www.${domain}`, "CNAME"), wwwA: dig(`www.${domain}`, "A"),
-            webmail: dig(`webmail.${domain}`, "CNAME"), gm1: dig(`gm1._domainkey.${domain}`, "CNAME"), acme: dig(`acme.${domain}`, "A") };
-        return got.mx === `10 mail.${domain}.` && got.www === "" && got.wwwA && got.webmail === "webmail.gandi.net." &&
+            webmail: dig(`webmail.${domain}`, "CNAME"), webmailA: dig(`webmail.${domain}`, "A"), gm1: dig(`gm1._domainkey.${domain}`, "CNAME"), acme: dig(`acme.${domain}`, "A") };
+        return got.mx === `10 mail.${domain}.` && got.www === "" && got.wwwA && got.webmail === "" && got.webmailA &&
             got.gm1 === "gm1.gandimail.net." && got.acme === NET.inet.ipv4 ? undefined : JSON.stringify(got);
     });
     await dnssecChecks(c, dig);
