@@ -33,7 +33,7 @@ const MAX_CHILDREN = 4;
 
 /** Debian's roundcube-core would make a database with dbconfig-common at install, in the base step, before a restore: we make it. */
 export const preseed = (s: Settings) => s.webmail ? ["roundcube-core roundcube/dbconfig-install boolean false"] : [];
-export const packages = (s: Settings) => s.webmail ? ["php-fpm", "roundcube-core", "roundcube-sqlite3", "roundcube-plugins", "sqlite3"] : [];
+export const packages = (s: Settings) => s.webmail ? ["php-fpm", "php-zip", "roundcube-core", "roundcube-sqlite3", "roundcube-plugins", "sqlite3"] : [];
 export const dataUnits = (s: Settings) => s.webmail ? [UNIT] : [];
 export const webmailName = (s: Settings) => `webmail.${s.domain}`;
 

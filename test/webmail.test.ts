@@ -19,7 +19,7 @@ describe("webmail", () => {
         // Debian's package would make a database in the base step, before a restore could fill the volume.
         const preseed = base.indexOf("echo 'roundcube-core roundcube/dbconfig-install boolean false' | debconf-set-selections");
         assert.ok(preseed > 0 && preseed < base.indexOf("\nensure_packages "), "the answer comes before the install");
-        assert.match(base, /^ensure_packages .*\bphp-fpm roundcube-core roundcube-sqlite3 roundcube-plugins sqlite3\b/m);
+        assert.match(base, /^ensure_packages .*\bphp-fpm php-zip roundcube-core roundcube-sqlite3 roundcube-plugins sqlite3\b/m);
         const autoconfig = stepFiles(run, "web").get("/etc/nginx/selfhost/config-v1.1.xml")!.content;
         assert.match(autoconfig, /<webMail>\n\s*<loginPage url="https:\/\/webmail\.example\.org\/"\/>\n\s*<\/webMail>/);
         assert.equal(run.outputs.mailSettings.webmail, "https://webmail.example.org/");

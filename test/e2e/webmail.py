@@ -140,7 +140,7 @@ if action == "read-send":
     in_frame("input[name=_name]").send_keys(folder)
     shot("new-folder")
     save_frame_form()
-    confirmation("saved")
+    confirmation("successfully")
 
     driver.get(f"{url}?_task=settings&_action=plugin.managesieve")
     visible("a.create").click()
@@ -153,7 +153,7 @@ if action == "read-send":
     Select(visible("select[name='_action_mailbox[]']")).select_by_value(folder)
     shot("new-filter")
     save_frame_form()
-    confirmation("saved")
+    confirmation("successfully")
     driver.switch_to.default_content()
     shot("filters")
     violations = csp_violations()
