@@ -44,7 +44,8 @@ const POST_MB = UPLOAD_MB + 1;
 
 /**
  * The page's Content-Security-Policy. Roundcube 1.6 writes inline scripts, handlers and styles into its
- * pages, so those stay allowed; everything else is this origin's alone, images from the internet included.
+ * pages and evaluates the code its server answers with (without 'unsafe-eval' Chromium stops app.js),
+ * so those stay allowed; everything else is this origin's alone, images from the internet included.
  */
 export const CSP = ["default-src 'none'", "script-src 'self' 'unsafe-inline' 'unsafe-eval'", "style-src 'self' 'unsafe-inline'",
     "img-src 'self' data: blob:", "font-src 'self'", "connect-src 'self'", "frame-src 'self' blob:", "media-src 'self' blob:",
@@ -82,7 +83,7 @@ export class Webmail extends pulumi.ComponentResource {
             ].join("\n"),
             files: [
                 { path: "/etc/roundcube/config.inc.php", mode: "0640", owner: `root:${WEBMAIL_USER}`, content: renderTemplate("webmail/config.inc.php", {
-                    ...values, database: DATABASE, desKeyFile: DES_KEY, imapsPort: portOf("imaps"), submissionsPort: portOf("submissions"), uploadMb: UPLOAD_MB,
+                    ...values, database: DATABASE, desKeyFile: DES_KEY, imapsPort: portOf("imaps"), submissionsPort: portOf("submissions"), messageMb: MESSAGE_SIZE_LIMIT / 1024 / 1024,
                 }) },
                 { path: "/etc/roundcube/plugins/managesieve/config.inc.php", content: renderTemplate("webmail/managesieve.inc.php", { ...values, sievePort: portOf("sieve") }) },
                 { path: FPM_CONFIG, content: renderTemplate("webmail/php-fpm.conf", { user: WEBMAIL_USER, socket: SOCKET, maxChildren: MAX_CHILDREN, uploadMb: UPLOAD_MB, postMb: POST_MB }) },

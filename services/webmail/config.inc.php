@@ -47,7 +47,7 @@ $config['junk_mbox'] = 'Junk';
 $config['sent_mbox'] = 'Sent';
 $config['trash_mbox'] = 'Trash';
 $config['archive_mbox'] = 'Archive';
-$config['max_message_size'] = '{{uploadMb}}M';
+$config['max_message_size'] = '{{messageMb}}M';
 $config['enable_spellcheck'] = false;
 // Remote images are never fetched (the CSP forbids them too): no tracking pixel reaches its sender.
 $config['show_images'] = 0;
