@@ -4,7 +4,9 @@ import { Cleanup } from "./sh";
 import { TestServer } from "./server";
 
 /** Units whose memory is reported, when they run. */
-const UNITS = ["ssh", "nginx", "postfix", "postfix-mta-sts-resolver", "dovecot", "rspamd", "redis-server", "unbound", "prosody", "fail2ban"];
+const UNITS = ["ssh", "nginx", "postfix", "postfix-mta-sts-resolver", "dovecot", "rspamd", "redis-server", "unbound", "prosody", "fail2ban",
+    // The webmail's PHP: ours on demand; Debian's own php-fpm unit, which we keep off, with its defaults.
+    "roundcube", "php8.4-fpm"];
 
 /** A fresh host from the same image, no cloud-init payload: how long does plain `apt-get install` take? */
 export async function benchBaseline(dir: string, packages: string, trust: string[], cleanup: Cleanup):

@@ -15,6 +15,7 @@ import { Checks } from "./checks";
 import { Step } from "./steps";
 import { PEER_USER } from "./peer";
 import { QUEUE_CARRY } from "../../components/mail";
+import { DATABASE as WEBMAIL_DB } from "../../components/webmail";
 
 /** The repository the program declares, and what the test world needs to host it. */
 export interface StorageBox {
@@ -236,6 +237,16 @@ export async function dataChecks(c: DataContext, server: TestServer, steps: Step
     const firstSnapshot = snapshotsOnBox();
     checks.check("a backup runs: snapshot on the Storage Box, time of the last success recorded", () =>
         backup.code === 0 && firstSnapshot ? undefined : `exit ${backup.code}, snapshots: ${firstSnapshot}: ${backup.stdout}${backup.stderr}`);
+    const webmailCopy = () => server.exec(`sqlite3 -readonly ${WEBMAIL_DB}.snapshot 'PRAGMA integrity_check' 'SELECT username FROM users'`).stdout.trim();
+    checks.check("the scheduled backup took a whole copy of the webmail's database first (SQLite's backup), with alice's account in it", () =>
+        webmailCopy() === "ok\nalice@example.test" ? undefined : webmailCopy());
+    // A live file torn mid-write (what a file-level snapshot can catch): the webmail step puts the copy back.
+    server.exec(`dd if=/dev/urandom of=${WEBMAIL_DB} bs=4096 seek=1 count=2 conv=notrunc status=none`);
+    const mended = c.apply(steps.filter(s => s.name === "webmail"), "torn webmail database").get("webmail")!.out;
+    checks.check("a torn webmail database is replaced by its last consistent copy when the webmail step runs", () => {
+        const now = server.exec(`sqlite3 -readonly ${WEBMAIL_DB} 'PRAGMA integrity_check' 'SELECT username FROM users'`).stdout.trim();
+        return /the webmail database was torn; its last consistent copy is back/.test(mended) && now === "ok\nalice@example.test" ? undefined : `${now}\n${mended.slice(-400)}`;
+    });
     checks.check("the backup runs confined: systemd rates its exposure low (no capability but reading files, a read-only system)", () => {
         const exposure = server.exposure("selfhost-backup.service");
         return exposure <= 4 ? undefined : `exposure ${exposure}`;
