@@ -4,6 +4,8 @@
  * filter in Settings → Filters that files the peer's next message, and logs out for good. Screenshots of
  * every page are kept under the work dir.
  */
+import * as fs from "fs";
+import * as os from "os";
 import * as path from "path";
 import { run, sh, Result } from "./sh";
 import { NET } from "./world";
@@ -29,8 +31,10 @@ const IMAP = path.join(__dirname, "imap.py");
 const FOLDER = "Peer";
 const PEER_ADDRESS = `${PEER_USER}@peer.test`;
 
-/** Where the screenshots go (the client sees the work dir at the same path). */
-export const screenshotsOf = (work: string) => path.join(work, "webmail-screenshots");
+/** Where the browser puts the screenshots (the client sees the work dir at the same path). */
+const screenshotsOf = (work: string) => path.join(work, "webmail-screenshots");
+/** Where they are kept once the run is over (the work dir goes; the next run replaces them). */
+export const KEPT_SCREENSHOTS = path.join(os.tmpdir(), "selfhost-webmail-screenshots");
 
 export async function webmailChecks(c: WebmailContext): Promise<void> {
     const { checks, server, peer } = c;
@@ -109,7 +113,8 @@ export async function webmailChecks(c: WebmailContext): Promise<void> {
         return served.length ? served.map(([p, code]) => `${p}: ${code}`).join("\n") : undefined;
     });
     checks.check("every request the browser made was answered (no 404 nor 5xx for the webmail in nginx's log)", () => {
-        const r = server.exec(`grep -h '"GET\\|"POST' /var/log/nginx/access.log | awk '$9 ~ /^(404|5..)$/' | grep -v '${NET.client.attackers.join("\\|")}' | grep -F "${NET.client.ipv4} " | head -5`);
+        // The browser's requests, by its user agent (curl's probes of internal paths are meant to get 404).
+        const r = server.exec("grep -F 'HeadlessChrome' /var/log/nginx/access.log | awk '$9 ~ /^(404|5..)$/' | head -5");
         return r.stdout.trim() ? r.stdout : undefined;
     });
     checks.check("the webmail's PHP logged no error", () => {
@@ -118,4 +123,7 @@ export async function webmailChecks(c: WebmailContext): Promise<void> {
         const errors = r.stdout.split("\n").filter(l => l && !/^-- No entries --$/.test(l) && !/IMAP Error: Login failed for alice@example\.test /.test(l));
         return errors.length ? errors.slice(0, 5).join("\n") : undefined;
     });
+    fs.rmSync(KEPT_SCREENSHOTS, { recursive: true, force: true });
+    fs.cpSync(shots, KEPT_SCREENSHOTS, { recursive: true, filter: f => !f.endsWith(".json") });
+    console.log(`    screenshots kept in ${KEPT_SCREENSHOTS}`);
 }
