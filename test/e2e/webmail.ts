@@ -114,7 +114,7 @@ export async function webmailChecks(c: WebmailContext): Promise<void> {
     });
     checks.check("every request the browser made was answered (no 404 nor 5xx for the webmail in nginx's log)", () => {
         // The browser's requests, by its user agent (curl's probes of internal paths are meant to get 404).
-        const r = server.exec("grep -F 'HeadlessChrome' /var/log/nginx/access.log | awk '$9 ~ /^(404|5..)$/' | head -5");
+        const r = server.exec("grep -F 'Chrome/' /var/log/nginx/access.log | awk '$9 ~ /^(404|5..)$/' | head -5");
         return r.stdout.trim() ? r.stdout : undefined;
     });
     checks.check("the webmail's PHP logged no error", () => {
