@@ -54,7 +54,11 @@ export async function webmailChecks(c: WebmailContext): Promise<void> {
         }
         return false;
     };
-    const fromPeer = (subject: string) => peer.exec(`printf 'Subject: ${subject}\\n\\nWritten on the peer.\\n' | sendmail -f ${PEER_ADDRESS} alice@example.test`);
+    // Subjects without quotes: they go through the peer's shell.
+    const fromPeer = (subject: string) => {
+        const r = peer.exec(`printf 'Subject: ${subject}\\n\\nWritten on the peer.\\n' | sendmail -f ${PEER_ADDRESS} alice@example.test`);
+        if (r.code !== 0) throw new Error(`the peer's sendmail failed: ${r.stderr}`);
+    };
 
     // Chromium trusts the certificates of its NSS database, as a browser trusts Let's Encrypt's root.
     client(`rm -rf /root/.pki && mkdir -p /root/.pki/nssdb && certutil -d sql:/root/.pki/nssdb -N --empty-password && ` +
@@ -91,9 +95,9 @@ export async function webmailChecks(c: WebmailContext): Promise<void> {
         return r.stdout.includes(`fileinto "${FOLDER}"`) && r.stdout.includes(PEER_ADDRESS) ? undefined : r.stdout + r.stderr;
     });
 
-    fromPeer("e2e filed by the webmail's filter");
-    const filed = await inFolder(FOLDER, "e2e filed by the webmail's filter");
-    const logout = browser("folder-logout", FOLDER, "e2e filed by the webmail's filter");
+    fromPeer("e2e filed by the webmail filter");
+    const filed = await inFolder(FOLDER, "e2e filed by the webmail filter");
+    const logout = browser("folder-logout", FOLDER, "e2e filed by the webmail filter");
     checks.check(`the peer's next message lands in ${FOLDER} (IMAP), alice sees it there, logs out, and her old session's cookies get the login form`, () =>
         filed ? failure(logout) : `not in ${FOLDER}`);
     checks.check("a wrong password is refused in the browser", () => failure(browser("wrong-password")));
