@@ -103,7 +103,9 @@ export async function webmailChecks(c: WebmailContext): Promise<void> {
     checks.check("a wrong password is refused in the browser", () => failure(browser("wrong-password")));
 
     const head = client(`curl -sS -D - -o /dev/null --cacert ${c.root} --resolve ${NAME}:443:${c.serverIp} ${URL}`).stdout;
-    checks.check("the webmail's page: strict CSP, HSTS, no framing by others; its session cookie Secure, HttpOnly, SameSite=Strict", () => {
+    const plain = client(`curl -s -o /dev/null -w '%{http_code} %{redirect_url}' --resolve ${NAME}:80:${c.serverIp} 'http://${NAME}/?_task=mail'`).stdout;
+    checks.check("the webmail's page: HTTP only redirects to it; strict CSP, HSTS, no framing by others; its session cookie Secure, HttpOnly, SameSite=Strict", () => {
+        if (plain !== `301 ${URL}?_task=mail`) return `http://: ${plain}`;
         const cookie = /^set-cookie: roundcube_sessid=[^\r\n]*/mi.exec(head)?.[0] ?? "";
         const csp = /^content-security-policy: ([^\r\n]*)/mi.exec(head)?.[1] ?? "";
         return /default-src 'none'/.test(csp) && /frame-ancestors 'self'/.test(csp) && /^strict-transport-security:/mi.test(head) &&
