@@ -31,7 +31,7 @@ const TIMERS = ["roundcube-gc", "roundcube-cleandb"];
 /** Workers at most: a personal server's handful of browsers (each worker is ~20 MB while it lives). */
 const MAX_CHILDREN = 4;
 
-/** Debian's roundcube-core would make a database with dbconfig-common at install, in the base step, before a restore: we make it. */
+/** Debian's roundcube-core would make its database with dbconfig-common at install, on the root disk (gone with the server): the step makes it on the volume. */
 export const preseed = (s: Settings) => s.webmail ? ["roundcube-core roundcube/dbconfig-install boolean false"] : [];
 export const packages = (s: Settings) => s.webmail ? ["php-fpm", "php-zip", "roundcube-core", "roundcube-sqlite3", "roundcube-plugins", "sqlite3"] : [];
 export const dataUnits = (s: Settings) => s.webmail ? [UNIT] : [];

@@ -16,7 +16,7 @@ describe("webmail", () => {
         const run = await runProgram(baseConfig());
         assert.ok(stepNames(run).includes("webmail"));
         const base = scriptOf(unsecret(run.one("command:remote:Command", "base").inputs.create));
-        // Debian's package would make a database in the base step, before a restore could fill the volume.
+        // Debian's package would make its database at install, on the root disk.
         const preseed = base.indexOf("echo 'roundcube-core roundcube/dbconfig-install boolean false' | debconf-set-selections");
         assert.ok(preseed > 0 && preseed < base.indexOf("\nensure_packages "), "the answer comes before the install");
         assert.match(base, /^ensure_packages .*\bphp-fpm php-zip roundcube-core roundcube-sqlite3 roundcube-plugins sqlite3\b/m);
