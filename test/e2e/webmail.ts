@@ -36,6 +36,19 @@ const screenshotsOf = (work: string) => path.join(work, "webmail-screenshots");
 /** Where they are kept once the run is over (the work dir goes; the next run replaces them). */
 export const KEPT_SCREENSHOTS = path.join(os.tmpdir(), "selfhost-webmail-screenshots");
 
+/**
+ * A login through the form as a script does it (its CSRF token from the page, then the POST), from the
+ * client; `from` picks the source address. Answers the Location the POST redirects to ("" if none):
+ * the mailbox when Dovecot took the password over TLS the webmail verified.
+ */
+export function formLogin(o: { user: string; password: string; ca: string; serverIp: string; from?: string }): string {
+    const curl = `curl -s --max-time 20 ${o.from ? `--interface ${o.from}` : ""} --cacert ${o.ca} --resolve ${NAME}:443:${o.serverIp} -b /tmp/jar -c /tmp/jar`;
+    return sh(`rm -f /tmp/jar; token=$(${curl} ${URL} | sed -n 's/.*name="_token" value="\\([^"]*\\)".*/\\1/p' | head -1); ` +
+        `${curl} -o /dev/null -w '%{redirect_url}' --data-urlencode _task=login --data-urlencode _action=login --data-urlencode _timezone=UTC ` +
+        `--data-urlencode "_token=$token" --data-urlencode '_user=${o.user}' --data-urlencode '_pass=${o.password}' '${URL}?_task=login'`,
+    { ns: NET.client.ns, timeoutMs: 60_000 }).stdout.trim();
+}
+
 export async function webmailChecks(c: WebmailContext): Promise<void> {
     const { checks, server, peer } = c;
     const shots = screenshotsOf(c.work);
