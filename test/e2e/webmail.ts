@@ -83,6 +83,10 @@ export async function webmailChecks(c: WebmailContext): Promise<void> {
         return r.stdout.trim() === "disabled\ninactive\nroot\n0" ? undefined : r.stdout + r.stderr;
     });
 
+    // alice's active Sieve script as it was, put back at the end: later checks count the peer's mail in her INBOX.
+    const activeScript = server.exec("doveadm sieve list -u alice@example.test | sed -n 's/ ACTIVE$//p'").stdout.trim();
+    const scriptBefore = server.exec(`doveadm sieve get -u alice@example.test '${activeScript}'`).stdout;
+
     fromPeer("e2e for the webmail");
     const arrived = await inFolder("INBOX", "e2e for the webmail");
     const readSend = browser("read-send", "e2e for the webmail", PEER_ADDRESS, "e2e from the webmail", FOLDER, PEER_ADDRESS);
@@ -142,6 +146,7 @@ export async function webmailChecks(c: WebmailContext): Promise<void> {
         const errors = r.stdout.split("\n").filter(l => l && !/^-- No entries --$/.test(l) && !/IMAP Error: Login failed for alice@example\.test /.test(l));
         return errors.length ? errors.slice(0, 5).join("\n") : undefined;
     });
+    server.exec(`doveadm sieve put -a -u alice@example.test '${activeScript}' <<'EOF'\n${scriptBefore}EOF`);
     fs.rmSync(KEPT_SCREENSHOTS, { recursive: true, force: true });
     fs.cpSync(shots, KEPT_SCREENSHOTS, { recursive: true, filter: f => !f.endsWith(".json") });
     console.log(`    screenshots kept in ${KEPT_SCREENSHOTS}`);
