@@ -146,7 +146,7 @@ export async function webmailChecks(c: WebmailContext): Promise<void> {
         const errors = r.stdout.split("\n").filter(l => l && !/^-- No entries --$/.test(l) && !/IMAP Error: Login failed for alice@example\.test /.test(l));
         return errors.length ? errors.slice(0, 5).join("\n") : undefined;
     });
-    server.exec(`doveadm sieve put -a -u alice@example.test '${activeScript}' <<'EOF'\n${scriptBefore}EOF`);
+    server.exec(`doveadm sieve put -a -u alice@example.test '${activeScript}' <<'EOF'\n${scriptBefore.trimEnd()}\nEOF`);
     fs.rmSync(KEPT_SCREENSHOTS, { recursive: true, force: true });
     fs.cpSync(shots, KEPT_SCREENSHOTS, { recursive: true, filter: f => !f.endsWith(".json") });
     console.log(`    screenshots kept in ${KEPT_SCREENSHOTS}`);
