@@ -25,8 +25,11 @@ const LINEAGE = "/etc/letsencrypt/live/selfhost";
 const TLS_DATA = `${DATA_DIR}/tls`;
 const PRIVATE_CA_DIR = `${TLS_DATA}/private-ca`;
 
-/** What verifies the server's own certificate, for its own clients (webmail): the system's CAs, or the private CA. */
-export const trustAnchors = (s: Settings) => s.tlsMode === "acme" ? "/etc/ssl/certs/ca-certificates.crt" : `${PRIVATE_CA_DIR}/ca.pem`;
+/**
+ * What verifies the server's own certificate, for its own clients (webmail): the system's CAs, or the private
+ * CA's certificate — public, so outside the volume's key store, where confined services may read it.
+ */
+export const trustAnchors = (s: Settings) => s.tlsMode === "acme" ? "/etc/ssl/certs/ca-certificates.crt" : "/etc/selfhost/private-ca.pem";
 
 /** The TLSA data the tls step printed ("tlsa 3 1 1 HEX" lines); none before it ran (a preview, the mocks). */
 export function tlsaValues(stdout: string | undefined): string[] {

@@ -56,7 +56,7 @@ describe("webmail", () => {
     });
 
     it("verifies our own IMAP, SMTP and ManageSieve against the hostname, with the CA that signed it", async () => {
-        for (const [tlsMode, ca] of [["acme", "/etc/ssl/certs/ca-certificates.crt"], ["private-ca", "/srv/tls/private-ca/ca.pem"]]) {
+        for (const [tlsMode, ca] of [["acme", "/etc/ssl/certs/ca-certificates.crt"], ["private-ca", "/etc/selfhost/private-ca.pem"]]) {
             const run = await runProgram({ ...baseConfig(), tlsMode });
             const files = stepFiles(run, "webmail");
             const config = files.get("/etc/roundcube/config.inc.php")!;
@@ -71,6 +71,9 @@ describe("webmail", () => {
             assert.ok(sieve.includes(`$config['managesieve_conn_options'] = ${options};`));
             for (const text of [config.content, sieve]) assert.ok(!/=> false/.test(text.replace("'allow_self_signed' => false", "")), "no verification turned off");
             if (tlsMode === "private-ca") assert.ok(stepFiles(run, "tls").has(ca), "the tls step installs the CA it verifies with");
+            // …where its confined PHP may read it: not under a path its unit hides.
+            const hidden = /^InaccessiblePaths=(.*)$/m.exec(files.get("/etc/systemd/system/roundcube.service")!.content)![1].split(" ").map(p => p.replace(/^-/, ""));
+            assert.ok(!hidden.some(p => ca.startsWith(`${p}/`)), `${ca} is hidden from the webmail`);
         }
     });
 
