@@ -85,7 +85,9 @@ export async function webmailChecks(c: WebmailContext): Promise<void> {
 
     // alice's active Sieve script as it was, put back at the end: later checks count the peer's mail in her INBOX.
     const activeScript = server.exec("doveadm sieve list -u alice@example.test | sed -n 's/ ACTIVE$//p'").stdout.trim();
-    const scriptBefore = server.exec(`doveadm sieve get -u alice@example.test '${activeScript}'`).stdout;
+    // doveadm's table formatter titles the script "sieve script:".
+    const scriptOf = () => server.exec(`doveadm sieve get -u alice@example.test '${activeScript}' | sed '1{/^sieve script:$/d}'`).stdout;
+    const scriptBefore = scriptOf();
 
     fromPeer("e2e for the webmail");
     const arrived = await inFolder("INBOX", "e2e for the webmail");
@@ -146,7 +148,9 @@ export async function webmailChecks(c: WebmailContext): Promise<void> {
         const errors = r.stdout.split("\n").filter(l => l && !/^-- No entries --$/.test(l) && !/IMAP Error: Login failed for alice@example\.test /.test(l));
         return errors.length ? errors.slice(0, 5).join("\n") : undefined;
     });
-    server.exec(`doveadm sieve put -a -u alice@example.test '${activeScript}' <<'EOF'\n${scriptBefore.trimEnd()}\nEOF`);
+    const putBack = server.exec(`doveadm sieve put -a -u alice@example.test '${activeScript}' <<'EOF'\n${scriptBefore.trimEnd()}\nEOF`);
+    checks.check("once proven, the filter goes again: alice's active script is as before (later checks count the peer's mail in her INBOX)", () =>
+        putBack.code === 0 && scriptOf() === scriptBefore && scriptBefore.includes("require") ? undefined : `exit ${putBack.code}: ${putBack.stderr}\n${scriptOf()}`);
     fs.rmSync(KEPT_SCREENSHOTS, { recursive: true, force: true });
     fs.cpSync(shots, KEPT_SCREENSHOTS, { recursive: true, filter: f => !f.endsWith(".json") });
     console.log(`    screenshots kept in ${KEPT_SCREENSHOTS}`);
