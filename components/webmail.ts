@@ -11,15 +11,15 @@ import { RemoteStep, ServiceArgs } from "./remote/step";
 import { trustAnchors } from "./tls";
 import { BEFORE_BACKUP } from "./backup";
 import { MESSAGE_SIZE_LIMIT } from "./mail";
-import { portOf } from "../services/catalog";
+import { portOf, SERVICE_SUBDOMAINS } from "../services/catalog";
 import { renderTemplate, confined } from "../services/template";
 
-export const WEBMAIL_DIR = `${DATA_DIR}/webmail`;
+const WEBMAIL_DIR = `${DATA_DIR}/webmail`;
 export const DATABASE = `${WEBMAIL_DIR}/roundcube.db`;
 /** The consistent copy a scheduled snapshot takes first (the live file may be mid-write then). */
 const COPY = `${WEBMAIL_DIR}/roundcube.db.snapshot`;
 /** The PHP workers' user: it alone reads Roundcube's config and database (nginx, www-data, does not). */
-export const WEBMAIL_USER = "roundcube";
+const WEBMAIL_USER = "roundcube";
 const UNIT = "roundcube";
 const SOCKET = `/run/${UNIT}/fpm.sock`;
 const FPM_CONFIG = "/etc/selfhost/webmail/php-fpm.conf";
@@ -28,6 +28,7 @@ const PHP_FPM = "/usr/local/sbin/roundcube-php-fpm";
 const DES_KEY = "/etc/roundcube/selfhost-des-key";
 /** Debian's clean-up timers (expired sessions, deleted contacts), run as the webmail's user. */
 const TIMERS = ["roundcube-gc", "roundcube-cleandb"];
+const TIMER_UNITS = TIMERS.map(t => `${t}.timer`).join(" ");
 /** Workers at most: a personal server's handful of browsers (each worker is ~20 MB while it lives). */
 const MAX_CHILDREN = 4;
 
@@ -35,7 +36,7 @@ const MAX_CHILDREN = 4;
 export const preseed = (s: Settings) => s.webmail ? ["roundcube-core roundcube/dbconfig-install boolean false"] : [];
 export const packages = (s: Settings) => s.webmail ? ["php-fpm", "php-zip", "roundcube-core", "roundcube-sqlite3", "roundcube-plugins", "sqlite3"] : [];
 export const dataUnits = (s: Settings) => s.webmail ? [UNIT] : [];
-export const webmailName = (s: Settings) => `webmail.${s.domain}`;
+export const webmailName = (s: Settings) => `${SERVICE_SUBDOMAINS.webmail[0]}.${s.domain}`;
 
 /** Attachments as large as Postfix takes a message (base64 makes 3 bytes 4). */
 const UPLOAD_MB = Math.floor(MESSAGE_SIZE_LIMIT / 1024 / 1024 * 3 / 4);
@@ -110,13 +111,13 @@ export class Webmail extends pulumi.ComponentResource {
                 `if [ ! -e ${DATABASE} ]; then runuser -u ${WEBMAIL_USER} -- sqlite3 ${DATABASE} < /usr/share/roundcube/SQL/sqlite.initial.sql; chmod 0640 ${DATABASE}; log "webmail database created"; fi`,
                 `runuser -u ${WEBMAIL_USER} -- /usr/share/roundcube/bin/updatedb.sh --package roundcube --dir /usr/share/roundcube/SQL >/dev/null`,
                 "changed_in /etc/systemd/system && systemctl daemon-reload",
-                `systemctl enable --quiet ${UNIT} ${TIMERS.map(t => `${t}.timer`).join(" ")}`,
+                `systemctl enable --quiet ${UNIT} ${TIMER_UNITS}`,
                 `changed && systemctl restart ${UNIT}`,
                 `systemctl is-active --quiet ${UNIT} || systemctl start ${UNIT}`,
-                `systemctl start ${TIMERS.map(t => `${t}.timer`).join(" ")}`,
+                `systemctl start ${TIMER_UNITS}`,
             ].join("\n"),
             // Turned off (or the server going): no PHP runs; the database stays on the volume.
-            delete: `systemctl disable --quiet --now ${UNIT} ${TIMERS.map(t => `${t}.timer`).join(" ")} 2>/dev/null || true`,
+            delete: `systemctl disable --quiet --now ${UNIT} ${TIMER_UNITS} 2>/dev/null || true`,
             dependsOn: args.dependsOn,
         }, { parent: this });
         this.registerOutputs({});
