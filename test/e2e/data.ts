@@ -133,7 +133,9 @@ export const REBUILT: Record<string, readonly string[]> = {
         // The packages' own first-start data: redis and Prosody keep theirs on the volume.
         "var/lib/redis", "var/lib/prosody",
         // Roundcube's uploads in progress (its database is on the volume).
-        "var/lib/roundcube/temp"],
+        "var/lib/roundcube/temp",
+        // Debian's daily copies of the package database (dpkg-db-backup.timer, at midnight): each server's own.
+        "var/backups"],
     "the outgoing queue, which the handover carries on its own (checked below)": ["var/spool/postfix", QUEUE_CARRY.slice(1)],
     "the volume's own": ["srv/lost+found"],
 };
