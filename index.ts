@@ -44,6 +44,7 @@ const base = new Base("base", {
     sshPorts,
     packages: [...backup.packages(settings), ...hardening.packages, ...resolver.packages, ...tls.packages, ...web.packages(settings), ...mail.packages(settings), ...xmpp.packages, ...webmail.packages(settings)],
     preseed: webmail.preseed(settings),
+    held: xmpp.heldUntilConfigured,
     dataUnits,
     // When this server is replaced: its outgoing queue onto the volume, then the last snapshot.
     handover: [mail.handover, backup.handover],
@@ -60,10 +61,10 @@ const mailServer = new mail.Mail("mail", {
     settings, connection, ipv4: host.ipv4, ipv6: host.ipv6, dkimPrivateKeyPem: dkim.privateKeyPem, dependsOn: [certificate.step],
 });
 
-const chat = new xmpp.Xmpp("xmpp", { settings, connection, passwords: mailServer.passwords, dependsOn: [mailServer.step] });
+const chat = new xmpp.Xmpp("xmpp", { settings, connection, passwords: mailServer.passwords, ipv4: host.ipv4, ipv6: host.ipv6, dependsOn: [mailServer.step] });
 const webmailServer = settings.webmail ? new webmail.Webmail("webmail", { settings, connection, dependsOn: [mailServer.step] }) : undefined;
 const status = new Status("status", {
-    settings, connection, units: [...hardening.units, ...resolver.units, ...web.dataUnits, ...mail.units, ...xmpp.dataUnits, ...webmail.dataUnits(settings)],
+    settings, connection, units: [...hardening.units, ...resolver.units, ...web.dataUnits, ...mail.units, ...xmpp.units, ...webmail.dataUnits(settings)],
     dependsOn: [chat.step, ...webmailServer ? [webmailServer.step] : []],
 });
 host.sshProven([status.step]);

@@ -13,6 +13,8 @@ export interface BaseArgs {
     readonly packages: readonly string[];
     /** debconf answers those packages read when they are installed ("package question type value"). */
     readonly preseed: readonly string[];
+    /** Units that must not start with their package's defaults: masked before their package is installed; their own step unmasks them. */
+    readonly held: readonly string[];
     /** systemd units that keep data on the volume: they wait for its mount. */
     readonly dataUnits: readonly string[];
     /** Shell lines the handover runs once those units have stopped, before the volume is unmounted. */
@@ -108,6 +110,7 @@ export class Base extends pulumi.ComponentResource {
                 `grep -qxF '127.0.1.1 ${s.hostname} ${shortName}' /etc/hosts || ` +
                     `{ sed -i '/^127\\.0\\.1\\.1[[:space:]]/d' /etc/hosts; echo '127.0.1.1 ${s.hostname} ${shortName}' >> /etc/hosts; }`,
                 ...args.preseed.map(answer => `echo '${answer}' | debconf-set-selections`),
+                ...args.held.map(unit => `systemctl cat ${unit}.service >/dev/null 2>&1 || systemctl mask --quiet ${unit}.service`),
             ].join("\n"),
             // e2fsprogs: resize2fs (Hetzner's images have it; a minimal Debian may not).
             packages: ["systemd-timesyncd", "ca-certificates", "openssl", "e2fsprogs", ...new Set(args.packages)],

@@ -7,7 +7,7 @@ import * as net from "net";
 import * as pulumi from "@pulumi/pulumi";
 import { Settings } from "../config";
 import { RemoteStep, ServiceArgs } from "./remote/step";
-import { publicPorts, outboundPorts, portOf, ServicePort } from "../services/catalog";
+import { publicPorts, outboundPorts, portOf, portSpec, ServicePort, servicePort } from "../services/catalog";
 import { renderTemplate } from "../services/template";
 import { LOOPBACK_CLIENTS } from "./mail";
 import * as webmail from "./webmail";
@@ -18,13 +18,13 @@ export const units = ["ssh", "nftables", "fail2ban"];
 export const NFT_RULESET = "/etc/nftables.conf";
 
 const INDENT = "        ";
-const portSet = (ports: number[]) => ports.length === 1 ? String(ports[0]) : `{ ${[...new Set(ports)].join(", ")} }`;
+const portSet = (ports: readonly (number | string)[]) => ports.length === 1 ? String(ports[0]) : `{ ${[...new Set(ports)].join(", ")} }`;
 
 /** nft rules accepting each protocol's ports; ports with an address allowlist get one rule per family. */
 function acceptRules(ports: readonly ServicePort[]): string[] {
     const rules: string[] = [];
     for (const protocol of ["tcp", "udp"] as const) {
-        const open = ports.filter(p => p.protocol === protocol && !p.sources).map(p => p.port);
+        const open = ports.filter(p => p.protocol === protocol && !p.sources).map(portSpec);
         if (open.length) rules.push(`${protocol} dport ${portSet(open)} accept`);
         for (const p of ports.filter(q => q.protocol === protocol && q.sources)) {
             for (const [family, version] of [["ip", 4], ["ip6", 6]] as const) {
@@ -44,7 +44,11 @@ export function nftRuleset(s: Settings, sshPorts: readonly number[] = [s.sshPort
         `tcp dport ${ssh} ct state new add @ssh_meter6 { ip6 saddr limit rate over 10/minute burst 20 packets } drop`,
         ...acceptRules(publicPorts(sshPorts, s.adminSources)),
     ];
-    const outbound = s.restrictOutbound ? acceptRules(outboundPorts(s.acmeServer, s.outboundPorts, s.backup.kind === "off" ? undefined : s.backup.port)) : [];
+    const outbound = s.restrictOutbound ? [
+        ...acceptRules(outboundPorts(s.acmeServer, s.outboundPorts, s.backup.kind === "off" ? undefined : s.backup.port)),
+        // TURN relays a call's media from its relay ports to whatever port the other side uses.
+        `udp sport ${portSpec(servicePort("turn-relay"))} accept`,
+    ] : [];
     return renderTemplate("hardening/nftables.conf", {
         inbound: inbound.map(r => INDENT + r).join("\n"),
         outbound: outbound.map(r => INDENT + r).join("\n"),

@@ -8,7 +8,7 @@ import * as hcloud from "@pulumi/hcloud";
 import * as tls from "@pulumi/tls";
 import * as command from "@pulumi/command";
 import { Settings } from "../config";
-import { publicPorts, ServicePort } from "../services/catalog";
+import { publicPorts, portSpec, ServicePort } from "../services/catalog";
 import { renderUserData, DEPLOY_USER } from "../cloud-init";
 import { Connection, asRoot, sshConnection } from "./remote/step";
 import { SshPorts, liveSsh, sshPorts, BOOT_PORT_LABEL, SSH_ROLE } from "./ssh";
@@ -23,7 +23,7 @@ const ANYWHERE = ["0.0.0.0/0", "::/0"];
 
 /** A port of the catalog as a Hetzner firewall rule. */
 const inboundRule = (p: ServicePort) =>
-    ({ direction: "in", protocol: p.protocol, port: String(p.port), sourceIps: [...p.sources ?? ANYWHERE], description: p.description });
+    ({ direction: "in", protocol: p.protocol, port: portSpec(p), sourceIps: [...p.sources ?? ANYWHERE], description: p.description });
 
 /** Hetzner returns an IPv6 primary IP as its /64; the server uses the network's ::1 (as Hetzner's images do). */
 export const firstAddress = (network: string) => network.replace(/\/\d+$/, "").replace(/::$/, "::1");

@@ -15,7 +15,9 @@ import { renderTemplate } from "../services/template";
 /** Where every service reads the certificate: a symlink to the live files on the data volume. */
 export const CERT_DIR = "/etc/selfhost/tls";
 /** Services that use the certificate; the deploy hook reloads those that run. */
-export const TLS_CONSUMERS = ["nginx", "postfix", "dovecot", "prosody"];
+export const TLS_CONSUMERS = ["nginx", "postfix", "dovecot", "prosody", "coturn"];
+/** Daemons that read the certificate as their own user get a copy their group may read, here (by group). */
+export const CERT_COPIES = { prosody: "/etc/prosody/certs", turnserver: "/etc/coturn/certs" } as const;
 export const DEPLOY_HOOK = "/usr/local/sbin/selfhost-tls-deployed";
 export const ACME_WEBROOT = "/var/lib/selfhost/acme";
 const AWAIT_DNS = "/usr/local/sbin/selfhost-await-dns";
@@ -69,7 +71,9 @@ export class Tls extends pulumi.ComponentResource {
         const names = servedNames(s);
         const common = [
             { path: "/etc/nginx/conf.d/selfhost-acme.conf", content: renderTemplate("tls/acme-http.conf", { acmeWebroot: ACME_WEBROOT }) },
-            { path: DEPLOY_HOOK, mode: "0755", content: renderTemplate("tls/deployed.sh", { consumers: TLS_CONSUMERS.join(" "), certDir: CERT_DIR }) },
+            { path: DEPLOY_HOOK, mode: "0755", content: renderTemplate("tls/deployed.sh", {
+                consumers: TLS_CONSUMERS.join(" "), certDir: CERT_DIR, copies: Object.entries(CERT_COPIES).map(([group, dir]) => `${group}:${dir}`).join(" "),
+            }) },
             { path: TLS_KEY, mode: "0755", content: renderTemplate("tls/tls-key", { tlsData: TLS_DATA, certDir: CERT_DIR, deployHook: DEPLOY_HOOK, lineage: LINEAGE }) },
         ];
         const prepare = [

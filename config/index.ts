@@ -7,7 +7,7 @@ import * as path from "path";
 import * as pulumi from "@pulumi/pulumi";
 import * as net from "net";
 import * as YAML from "yaml";
-import { SERVICE_PORTS, ALL_SERVICE_SUBDOMAINS, LOCAL_PORTS } from "../services/catalog";
+import { ALL_SERVICE_SUBDOMAINS, LOCAL_PORTS, portTaken } from "../services/catalog";
 import { gandiOptions } from "../components/dns/livedns";
 import { DEPLOY_USER } from "../cloud-init";
 import { GIT_USER } from "../components/base";
@@ -272,7 +272,7 @@ export function validate(raw: Record<string, unknown>): Settings {
     const siteDeployKeys = sshKeys("siteDeployKeys");
 
     const sshPort = intIn("sshPort", 1, 65535);
-    const clash = SERVICE_PORTS.find(p => p.port === sshPort);
+    const clash = portTaken(sshPort);
     if (clash) bad("sshPort", `${sshPort} is the ${clash.name} port; choose a free port, e.g. 2222.`);
 
     const adminSources = ((raw.adminSources as unknown[]) ?? []).map((a, i) => {
@@ -354,7 +354,7 @@ export function validate(raw: Record<string, unknown>): Settings {
     }
     const sitePackages = ((raw.sitePackages as unknown[]) ?? []).map(String);
     sitePackages.forEach((p, i) => { if (!/^[a-z0-9][a-z0-9+.-]+$/.test(p)) bad(`sitePackages[${i}]`, `"${p}" is not a Debian package name, e.g. hugo.`); });
-    const apps = webApps(raw.apps, [sshPort, ...SERVICE_PORTS.map(p => p.port), ...Object.values(LOCAL_PORTS)], hostname === domain ? "" : hostname.slice(0, -domain.length - 1), bad);
+    const apps = webApps(raw.apps, port => port === sshPort || !!portTaken(port) || Object.values<number>(LOCAL_PORTS).includes(port), hostname === domain ? "" : hostname.slice(0, -domain.length - 1), bad);
     const webLogDays = intIn("webLogDays", 1, 365);
     const xmppUploadLimitMb = intIn("xmppUploadLimitMb", 1, 10240);
     const xmppUploadExpiresDays = intIn("xmppUploadExpiresDays", 1, 3650);
@@ -481,7 +481,7 @@ export function sshKeyProblem(line: string): string | undefined {
     return undefined;
 }
 
-function webApps(value: unknown, takenPorts: number[], hostLabel: string, bad: (key: string, message: string) => void): WebApp[] {
+function webApps(value: unknown, taken: (port: number) => boolean, hostLabel: string, bad: (key: string, message: string) => void): WebApp[] {
     if (!Array.isArray(value)) {
         bad("apps", "must be a list of {name, port, path?, subdomain?}.");
         return [];
@@ -496,7 +496,7 @@ function webApps(value: unknown, takenPorts: number[], hostLabel: string, bad: (
         const name = String(e.name ?? "");
         if (!LABEL.test(name)) bad(`${key}.name`, `"${name}" must be a short lowercase name, e.g. blog.`);
         const port = Number(e.port);
-        if (!Number.isInteger(port) || port < 1024 || port > 65535 || takenPorts.includes(port)) {
+        if (!Number.isInteger(port) || port < 1024 || port > 65535 || taken(port)) {
             bad(`${key}.port`, `must be the app's local port, 1024-65535, not a service port nor ${Object.values(LOCAL_PORTS).join(" or ")}; got ${e.port}.`);
         }
         const path = e.path === undefined ? undefined : String(e.path).replace(/\/$/, "");

@@ -7,6 +7,8 @@ export type Protocol = "tcp" | "udp";
 
 export interface ServicePort {
     readonly port: number;
+    /** The last port of a range that starts at `port` (TURN's relay ports). */
+    readonly lastPort?: number;
     readonly protocol: Protocol;
     /** Short name, also used for SRV records and firewall descriptions. */
     readonly name: string;
@@ -27,7 +29,18 @@ export const SERVICE_PORTS: readonly ServicePort[] = [
     { port: 5222, protocol: "tcp", name: "xmpp-client", description: "XMPP clients, STARTTLS" },
     { port: 5223, protocol: "tcp", name: "xmpps-client", description: "XMPP clients, direct TLS" },
     { port: 5269, protocol: "tcp", name: "xmpp-server", description: "XMPP federation" },
+    { port: 5000, protocol: "tcp", name: "xmpp-proxy", description: "XMPP file transfer proxy (SOCKS5, XEP-0065)" },
+    { port: 3478, protocol: "udp", name: "turn", description: "STUN/TURN for XMPP calls" },
+    { port: 5349, protocol: "tcp", name: "turns", description: "TURN over TLS for XMPP calls" },
+    // Each relayed call leg takes one port: 200 is far beyond one household's calls at a time.
+    { port: 50000, lastPort: 50199, protocol: "udp", name: "turn-relay", description: "TURN relay ports (call media)" },
 ];
+
+/** A port or range as firewalls write it: "5000" or "50000-50199". */
+export const portSpec = (p: ServicePort) => p.lastPort ? `${p.port}-${p.lastPort}` : String(p.port);
+
+/** The catalog's port that covers this number, in any protocol: configuration may not take it. */
+export const portTaken = (port: number) => SERVICE_PORTS.find(p => port >= p.port && port <= (p.lastPort ?? p.port));
 
 /**
  * All ports open to the world: the service ports plus SSH (only from `adminSources` when given; two
@@ -40,12 +53,15 @@ export function publicPorts(sshPorts: number | readonly number[], adminSources: 
     })), ...SERVICE_PORTS];
 }
 
-/** The port of a named service, so no other module writes a port number again. */
-export function portOf(name: string): number {
+/** A named service's entry. */
+export function servicePort(name: string): ServicePort {
     const found = SERVICE_PORTS.find(p => p.name === name);
     if (!found) throw new Error(`no service port named ${name}`);
-    return found.port;
+    return found;
 }
+
+/** The port of a named service, so no other module writes a port number again. */
+export const portOf = (name: string) => servicePort(name).port;
 
 /** Loopback-only ports of our own services (never in the firewall); apps may not take them. */
 export const LOCAL_PORTS = {
@@ -75,8 +91,8 @@ export function outboundPorts(acmeServer: string, extra: readonly number[] = [],
         { port: 80, protocol: "tcp", name: "http", description: "Debian packages" },
         { port: 443, protocol: "tcp", name: "https", description: "packages, ACME, rspamd maps, MTA-STS policies" },
         { port: 11335, protocol: "udp", name: "rspamd-fuzzy", description: "rspamd's shared fuzzy hashes" },
-        { ...SERVICE_PORTS.find(p => p.name === "smtp")!, description: "mail to other servers" },
-        { ...SERVICE_PORTS.find(p => p.name === "xmpp-server")!, description: "XMPP federation" },
+        { ...servicePort("smtp"), description: "mail to other servers" },
+        { ...servicePort("xmpp-server"), description: "XMPP federation" },
         ...(backupPort ? [{ port: backupPort, protocol: "tcp" as const, name: "backup", description: "the backup repository (SFTP)" }] : []),
         ...[acmePort, ...extra].map(port => ({ port, protocol: "tcp" as const, name: "extra", description: "ACME server or outboundPorts" })),
     ];
@@ -86,7 +102,7 @@ export function outboundPorts(acmeServer: string, extra: readonly number[] = [],
 export const SERVICE_SUBDOMAINS = {
     web: ["www"],
     mail: ["mta-sts", "autoconfig", "autodiscover"],
-    xmpp: ["conference", "upload"],
+    xmpp: ["conference", "upload", "proxy"],
     // Reserved whether or not webmail is on, so turning it on never takes a name an app has.
     webmail: ["webmail"],
 } as const;

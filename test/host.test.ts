@@ -1,7 +1,7 @@
 import { strict as assert } from "assert";
 import { runProgram, DEFAULT_CLOUD, stepFiles, scriptOf, unsecret } from "./program";
 import { baseConfig, ALICE_KEY, BOB_KEY } from "./fixtures";
-import { publicPorts } from "../services/catalog";
+import { publicPorts, portSpec } from "../services/catalog";
 
 describe("host", () => {
     it("declares the server on its primary IPs, with firewall, keys and user-data", async () => {
@@ -53,9 +53,14 @@ describe("host", () => {
     it("opens exactly the exported port list (plus ICMP) in the Hetzner firewall", async () => {
         const run = await runProgram({ ...baseConfig(), sshPort: 2200 });
         const rules = run.one("hcloud:index/firewall:Firewall").inputs.rules;
-        const tcp = rules.filter((r: any) => r.protocol === "tcp").map((r: any) => Number(r.port)).sort((a: number, b: number) => a - b);
-        assert.deepEqual(tcp, publicPorts(2200).map(p => p.port).sort((a, b) => a - b));
-        assert.ok(tcp.includes(2200) && !tcp.includes(22));
+        for (const protocol of ["tcp", "udp"]) {
+            const opened = rules.filter((r: any) => r.protocol === protocol).map((r: any) => r.port).sort();
+            assert.deepEqual(opened, publicPorts(2200).filter(p => p.protocol === protocol).map(portSpec).sort());
+        }
+        const tcp = rules.filter((r: any) => r.protocol === "tcp").map((r: any) => r.port);
+        assert.ok(tcp.includes("2200") && !tcp.includes("22"));
+        // TURN's relay ports, as one rule with Hetzner's range syntax.
+        assert.ok(rules.some((r: any) => r.protocol === "udp" && r.port === "50000-50199"));
         assert.ok(rules.some((r: any) => r.protocol === "icmp"));
         for (const r of rules) assert.deepEqual(r.sourceIps, ["0.0.0.0/0", "::/0"]);
     });

@@ -20,6 +20,8 @@ export const CLIENT_PACKAGES = [
     // A person at a browser: Chromium driven by Selenium through chromedriver; certutil puts the world's
     // root in Chromium's trust store; a font so the screenshots can be read.
     "chromium", "chromium-driver", "python3-selenium", "libnss3-tools", "fonts-dejavu-core",
+    // A call's two ends for TURN: turnutils_uclient and turnutils_peer.
+    "coturn",
 ];
 
 /** The repository, so the client runs the test's own scripts (imap.py, xmpp.py) at the same paths. */

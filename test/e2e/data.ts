@@ -120,6 +120,8 @@ export const REBUILT: Record<string, readonly string[]> = {
     "installed by packages, or written by cloud-init and the steps": ["usr", "bin", "sbin", "lib", "lib64", "boot", "etc",
         "var/lib/dpkg", "var/lib/apt", "var/lib/ucf", "var/lib/systemd", "var/lib/cloud", "var/lib/pam", "var/lib/python",
         "var/lib/shells.state", "var/.updated", "var/www/html", "var/lib/selfhost/files", "var/lib/selfhost/pending",
+        // coturn's database: the TURN secret the xmpp step writes from the stack's.
+        "var/lib/turn",
         // root's dotfiles and the key cloud-init puts there (root cannot log in); the deploy user, made at first boot.
         "root", "home/selfhost"],
     "caches, logs and runtime state": ["proc", "sys", "dev", "run", "tmp", "var/tmp", "var/cache", "var/log",

@@ -264,7 +264,8 @@ async function main(): Promise<number> {
 
         console.log("XMPP, with slixmpp and the peer's Prosody");
         const xmpp = { checks, server, serverIp: SERVER.ipv4, root, passwords: program.outputs.mailPasswords, work,
-            peer: { ip: NET.peer.ipv4, ca: peerTls.ca, password: PEER_XMPP_PASSWORD } };
+            peer: { ip: NET.peer.ipv4, ca: peerTls.ca, password: PEER_XMPP_PASSWORD },
+            turnSecret: program.one("random:index/randomPassword:RandomPassword", "turn-secret").state.result };
         xmppChecks(xmpp);
         console.log("a mail password changes; XMPP follows when the steps re-run");
         const passwordSteps = steps.filter(s => s.name === "mail" || s.name === "xmpp");

@@ -5,6 +5,10 @@
   xmpp.py room PORT ROOM JID                -> JID joins ROOM and sees its own post
   xmpp.py upload PORT JID NAME SIZE         -> asks the upload service for a slot: prints PUT and GET URLs, then the PUT's headers
   xmpp.py login PORT JID                    -> exit 0 when JID can log in
+  xmpp.py services PORT JID                 -> the server's external services (XEP-0215) as JSON, credentials included
+  xmpp.py push PORT JID APP SENDER          -> JID registers APP (a full JID, the test's app server) for push
+                                               (XEP-0357), goes away; SENDER writes; prints APP's notification as JSON
+  xmpp.py compliance PORT JID               -> what the Conversations compliance suite asks of a server, as JSON
 Standard input: JSON {"accounts": {jid: password}, "servers": {domain: [address, cafile]}}: where each
 account's server is and which CA verifies it. Exit 0 on success; otherwise the reason.
 """
@@ -15,8 +19,12 @@ import sys
 import uuid
 
 import slixmpp
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
+from xml.etree import ElementTree as ET
 
 TIMEOUT = 30
+STREAM_FEATURES = "{http://etherx.jabber.org/streams}features"
 
 
 class Client(slixmpp.ClientXMPP):
@@ -33,6 +41,10 @@ class Client(slixmpp.ClientXMPP):
         self.add_event_handler("connection_failed", lambda e: self.fail(f"connection failed: {e}"))
         self.add_event_handler("message", lambda m: self.messages.put_nowait(m))
         self.add_event_handler("groupchat_message", lambda m: self.messages.put_nowait(m))
+        # The stream features offered last (after login), as the compliance suite reads them.
+        self.offered = []
+        self.register_handler(Callback("record features", MatchXPath(STREAM_FEATURES),
+                                       lambda f: setattr(self, "offered", [child.tag for child in f.xml])))
 
     def fail(self, reason):
         self.failed = reason
@@ -61,8 +73,9 @@ async def main():
     class Account:
         """A client for the jid, connected to its own server."""
         def __init__(self, jid):
-            self.server, cafile = given["servers"][jid.split("@")[1]]
-            self.client = Client(jid, given["accounts"][jid], cafile)
+            address = slixmpp.JID(jid)
+            self.server, cafile = given["servers"][address.domain]
+            self.client = Client(jid, given["accounts"][address.bare], cafile)
 
         async def online(self, _server, port, direct_tls):
             return await self.client.online(self.server, port, direct_tls)
@@ -116,6 +129,71 @@ async def main():
         print(slot["http_upload_slot"]["get"]["url"])
         for header in put["headers"]:
             print(f"{header['name']}: {header['value']}")
+    elif command == "services":
+        asking = await client(args[0]).online(None, port, False)
+        iq = asking.make_iq_get(ito=asking.boundjid.domain)
+        iq.xml.append(ET.Element("{urn:xmpp:extdisco:2}services"))
+        answer = await iq.send(timeout=TIMEOUT)
+        print(json.dumps([dict(s.attrib) for s in answer.xml.iter("{urn:xmpp:extdisco:2}service")]))
+    elif command == "push":
+        jid, app, sender = args
+        # The app server: a client of its own that records what it is sent (a real one relays to Apple or Google).
+        app_server = await client(app).online(None, port, False)
+        notified = asyncio.get_running_loop().create_future()
+
+        def publish(iq):
+            iq.reply().send()
+            notified.done() or notified.set_result(iq)
+        app_server.register_handler(Callback("push", MatchXPath("{jabber:client}iq/{http://jabber.org/protocol/pubsub}pubsub"), publish))
+        node = str(uuid.uuid4())
+        phone = await client(jid).online(None, port, False)
+        enable = phone.make_iq_set()
+        ET.SubElement(enable.xml, "{urn:xmpp:push:0}enable", {"jid": app, "node": node})
+        await enable.send(timeout=TIMEOUT)
+        phone.disconnect()
+        await asyncio.sleep(1)
+        writer = await client(sender).online(None, port, False)
+        body = f"while you were away {uuid.uuid4()}"
+        writer.send_message(mto=jid, mbody=body, mtype="chat")
+        iq = await asyncio.wait_for(notified, TIMEOUT)
+        publish_node = iq.xml.find(".//{http://jabber.org/protocol/pubsub}publish")
+        fields = {f.get("var"): [v.text for v in f.iter("{jabber:x:data}value")]
+                  for f in iq.xml.iter("{jabber:x:data}field")}
+        print(json.dumps({"from": str(iq["from"]), "node": publish_node.get("node") if publish_node is not None else None,
+                          "registered": node, "notification": iq.xml.find(".//{urn:xmpp:push:0}notification") is not None,
+                          "fields": fields, "carries_body": body in ET.tostring(iq.xml, encoding="unicode")}))
+    elif command == "compliance":
+        me = await client(args[0]).online(None, port, False)
+        disco = me.plugin["xep_0030"]
+        domain, account = me.boundjid.domain, me.boundjid.bare
+
+        async def info(jid):
+            found = await disco.get_info(jid=jid, timeout=TIMEOUT)
+            return found.xml.find("{http://jabber.org/protocol/disco#info}query")
+
+        features = lambda query: {f.get("var") for f in query.iter("{http://jabber.org/protocol/disco#info}feature")}
+        identities = lambda query: {(i.get("category"), i.get("type")) for i in query.iter("{http://jabber.org/protocol/disco#info}identity")}
+        server, own = await info(domain), await info(account)
+        items = await disco.get_items(jid=domain, timeout=TIMEOUT)
+        services = {}
+        for item in items["disco_items"]["items"]:
+            services[item[0]] = features(await info(item[0]))
+        # A group chat as a client makes one: does it archive (MAM for MUC)?
+        room = f"compliance-{uuid.uuid4().hex[:8]}@" + next(j for j, f in services.items() if "http://jabber.org/protocol/muc" in f)
+        joined = asyncio.get_running_loop().create_future()
+        me.add_event_handler(f"muc::{room}::self-presence", lambda p: joined.done() or joined.set_result(p))
+        me.plugin["xep_0045"].join_muc(slixmpp.JID(room), "compliance")
+        presence = await asyncio.wait_for(joined, TIMEOUT)
+        if 201 in presence["muc"]["status_codes"]:
+            await me.plugin["xep_0045"].set_room_config(room, me.plugin["xep_0004"].make_form(ftype="submit"))
+        abuse = [v.text for f in server.iter("{jabber:x:data}field") if f.get("var") == "abuse-addresses" for v in f.iter("{jabber:x:data}value")]
+        print(json.dumps({
+            "stream_features": me.offered,
+            "server": sorted(features(server)), "account": sorted(features(own)),
+            "account_identities": sorted(map(list, identities(own))),
+            "services": {j: sorted(f) for j, f in services.items()}, "room": sorted(features(await info(room))),
+            "abuse": abuse,
+        }))
     else:
         raise SystemExit(f"unknown command {command}")
 
