@@ -9,7 +9,7 @@
 import * as fs from "fs";
 import { spawnSync } from "child_process";
 import { Finding, render } from "./findings";
-import { Target, Options, dnsFindings, tlsFindings, portFindings, sshFindings, relayFindings, serverFindings } from "./probes";
+import { Target, Options, dnsFindings, tlsFindings, portFindings, stunFindings, sshFindings, relayFindings, serverFindings } from "./probes";
 
 const USAGE = "usage: npm run check -- [--outputs FILE|-] [--resolver IP] [--ca FILE] [--ssh-key FILE] [--known-hosts FILE] [--cert-warn-days N] [--json]";
 
@@ -45,6 +45,7 @@ export async function check(t: Target, o: Options): Promise<Finding[]> {
         ...await dnsFindings(t, o),
         ...tlsFindings(t, o),
         ...await portFindings(t),
+        ...await stunFindings(t),
         ...sshFindings(t),
         ...await relayFindings(t),
         ...serverFindings(t, o),

@@ -4,6 +4,8 @@
  * server's own `selfhost-status` over SSH. Each probe returns findings; none throws.
  */
 import * as net from "net";
+import * as dgram from "dgram";
+import * as crypto from "crypto";
 import * as https from "https";
 import * as tls from "tls";
 import * as fs from "fs";
@@ -188,6 +190,7 @@ export function tlsFindings(t: Target, o: Options): Finding[] {
         ["ManageSieve STARTTLS", portOf("sieve"), t.hostname, ["-starttls", "sieve"]],
         ["XMPP STARTTLS", portOf("xmpp-client"), t.domain, ["-starttls", "xmpp", "-xmpphost", t.domain]],
         ["XMPP direct TLS", portOf("xmpps-client"), t.domain, []],
+        ["TURN over TLS", portOf("turns"), t.hostname, []],
     ];
     return endpoints.map(([what, p, name, extra]) => {
         const label = `${what === name ? "HTTPS" : what} ${name}:${p}`;
@@ -243,6 +246,43 @@ export async function portFindings(t: Target): Promise<Finding[]> {
             : finding("ports", `closed on ${ip}`, "ok", closed.join(" ")));
     }
     return out;
+}
+
+/**
+ * A STUN Binding request (RFC 5389) over UDP: the answer's XOR-MAPPED-ADDRESS is this host's address as the
+ * server saw it; undefined when nothing (or something else) answered within 3 s.
+ */
+export function stunBinding(host: string, port: number): Promise<string | undefined> {
+    const MAGIC = 0x2112a442;
+    const request = Buffer.alloc(20);
+    request.writeUInt16BE(0x0001, 0);
+    request.writeUInt32BE(MAGIC, 4);
+    const transaction = crypto.randomBytes(12);
+    transaction.copy(request, 8);
+    return new Promise(resolve => {
+        const socket = dgram.createSocket(net.isIPv6(host) ? "udp6" : "udp4");
+        const done = (answer?: string) => { clearTimeout(timer); socket.close(); resolve(answer); };
+        const timer = setTimeout(() => done(), 3000);
+        socket.on("error", () => done());
+        socket.on("message", m => {
+            if (m.length < 20 || m.readUInt16BE(0) !== 0x0101 || !m.subarray(8, 20).equals(transaction)) return;
+            for (let at = 20; at + 4 <= m.length; at += 4 + Math.ceil(m.readUInt16BE(at + 2) / 4) * 4) {
+                if (m.readUInt16BE(at) !== 0x0020 || m[at + 5] !== 0x01) continue;
+                const address = (m.readUInt32BE(at + 8) ^ MAGIC) >>> 0;
+                return done([24, 16, 8, 0].map(shift => (address >>> shift) & 255).join("."));
+            }
+            done("an address");
+        });
+        socket.send(request, port, host);
+    });
+}
+
+/** STUN on UDP, which the TCP port probes cannot see: calls need it. */
+export async function stunFindings(t: Target): Promise<Finding[]> {
+    const port = portOf("turn");
+    const answer = await stunBinding(t.ipv4, port);
+    return [answer ? finding("ports", `STUN on ${t.ipv4} (UDP ${port})`, "ok", `answers; sees this host as ${answer}`)
+        : finding("ports", `STUN on ${t.ipv4} (UDP ${port})`, "error", "no answer", "calls need coturn: on the server systemctl status coturn; pulumi up re-runs the xmpp step")];
 }
 
 const connects = (host: string, port: number) => new Promise<boolean>(resolve => {

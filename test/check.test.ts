@@ -9,7 +9,8 @@ import { STATUS_COMMAND } from "../components/status";
 import { baseConfig, settings } from "./fixtures";
 import { targetOf } from "../check";
 import { render, finding } from "../check/findings";
-import { relayFindings, port25Blame, Target } from "../check/probes";
+import { relayFindings, port25Blame, stunBinding, Target } from "../check/probes";
+import * as dgram from "dgram";
 import { preflight, adoption, fromStackFile } from "../check/preflight";
 import { costFinding, CloudPricing } from "../check/costs";
 import { recordShapes } from "../components/dns/records";
@@ -197,5 +198,33 @@ describe("check", () => {
         // Gandi's default zone points webmail at Gandi's own webmail; ours takes the name.
         assert.deepEqual(taken.sort(), ["removed webmail CNAME", "removed www CNAME", "replaced @ A", "replaced @ MX", "replaced @ TXT", "replaced _imap._tcp SRV",
             "replaced _imaps._tcp SRV", "replaced _pop3._tcp SRV", "replaced _pop3s._tcp SRV", "replaced _submission._tcp SRV"]);
+    });
+
+    it("asks STUN for this host's address (RFC 5389), and takes only the answer to its own request", async () => {
+        // A STUN server as coturn answers: Binding Success, the transaction ID echoed, XOR-MAPPED-ADDRESS.
+        const serve = (honest: boolean) => new Promise<dgram.Socket>(resolve => {
+            const server = dgram.createSocket("udp4");
+            server.on("message", (m, from) => {
+                const answer = Buffer.alloc(32);
+                answer.writeUInt16BE(0x0101, 0);
+                answer.writeUInt16BE(12, 2);
+                m.copy(answer, 4, 4, 20);
+                if (!honest) answer[19] ^= 1;
+                answer.writeUInt16BE(0x0020, 20);
+                answer.writeUInt16BE(8, 22);
+                answer.writeUInt16BE(0x0001, 24);
+                answer.writeUInt16BE(from.port ^ 0x2112, 26);
+                const ip = from.address.split(".").reduce((n, b) => n * 256 + Number(b), 0);
+                answer.writeUInt32BE((ip ^ 0x2112a442) >>> 0, 28);
+                server.send(answer, from.port, from.address);
+            });
+            server.bind(0, "127.0.0.1", () => resolve(server));
+        });
+        const honest = await serve(true);
+        assert.equal(await stunBinding("127.0.0.1", honest.address().port), "127.0.0.1");
+        honest.close();
+        const confused = await serve(false);
+        assert.equal(await stunBinding("127.0.0.1", confused.address().port), undefined);
+        confused.close();
     });
 });

@@ -84,6 +84,10 @@ export async function statusChecks(c: StatusContext): Promise<void> {
     // Dovecot serves IMAPS and ManageSieve: those endpoints and ports go with it, nothing else.
     fault("dovecot stopped", "error", /^services\/dovecot$/, /^(services\/dovecot|tls\/(IMAPS|ManageSieve)|ports\/open on)/);
     server.exec("systemctl start dovecot");
+    // coturn answers STUN on UDP (no TCP port probe sees that) and TURN over TLS.
+    server.exec("systemctl stop coturn");
+    fault("coturn stopped", "error", /^ports\/STUN /, /^(ports\/STUN |tls\/TURN over TLS|services\/coturn$|ports\/open on)/);
+    server.exec("systemctl start coturn");
 
     // A new SOA serial each time, so the DNS server takes the changed zone.
     const zone = fs.readFileSync(c.zoneFile, "utf8");
