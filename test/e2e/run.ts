@@ -460,8 +460,11 @@ async function main(): Promise<number> {
             burst.delivered === 200 && !burst.problems ? undefined : `${burst.delivered} delivered\n${burst.problems}`);
         figures.push(
             ["inbound through postfix → rspamd → LMTP, messages/s", burst.chainPerSecond.toFixed(1)],
+            ["same messages, postfix → LMTP without rspamd (the chain's limit), messages/s", burst.unfilteredPerSecond.toFixed(1)],
             ["same messages into smtp-sink on the server, messages/s", burst.sinkPerSecond.toFixed(1)],
+            ["ratio: full chain / without rspamd", (burst.chainPerSecond / burst.unfilteredPerSecond).toFixed(2)],
             ["ratio: full chain / sink", (burst.chainPerSecond / burst.sinkPerSecond).toFixed(2)],
+            ["rspamd's scan time per message, p50 / p95 (ms)", `${burst.scanMs.p50.toFixed(1)} / ${burst.scanMs.p95.toFixed(1)}`],
         );
 
         console.log("in place: another SSH key, a new SSH port, a bigger volume, a new server type");
