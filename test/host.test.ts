@@ -59,7 +59,7 @@ describe("host", () => {
         }
         const tcp = rules.filter((r: any) => r.protocol === "tcp").map((r: any) => r.port);
         assert.ok(tcp.includes("2200") && !tcp.includes("22"));
-        // TURN's relay ports, as one rule with Hetzner's range syntax.
+        // TURN's relay ports, as one rule: "80-85" is the provider's range syntax (terraform-provider-hcloud docs/resources/firewall.md).
         assert.ok(rules.some((r: any) => r.protocol === "udp" && r.port === "50000-50199"));
         assert.ok(rules.some((r: any) => r.protocol === "icmp"));
         for (const r of rules) assert.deepEqual(r.sourceIps, ["0.0.0.0/0", "::/0"]);
