@@ -110,7 +110,8 @@ export class Base extends pulumi.ComponentResource {
                 `grep -qxF '127.0.1.1 ${s.hostname} ${shortName}' /etc/hosts || ` +
                     `{ sed -i '/^127\\.0\\.1\\.1[[:space:]]/d' /etc/hosts; echo '127.0.1.1 ${s.hostname} ${shortName}' >> /etc/hosts; }`,
                 ...args.preseed.map(answer => `echo '${answer}' | debconf-set-selections`),
-                ...args.held.map(unit => `systemctl cat ${unit}.service >/dev/null 2>&1 || systemctl mask --quiet ${unit}.service`),
+                // (Masking a unit whose package is not there yet works; systemctl only warns that it does not exist.)
+                ...args.held.map(unit => `systemctl cat ${unit}.service >/dev/null 2>&1 || systemctl mask --quiet ${unit}.service 2>/dev/null`),
             ].join("\n"),
             // e2fsprogs: resize2fs (Hetzner's images have it; a minimal Debian may not).
             packages: ["systemd-timesyncd", "ca-certificates", "openssl", "e2fsprogs", ...new Set(args.packages)],
