@@ -45,7 +45,9 @@ describe("xmpp", () => {
         assert.equal(turn.owner, "root:turnserver");
         for (const line of ["use-auth-secret", "userdb=/var/lib/turn/turndb", "realm=example.org", "listening-port=3478", "tls-listening-port=5349",
             "min-port=50000", "max-port=50199", "no-tcp-relay", "no-cli", "no-software-attribute", "no-multicast-peers", "no-tlsv1", "no-tlsv1_1",
-            "cert=/etc/coturn/certs/selfhost.crt", `denied-peer-ip=${DEFAULT_CLOUD.ipv4}`, "denied-peer-ip=2001:db8:10::1"]) {
+            "cert=/etc/coturn/certs/selfhost.crt", `denied-peer-ip=${DEFAULT_CLOUD.ipv4}`, "denied-peer-ip=2001:db8:10::1",
+            // Listening on the wildcard (an address not yet usable must not stop it), relaying from the server's own.
+            "listening-ip=0.0.0.0", "listening-ip=::", `relay-ip=${DEFAULT_CLOUD.ipv4}`, "relay-ip=2001:db8:10::1"]) {
             assert.ok(turn.content.split("\n").includes(line), line);
         }
         assert.ok(!/static-auth-secret/.test(turn.content));
