@@ -9,6 +9,8 @@
   xmpp.py push PORT JID APP SENDER          -> JID registers APP (a full JID, the test's app server) for push
                                                (XEP-0357), goes away; SENDER writes; prints APP's notification as JSON
   xmpp.py compliance PORT JID               -> what the Conversations compliance suite asks of a server, as JSON
+  xmpp.py avatar PORT JID                   -> JID publishes an avatar over PEP (XEP-0084) as today's clients do, then
+                                               reads its vCard (XEP-0054) as older ones do: prints whether the photo came through
 Standard input: JSON {"accounts": {jid: password}, "servers": {domain: [address, cafile]}}: where each
 account's server is and which CA verifies it. Exit 0 on success; otherwise the reason.
 """
@@ -194,6 +196,23 @@ async def main():
             "services": {j: sorted(f) for j, f in services.items()}, "room": sorted(features(await info(room))),
             "abuse": abuse,
         }))
+    elif command == "avatar":
+        import base64, hashlib, os
+        me = await client(args[0]).online(None, port, False)
+        me.register_plugin("xep_0084")
+        # An image's bytes (clients send PNG); random, so an earlier run's avatar cannot pass for this one.
+        picture = b"\x89PNG\r\n\x1a\n" + os.urandom(200)
+        avatars = me.plugin["xep_0084"]
+        await avatars.publish_avatar(picture, timeout=TIMEOUT)
+        await avatars.publish_avatar_metadata({"id": hashlib.sha1(picture).hexdigest(), "type": "image/png", "bytes": len(picture)}, timeout=TIMEOUT)
+        # Prosody's mod_vcard_legacy answers vcard-temp from the PEP avatar (XEP-0398).
+        iq = me.make_iq_get(ito=me.boundjid.bare)
+        iq.xml.append(ET.Element("{vcard-temp}vCard"))
+        answer = await iq.send(timeout=TIMEOUT)
+        binval = answer.xml.find(".//{vcard-temp}PHOTO/{vcard-temp}BINVAL")
+        kind = answer.xml.find(".//{vcard-temp}PHOTO/{vcard-temp}TYPE")
+        photo = base64.b64decode("".join((binval.text or "").split())) if binval is not None else b""
+        print(json.dumps({"same_photo": photo == picture, "type": kind.text if kind is not None else None, "bytes": len(photo)}))
     else:
         raise SystemExit(f"unknown command {command}")
 

@@ -188,6 +188,12 @@ function pushAndCompliance(c: XmppContext): void {
         console.log(`    compliance: ${tests.length - failed.length}/${tests.length} (${tests.map(([name]) => name.split(" ")[0]).join(", ")})`);
         return failed.length ? `failed: ${failed.join("; ")}\n${r.stdout}` : undefined;
     });
+    checks.check("an avatar published over PEP (XEP-0084) is the account's vCard photo for clients that read vCards (XEP-0398)", () => {
+        const r = xmppClient(c, c.passwords, ["avatar", starttls, jid("bob")]);
+        if (r.code !== 0) return r.stdout + r.stderr;
+        const avatar = JSON.parse(r.stdout);
+        return avatar.same_photo && avatar.type === "image/png" ? undefined : r.stdout;
+    });
     checks.check(`XEP-0368: _xmpps-client._tcp names port ${portOf("xmpps-client")}, whose certificate is valid for ${DOMAIN}`, () => {
         const srv = sh(`kdig +short @${NET.inet.ipv4} SRV _xmpps-client._tcp.${DOMAIN}`, { ns: NET.client.ns }).stdout.trim();
         const [, , port, target] = srv.split(/\s+/);
