@@ -5,7 +5,7 @@
   xmpp.py room PORT ROOM JID                -> JID joins ROOM and sees its own post
   xmpp.py upload PORT JID NAME SIZE         -> asks the upload service for a slot: prints PUT and GET URLs, then the PUT's headers
   xmpp.py login PORT JID                    -> exit 0 when JID can log in
-  xmpp.py services PORT JID                 -> the server's external services (XEP-0215) as JSON, credentials included
+  xmpp.py services PORT JID [SERVER]        -> the server's external services (XEP-0215) as JSON, credentials included
   xmpp.py push PORT JID APP SENDER          -> JID registers APP (a full JID, the test's app server) for push
                                                (XEP-0357), goes away; SENDER writes; prints APP's notification as JSON
   xmpp.py compliance PORT JID               -> what the Conversations compliance suite asks of a server, as JSON
@@ -21,6 +21,7 @@ import sys
 import uuid
 
 import slixmpp
+import slixmpp.exceptions
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 from xml.etree import ElementTree as ET
@@ -132,10 +133,15 @@ async def main():
         for header in put["headers"]:
             print(f"{header['name']}: {header['value']}")
     elif command == "services":
+        # Of the account's own server, or of the server named (a stranger asking): the list, or the error's condition.
         asking = await client(args[0]).online(None, port, False)
-        iq = asking.make_iq_get(ito=asking.boundjid.domain)
+        iq = asking.make_iq_get(ito=args[1] if len(args) > 1 else asking.boundjid.domain)
         iq.xml.append(ET.Element("{urn:xmpp:extdisco:2}services"))
-        answer = await iq.send(timeout=TIMEOUT)
+        try:
+            answer = await iq.send(timeout=TIMEOUT)
+        except slixmpp.exceptions.IqError as refused:
+            print(json.dumps({"error": refused.iq["error"]["condition"]}))
+            return
         print(json.dumps([dict(s.attrib) for s in answer.xml.iter("{urn:xmpp:extdisco:2}service")]))
     elif command == "push":
         jid, app, sender = args

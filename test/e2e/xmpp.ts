@@ -116,6 +116,10 @@ function turnChecks(c: XmppContext): void {
         credential = { username: t.username, password: t.password };
         return Math.abs(lifetime - TURN_TTL) < 120 && hmac(t.username) === t.password ? undefined : `lifetime ${lifetime} s, username ${t.username}`;
     });
+    checks.check("a user of another server asking ours for TURN credentials is refused", () => {
+        const r = xmppClient(c, c.passwords, ["services", String(portOf("xmpp-client")), `carol@${NET.peer.domain}`, DOMAIN]);
+        return r.code === 0 && /^\{"error": "(forbidden|not-allowed|service-unavailable)"\}$/.test(r.stdout.trim()) ? undefined : r.stdout + r.stderr;
+    });
     checks.check("with them, coturn's own client relays 10 packets to a second address and gets all 10 back, over UDP and over TLS", () => {
         if (!credential) return "no credential";
         const auth = `-u ${credential.username} -w ${credential.password} -e ${NET.client.listed} -r ${PEER_PORT}`;
