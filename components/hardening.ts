@@ -29,7 +29,7 @@ function acceptRules(ports: readonly ServicePort[]): string[] {
         for (const p of ports.filter(q => q.protocol === protocol && q.sources)) {
             for (const [family, version] of [["ip", 4], ["ip6", 6]] as const) {
                 const sources = p.sources!.filter(s => net.isIP(s.split("/")[0]) === version);
-                if (sources.length) rules.push(`${family} saddr { ${sources.join(", ")} } ${protocol} dport ${p.port} accept`);
+                if (sources.length) rules.push(`${family} saddr { ${sources.join(", ")} } ${protocol} dport ${portSpec(p)} accept`);
             }
         }
     }

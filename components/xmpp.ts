@@ -28,7 +28,8 @@ export const heldUntilConfigured = ["coturn"];
 
 /** The secret Prosody makes TURN credentials with; coturn holds it in its own database. */
 const TURN_SECRET = "/etc/prosody/turn-secret";
-const TURN_DB = "/var/lib/turn/turndb";
+const TURN_DIR = "/var/lib/turn";
+const TURN_DB = `${TURN_DIR}/turndb`;
 /** How long a TURN credential from Prosody is valid: a day, as clients fetch them again for each call anyway. */
 export const TURN_TTL = 86400;
 export const XMPP_DIR = `${DATA_DIR}/prosody`;
@@ -65,7 +66,7 @@ export const turnConfig = (s: Settings, ipv4: string, ipv6: string) => {
     const relay = servicePort("turn-relay");
     return renderTemplate("coturn/turnserver.conf", {
         domain: s.domain, database: TURN_DB, turnPort: portOf("turn"), turnsPort: portOf("turns"),
-        relayFirst: relay.port, relayLast: relay.lastPort!, ipv4, ipv6, certDir: CERT_COPIES.turnserver, tlsCiphers: TLS_POLICY.ciphers,
+        relayFirst: relay.port, relayLast: relay.lastPort!, ipv4, ipv6, certDir: CERT_COPIES.turnserver, ...tlsValues(),
     });
 };
 
@@ -99,7 +100,7 @@ export class Xmpp extends pulumi.ComponentResource {
                 { path: "/etc/prosody/prosody.cfg.lua", mode: "0640", owner: "root:prosody", content: config },
                 { path: "/etc/turnserver.conf", mode: "0640", owner: "root:turnserver", content: pulumi.all([args.ipv4, args.ipv6]).apply(([v4, v6]) => turnConfig(s, v4, v6)) },
                 { path: "/etc/systemd/system/coturn.service.d/selfhost.conf", content: renderTemplate("coturn/coturn.conf", {
-                    confined: confined(), databaseDir: TURN_DB.replace(/\/[^/]*$/, ""),
+                    confined: confined(), databaseDir: TURN_DIR,
                     // It needs nothing of the volume, nor Prosody's secrets, nor the backup's keys.
                     hiddenPaths: [DATA_DIR, "/etc/prosody", "/etc/selfhost/backup"].join(" -"),
                 }) },
