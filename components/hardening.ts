@@ -13,9 +13,13 @@ import { LOOPBACK_CLIENTS } from "./mail";
 import * as webmail from "./webmail";
 
 // kmod: modprobe, which reads the protocols kept unloaded (a minimal image may lack it; Hetzner's has it).
-export const packages = ["nftables", "fail2ban", "python3-systemd", "unattended-upgrades", "needrestart", "kmod"];
+// debsums: `debsums -s` lists every packaged file changed on disk (after an incident, what to distrust).
+// apt-listchanges: mails the news of what unattended-upgrades installs (listchanges.conf).
+export const packages = ["nftables", "fail2ban", "python3-systemd", "unattended-upgrades", "needrestart", "kmod", "debsums", "apt-listchanges"];
 export const units = ["ssh", "nftables", "fail2ban"];
 export const NFT_RULESET = "/etc/nftables.conf";
+/** fail2ban's place for local jails (jail.conf is the package's); the e2e reads the jail names from it. */
+export const JAIL_CONF = "/etc/fail2ban/jail.local";
 
 const INDENT = "        ";
 const portSet = (ports: readonly (number | string)[]) => ports.length === 1 ? String(ports[0]) : `{ ${[...new Set(ports)].join(", ")} }`;
@@ -85,14 +89,19 @@ export class Hardening extends pulumi.ComponentResource {
         this.step = new RemoteStep("hardening", {
             connection: args.connection,
             files: [
-                { path: "/etc/ssh/sshd_config.d/10-selfhost-hardening.conf", content: renderTemplate("hardening/sshd.conf", {}) },
+                { path: "/etc/ssh/sshd_config.d/10-selfhost-hardening.conf", content: renderTemplate("hardening/sshd.conf", { adminUser: s.adminUser }) },
                 { path: NFT_RULESET, mode: "0755", content: pulumi.output(args.sshPorts).apply(ports => nftRuleset(s, ports)) },
-                { path: "/etc/fail2ban/jail.d/selfhost.local", content: jailConf },
+                { path: JAIL_CONF, content: jailConf },
                 ...["dovecot-auth", "postfix-sasl", "prosody-auth"].map(f =>
                     ({ path: `/etc/fail2ban/filter.d/selfhost-${f}.conf`, content: renderTemplate(`hardening/${f}.conf`, {}) })),
                 ...(s.webmail ? [{ path: `/etc/fail2ban/filter.d/${webmail.FAIL2BAN_FILTER.name}.conf`, content: webmail.FAIL2BAN_FILTER.content }] : []),
                 { path: "/etc/sysctl.d/90-selfhost.conf", content: renderTemplate("hardening/sysctl.conf", {}) },
                 { path: "/etc/modprobe.d/selfhost.conf", content: renderTemplate("hardening/modprobe.conf", {}) },
+                // In place of Debian's file of that name, which lets any session raise its core limit.
+                { path: "/etc/security/limits.d/10-coredump-debian.conf", content: renderTemplate("hardening/core-limits.conf", {}) },
+                { path: "/etc/systemd/coredump.conf.d/selfhost.conf", content: renderTemplate("hardening/coredump.conf", {}) },
+                ...["/etc/issue", "/etc/issue.net"].map(path => ({ path, content: renderTemplate("hardening/issue", {}) })),
+                { path: "/etc/apt/listchanges.conf.d/selfhost.conf", content: renderTemplate("hardening/listchanges.conf", {}) },
                 { path: "/etc/apt/apt.conf.d/20auto-upgrades", content: renderTemplate("hardening/auto-upgrades.conf", {}) },
                 { path: "/etc/apt/apt.conf.d/52selfhost-unattended-upgrades", content: renderTemplate("hardening/unattended-upgrades.conf", {
                     reboot: s.rebootTime ? "true" : "false", rebootTime: s.rebootTime || "now",
@@ -108,7 +117,8 @@ export class Hardening extends pulumi.ComponentResource {
             ].join("\n"),
             run: [
                 "systemctl enable --quiet nftables fail2ban unattended-upgrades",
-                "changed_in /etc/sysctl.d && sysctl -q -p /etc/sysctl.d/90-selfhost.conf",
+                // -e: a kernel without a key (Yama, in a container) is not an error; "-" keys: see the file.
+                "changed_in /etc/sysctl.d && sysctl -q -e -p /etc/sysctl.d/90-selfhost.conf",
                 // What people make in their sessions is not for other users to read (pam_umask reads this;
                 // in a user's own group, as Debian gives each, the group bits follow the owner's: 007).
                 "grep -qE '^UMASK[[:space:]]+027$' /etc/login.defs || { sed -i '/^UMASK[[:space:]]/d' /etc/login.defs; echo 'UMASK 027' >> /etc/login.defs; }",

@@ -81,6 +81,9 @@ export class Webmail extends pulumi.ComponentResource {
                 `[ -s ${DES_KEY} ] || (umask 077; head -c 24 /dev/urandom | base64 > ${DES_KEY})`,
                 `chown root:${WEBMAIL_USER} ${DES_KEY} && chmod 0640 ${DES_KEY}`,
                 `ln -sfn "$(ls -v /usr/sbin/php-fpm[0-9]* | tail -1)" ${PHP_FPM}`,
+                // PHP's file functions open no URLs (a way out for an injected path): Roundcube fetches none
+                // that way. The pool says so; php.ini too, for the CLI's scripts and for whoever audits it.
+                "sed -i 's/^allow_url_fopen = On$/allow_url_fopen = Off/' /etc/php/*/cli/php.ini /etc/php/*/fpm/php.ini",
             ].join("\n"),
             files: [
                 { path: "/etc/roundcube/config.inc.php", mode: "0640", owner: `root:${WEBMAIL_USER}`, content: renderTemplate("webmail/config.inc.php", {

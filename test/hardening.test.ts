@@ -3,10 +3,10 @@ import { spawnSync } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { runProgram, unsecret } from "./program";
+import { runProgram, unsecret, stepFiles } from "./program";
 import { baseConfig, settings } from "./fixtures";
 import { validate, schema } from "../config";
-import { nftRuleset, jails, jailNames } from "../components/hardening";
+import { nftRuleset, jails, jailNames, JAIL_CONF } from "../components/hardening";
 import { LOOPBACK_CLIENTS } from "../components/mail";
 
 
@@ -87,6 +87,28 @@ describe("hardening", () => {
         assert.deepEqual(acceptedTcp(ruleset, "output"), [23, 25, 53, 80, 443, 5269, 8443, 14000]);
         assert.match(ruleset, /udp dport \{ 53, 123, 11335 \} accept/);
         assert.match(nftRuleset(settings({ restrictOutbound: false })), /hook output priority filter; policy accept;/);
+    });
+
+    it("gives port forwards and extra sessions to the admin alone, sets kernel-wide keys a container may refuse, and keeps no core dumps", async () => {
+        const run = await runProgram({ ...baseConfig(), adminUser: "ops" });
+        const files = stepFiles(run, "hardening");
+        const sshd = files.get("/etc/ssh/sshd_config.d/10-selfhost-hardening.conf")!.content;
+        // Global values first (what the deploy and git users get), then the admin's: a Match block ends with its file.
+        assert.match(sshd, /^AllowTcpForwarding no\nMaxSessions 2\n(#.*\n)*Match User ops\n {4}AllowTcpForwarding local\n {4}MaxSessions 10\n$/m);
+        assert.ok(sshd.trimEnd().endsWith("MaxSessions 10"), "nothing after the Match block");
+        const sysctl = files.get("/etc/sysctl.d/90-selfhost.conf")!.content;
+        assert.match(sysctl, /^net\.ipv4\.ip_forward = 0$/m);
+        assert.match(sysctl, /^net\.ipv4\.conf\.all\.log_martians = 1$/m);
+        // Per network namespace: set on the local target too. Kernel-wide: "-", a container may refuse them.
+        const keys = [...sysctl.matchAll(/^(-?)([\w.-]+) = /gm)];
+        assert.ok(keys.length > 20);
+        for (const [, dash, key] of keys) assert.equal(dash === "-", !key.startsWith("net.") || key.startsWith("net.core."), key);
+        assert.match(unsecret<string>(run.one("command:remote:Command", "hardening").inputs.create), /sysctl -q -e -p \/etc\/sysctl\.d\/90-selfhost\.conf/);
+        const limits = files.get("/etc/security/limits.d/10-coredump-debian.conf")!.content;
+        for (const domain of ["\\*", "root"]) assert.match(limits, new RegExp(`^${domain}\\s+hard\\s+core\\s+0$`, "m"));
+        assert.match(files.get("/etc/systemd/coredump.conf.d/selfhost.conf")!.content, /^Storage=none$/m);
+        assert.ok(files.has(JAIL_CONF) && files.has("/etc/issue.net"));
+        assert.match(files.get("/etc/apt/listchanges.conf.d/selfhost.conf")!.content, /^frontend=mail\nwhich=news\nemail_address=root$/m);
     });
 
     it("bans on the journal with the configured times, on the configured SSH port", () => {

@@ -63,11 +63,11 @@ export function hardeningChecks(c: HardeningContext): void {
         const r = server.exec("sshd -t && nft -c -f /etc/nftables.conf && fail2ban-client -t >/dev/null && fail2ban-client status");
         return r.code === 0 && runningJails(r.stdout) === [...c.jails].sort().join(", ") ? undefined : r.stdout + r.stderr;
     });
-    checks.check("forwarding is denied and the kernel ignores redirects and source routes", () => {
+    checks.check("forwarding is denied (nft and the kernel) and the kernel ignores redirects and source routes, logs martians", () => {
         const r = server.exec("nft list chain inet selfhost forward; sysctl -n net.ipv4.conf.all.accept_redirects net.ipv6.conf.all.accept_redirects " +
-            "net.ipv4.conf.all.accept_source_route net.ipv4.tcp_syncookies net.ipv4.conf.all.rp_filter");
-        const values = r.stdout.trim().split("\n").slice(-5).join(" ");
-        return /policy drop/.test(r.stdout) && values === "0 0 0 1 1" ? undefined : r.stdout;
+            "net.ipv4.conf.all.accept_source_route net.ipv4.tcp_syncookies net.ipv4.conf.all.rp_filter net.ipv4.ip_forward net.ipv4.conf.all.log_martians");
+        const values = r.stdout.trim().split("\n").slice(-7).join(" ");
+        return /policy drop/.test(r.stdout) && values === "0 0 0 1 1 0 1" ? undefined : r.stdout;
     });
     checks.check("unused network protocols (dccp, sctp, rds, tipc) and removable storage are never loaded on demand", () => {
         // modprobe's own view of its configuration: what it would run instead of loading each module.

@@ -8,7 +8,7 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { runProgram, ProgramRun, unsecret, stepFiles } from "../program";
-import { jailNames } from "../../components/hardening";
+import { jailNames, JAIL_CONF } from "../../components/hardening";
 import { firstAddress } from "../../components/host";
 import { sh, must, Cleanup } from "./sh";
 import { NET, sweep, network, startDns, startAcme, zoneHeader } from "./world";
@@ -211,6 +211,21 @@ async function main(): Promise<number> {
                 const [a, b] = [ssh(deployKey, adminUser), ssh(owner.file, deployUser)];
                 return a.code !== 0 && b.code !== 0 ? undefined : `deploy key as ${adminUser}: exit ${a.code}; owner's key as ${deployUser}: exit ${b.code}`;
             });
+            checks.check("port forwarding: the admin reaches the server's loopback through SSH, the deploy user cannot; nobody opens a remote forward", () => {
+                const opts = `-p ${sshPort} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=5`;
+                // sshd's own banner on the loopback, through a stdio forward (a direct-tcpip channel, as -L opens).
+                const via = (key: string, user: string) => fromClient(`sleep 2 | timeout 20 ssh -i ${key} ${opts} -W 127.0.0.1:${sshPort} ${user}@${SERVER.ipv4}`);
+                const [admin, deploy] = [via(owner.file, adminUser), via(deployKey, deployUser)];
+                const remote = fromClient(`timeout 20 ssh -i ${owner.file} ${opts} -o ExitOnForwardFailure=yes -R 0:127.0.0.1:${sshPort} ${adminUser}@${SERVER.ipv4} true`);
+                return /^SSH-2\.0-/m.test(admin.stdout) && !/SSH-2\.0-/.test(deploy.stdout) && /administratively prohibited/.test(deploy.stderr) &&
+                    remote.code !== 0 && /remote port forwarding failed/i.test(remote.stderr) ? undefined
+                    : `admin: ${admin.stdout}${admin.stderr}; deploy: ${deploy.stdout}${deploy.stderr}; remote: exit ${remote.code} ${remote.stderr}`;
+            });
+            checks.check("a login session may not dump core (hard limit 0, for root under sudo too)", () => {
+                const r = fromClient(`ssh -i ${owner.file} -p ${sshPort} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null ` +
+                    `${adminUser}@${SERVER.ipv4} 'ulimit -Hc; sudo -n sh -c "ulimit -Hc"'`);
+                return r.stdout.trim().split("\n").join(" ") === "0 0" ? undefined : r.stdout + r.stderr;
+            });
             checks.check("root login is refused", () => {
                 const r = ssh(owner.file, "root");
                 return r.code !== 0 && /Permission denied/.test(r.stderr) ? undefined : `exit ${r.code}: ${r.stderr}`;
@@ -289,7 +304,7 @@ async function main(): Promise<number> {
 
         console.log("hardening: scans and the daemons' checkers");
         const hardening = { checks, server, serverIp: SERVER.ipv4, serverIpv6: SERVER_IPV6, sshPort, root, passwords: program.outputs.mailPasswords,
-            jails: jailNames(stepFiles(program, "hardening").get("/etc/fail2ban/jail.d/selfhost.local")!.content) };
+            jails: jailNames(stepFiles(program, "hardening").get(JAIL_CONF)!.content) };
         hardeningChecks(hardening);
 
         console.log("idempotency: every step again");
@@ -442,9 +457,13 @@ async function main(): Promise<number> {
             baseline.server.stop();
             // The host audit the hardening issue measured us by, installed for the measurement only.
             const audit = server.exec("apt-get install -q -y --no-install-recommends lynis >/dev/null && lynis audit system --quick --no-colors 2>&1 | " +
-                "grep -o 'Hardening index : [0-9]*'; grep -E '^(warning|suggestion)\\[\\]' /var/log/lynis-report.dat | cut -d'|' -f1,2,3 | sort -u; apt-get purge -q -y lynis >/dev/null");
+                "grep -o 'Hardening index : [0-9]*'; grep -o 'Currently having [0-9]* points (out of [0-9]*)' /var/log/lynis.log | tail -1; " +
+                "grep -E '^(warning|suggestion)\\[\\]' /var/log/lynis-report.dat | cut -d'|' -f1,2,3 | sort -u; apt-get purge -q -y lynis >/dev/null");
             console.log(`\nhost audit (lynis) on the provisioned server:\n${audit.stdout}`);
-            figures.push(["host hardening index (lynis; a fresh image: 58, goal ≥ 80)", audit.stdout.match(/Hardening index : (\d+)/)?.[1] ?? "?"]);
+            const index = audit.stdout.match(/Hardening index : (\d+)/)?.[1] ?? "?";
+            figures.push(["host hardening index (lynis; a fresh image: 58, goal ≥ 80)", index]);
+            checks.check("the host audit the hardening issue set (lynis) scores at least 80 on the provisioned server", () =>
+                Number(index) >= 80 ? undefined : `index ${index}: ${audit.stdout.match(/Currently having .*/)?.[0]}`);
         }
         console.log("a burst of mail to one mailbox, right after redis restarted");
         // redis forgets rspamd's scripts when it restarts (an upgrade does that); rspamd must come back with them.
