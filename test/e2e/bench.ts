@@ -22,6 +22,13 @@ export async function benchBaseline(dir: string, packages: string, trust: string
     return { bootMs, installMs: r.ms, server };
 }
 
+/** Seconds dpkg spent in a server's first apt-get install (apt's history: unpack, configure, triggers; the download is before it). */
+export function firstDpkgSeconds(server: TestServer): number {
+    const dates = server.exec("grep -m2 -E '^(Start|End)-Date: ' /var/log/apt/history.log").stdout.trim().split("\n")
+        .map(l => Date.parse(l.replace(/^\S+ /, "").replace(/ +/, "T") + "Z"));
+    return dates.length === 2 ? (dates[1] - dates[0]) / 1000 : NaN;
+}
+
 /**
  * Proportional set size (kB) of every process of a unit, and its anonymous part: what the kernel
  * cannot drop under pressure (file-backed pages, e.g. rspamd's mapped Hyperscan database, it can).

@@ -46,6 +46,9 @@ export function canGrowMountedExt4(): boolean {
     return ((BigInt(`0x${bounding}`) >> 24n) & 1n) === 1n;
 }
 
+/** Whether the test hosts reach an archive through the apt cache (apt-cacher-ng fronts plain HTTP; an https one is reached directly). */
+export const cachedArchive = (url: string) => new URL(url).protocol === "http:";
+
 /** Builds (once, then cached) the rootfs tarball: the image's packages and `extra` ones, Depends only, like apt here. */
 export function rootfs(extra: readonly string[] = []): string {
     const packages = [...IMAGE_PACKAGES, ...extra];
@@ -128,10 +131,11 @@ export class TestServer {
             must(`ln -sf /usr/lib/systemd/system/systemd-networkd.service ${root}/etc/systemd/system/multi-user.target.wants/`);
         }
         write("etc/resolv.conf", `nameserver ${NET.inet.resolver}\n`);
-        // The Debian archives are reached by the addresses this machine resolves them to (the test DNS knows only the test zones).
-        for (const archive of Object.values(debianArchives())) {
-            const host = new URL(archive).hostname;
-            const ip = must(`getent ahostsv4 ${host} | awk 'NR==1{print $1}'`).trim();
+        // The Debian archives' names lead to the apt cache (apt-cache.ts); an https one to the address this
+        // machine resolves it to (the test DNS knows only the test zones).
+        const archives = new Map(Object.values(debianArchives()).map(url => [new URL(url).hostname, url]));
+        for (const [host, url] of archives) {
+            const ip = cachedArchive(url) ? NET.gateway4 : must(`getent ahostsv4 ${host} | awk 'NR==1{print $1}'`).trim();
             for (const hosts of ["etc/hosts", "etc/cloud/templates/hosts.debian.tmpl"]) fs.appendFileSync(path.join(root, hosts), `${ip} ${host}\n`);
         }
         if (spec.dnsRoot) {
