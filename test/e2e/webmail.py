@@ -19,7 +19,7 @@ import sys
 import time
 
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -70,8 +70,10 @@ def visible(css, within=None):
 
 
 def until(condition, what, seconds=30):
+    # The page may be replaced while a condition reads it (a form posts, the next page loads): an element
+    # found just before is stale then, which means "not yet", not a failure.
     try:
-        return WebDriverWait(driver, seconds).until(lambda d: condition())
+        return WebDriverWait(driver, seconds, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)).until(lambda d: condition())
     except TimeoutException:
         fail(what)
 

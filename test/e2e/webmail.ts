@@ -58,7 +58,9 @@ export async function webmailChecks(c: WebmailContext): Promise<void> {
         for (const line of r.stdout.split("\n").filter(l => l.startsWith("shot "))) console.log(`    screenshot ${line.split(" ").slice(1).join(": ")}`);
         return r;
     };
-    const failure = (r: Result) => r.code === 0 && /^ok$/m.test(r.stdout) ? undefined : `exit ${r.code}\n${r.stderr.split("\n").slice(-25).join("\n")}`;
+    // chromedriver's native frames ("#3 0x…") say nothing and would push the exception's own line out of view.
+    const failure = (r: Result) => r.code === 0 && /^ok$/m.test(r.stdout) ? undefined
+        : `exit ${r.code}\n${r.stderr.split("\n").filter(l => !/^#\d+ 0x[0-9a-f]+ /.test(l.trim())).slice(-25).join("\n")}`;
     const inFolder = async (folder: string, subject: string, seconds = 60): Promise<boolean> => {
         for (let i = 0; i < seconds; i++) {
             const r = run(["python3", IMAP, "mail.example.test", c.root, "alice@example.test", "list", folder], { ns: NET.client.ns, input: c.passwords.alice, timeoutMs: 60_000 });
