@@ -34,6 +34,8 @@ const vethOf = (ns: string) => `v-${ns}`.slice(0, 15);
 
 /** Removes what an earlier, interrupted run may have left. */
 export function sweep(): void {
+    // The apt cache (apt-cache.ts) listens on the bridge's address: an earlier run's would hold its port.
+    sh("pkill -f 'apt-cacher-n[g] -c /tmp/selfhost-e2e-'");
     sh(`ip link del ${NET.bridge}`);
     for (const ns of [NET.inet.ns, NET.client.ns]) sh(`ip netns pids ${ns} 2>/dev/null | xargs -r kill; ip netns del ${ns}; ip link del ${vethOf(ns)}`);
     sh(`nft delete table ip ${NET.nftTable}`);
