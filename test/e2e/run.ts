@@ -184,9 +184,9 @@ async function main(): Promise<number> {
 
         console.log("checks from the client host");
         const fromClient = (cmd: string) => sh(cmd, { ns: NET.client.ns, timeoutMs: 60_000 });
+        const sshOpts = "-o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=5";
         const ssh = (key: string, user: string, extra = "", host = SERVER.ipv4, port = sshPort) =>
-            fromClient(`ssh -i ${key} -p ${port} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null ` +
-                `-o ConnectTimeout=5 ${extra} ${user}@${host} true`);
+            fromClient(`ssh -i ${key} -p ${port} ${sshOpts} ${extra} ${user}@${host} true`);
         const names = (program.outputs.records as { name: string; type: string }[])
             .filter(r => r.type === "A").map(r => r.name === "@" ? "example.test" : `${r.name}.example.test`);
         const tlsCheck = (name: string, port: number, address = SERVER.ipv4): string | undefined => {
@@ -228,7 +228,7 @@ async function main(): Promise<number> {
                 return a.code !== 0 && b.code !== 0 ? undefined : `deploy key as ${adminUser}: exit ${a.code}; owner's key as ${deployUser}: exit ${b.code}`;
             });
             checks.check("port forwarding: the admin reaches the server's loopback through SSH, the deploy user cannot; nobody opens a remote forward", () => {
-                const opts = `-p ${sshPort} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=5`;
+                const opts = `-p ${sshPort} ${sshOpts}`;
                 // sshd's own banner on the loopback, through a stdio forward (a direct-tcpip channel, as -L opens).
                 const via = (key: string, user: string) => fromClient(`sleep 2 | timeout 20 ssh -i ${key} ${opts} -W 127.0.0.1:${sshPort} ${user}@${SERVER.ipv4}`);
                 const [admin, deploy] = [via(owner.file, adminUser), via(deployKey, deployUser)];
@@ -238,8 +238,7 @@ async function main(): Promise<number> {
                     : `admin: ${admin.stdout}${admin.stderr}; deploy: ${deploy.stdout}${deploy.stderr}; remote: exit ${remote.code} ${remote.stderr}`;
             });
             checks.check("a login session may not dump core (hard limit 0, for root under sudo too)", () => {
-                const r = fromClient(`ssh -i ${owner.file} -p ${sshPort} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null ` +
-                    `${adminUser}@${SERVER.ipv4} 'ulimit -Hc; sudo -n sh -c "ulimit -Hc"'`);
+                const r = fromClient(`ssh -i ${owner.file} -p ${sshPort} ${sshOpts} ${adminUser}@${SERVER.ipv4} 'ulimit -Hc; sudo -n sh -c "ulimit -Hc"'`);
                 return r.stdout.trim().split("\n").join(" ") === "0 0" ? undefined : r.stdout + r.stderr;
             });
             checks.check("root login is refused", () => {
@@ -465,6 +464,8 @@ async function main(): Promise<number> {
             const baseline = await benchBaseline(path.join(work, "baseline"), packages, [acme.apiCa], cleanup);
             const bareMs = baseline.bootMs + baseline.installMs;
             const mb = (n: number) => n.toFixed(1);
+            const seconds = (...ms: number[]) => ms.map(t => (t / 1000).toFixed(1)).join(" / ");
+            const [ourDpkgMs, bareDpkgMs] = [firstDpkgSeconds(server) * 1000, firstDpkgSeconds(baseline.server) * 1000];
             figures.push(
                 [`apt cache at the start of this run (a fresh machine: cold)`, aptCache.warmAtStart ? "warm" : "cold"],
                 ["warm-up: fresh host boot + bare install, with the cache as found, s", (warmup!.ms / 1000).toFixed(1)],
@@ -473,12 +474,9 @@ async function main(): Promise<number> {
                 ["baseline: fresh host boot + bare apt-get install of the same packages (warm cache), s", (bareMs / 1000).toFixed(1)],
                 ["ratio: first boot → all steps applied / baseline (goal ≤ 1.5)", (firstBootMs / bareMs).toFixed(2)],
                 // Where first boot goes, against the baseline: dpkg's own time in the one big install, the rest of the base step, the other steps.
-                ["first boot: boot / base step outside dpkg / dpkg / the other steps, s",
-                    [bootMs, first.get("base")!.ms - firstDpkgSeconds(server) * 1000, firstDpkgSeconds(server) * 1000,
-                        [...first].filter(([name]) => name !== "base").reduce((n, [, r]) => n + r.ms, 0)].map(ms => (ms / 1000).toFixed(1)).join(" / ")],
-                ["baseline: boot / apt-get outside dpkg / dpkg, s",
-                    [baseline.bootMs, baseline.installMs - firstDpkgSeconds(baseline.server) * 1000, firstDpkgSeconds(baseline.server) * 1000]
-                        .map(ms => (ms / 1000).toFixed(1)).join(" / ")],
+                ["first boot: boot / base step outside dpkg / dpkg / the other steps, s", seconds(bootMs, first.get("base")!.ms - ourDpkgMs, ourDpkgMs,
+                    [...first].filter(([name]) => name !== "base").reduce((n, [, r]) => n + r.ms, 0))],
+                ["baseline: boot / apt-get outside dpkg / dpkg, s", seconds(baseline.bootMs, baseline.installMs - bareDpkgMs, bareDpkgMs)],
                 ["ratio without boot: steps / bare apt-get install alone", ((firstBootMs - bootMs) / baseline.installMs).toFixed(2)],
             );
             memoryTable(server, baseline.server);
