@@ -9,6 +9,9 @@ import { Cleanup, containerFor } from "./sh";
 import { TestServer } from "./server";
 import { NET } from "./world";
 
+/** ssh's options for the checks' logins from the client: no prompt, no host key kept (the steps pin the key; these checks are about other things). */
+export const SSH_OPTIONS = "-o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null";
+
 /** The client's tools, Depends only (as apt installs here); a Recommends a check needs is named here. */
 export const CLIENT_PACKAGES = [
     "openssh-client", "openssl", "curl", "netcat-openbsd", "knot-dnsutils", "nmap", "git",

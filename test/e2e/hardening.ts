@@ -9,6 +9,7 @@ import { formLogin } from "./webmail";
 import { TestServer } from "./server";
 import { Checks } from "./checks";
 import { publicPorts } from "../../services/catalog";
+import { SSH_OPTIONS } from "./client";
 
 export interface HardeningContext {
     readonly checks: Checks;
@@ -55,7 +56,7 @@ export function hardeningChecks(c: HardeningContext): void {
         return algos.length > 10 && weak.length === 0 ? undefined : `weak: ${weak.join(", ")}; offered: ${algos.length}`;
     });
     checks.check("a client that only speaks SHA-1 key exchange is turned away", () => {
-        const r = fromClient(`ssh -p ${c.sshPort} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null ` +
+        const r = fromClient(`ssh -p ${c.sshPort} ${SSH_OPTIONS} ` +
             `-o KexAlgorithms=diffie-hellman-group14-sha1 admin@${c.serverIp} true`);
         return r.code !== 0 && /no matching key exchange method/.test(r.stderr) ? undefined : r.stderr;
     });
@@ -136,7 +137,7 @@ export async function attackChecks(c: HardeningContext, banTime: number): Promis
     const attacks: { what: string, from: string, jails: string[], port: number, attempt: (i: number) => void }[] = [
         {
             what: "failed SSH logins", from: sshAttacker, jails: ["sshd"], port: c.sshPort,
-            attempt: i => fromClient(`ssh -b ${sshAttacker} -p ${c.sshPort} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null ` +
+            attempt: i => fromClient(`ssh -b ${sshAttacker} -p ${c.sshPort} ${SSH_OPTIONS} ` +
                 `-o ConnectTimeout=5 intruder${i}@${c.serverIp} true`),
         },
         {

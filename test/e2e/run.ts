@@ -14,7 +14,7 @@ import { sh, must, Cleanup } from "./sh";
 import { NET, sweep, network, startDns, startAcme, zoneHeader } from "./world";
 import { startGandi, gandiToken, gandiChecks, gandiConfig, publishTlsa, printedTlsa } from "./gandi";
 import { TestServer, sweepServers } from "./server";
-import { startClient } from "./client";
+import { startClient, SSH_OPTIONS } from "./client";
 import { inPlaceChecks } from "./inplace";
 import { declaredSteps, applyStep, deleteStep, Step, stepsThatChanged, changedServerInputs } from "./steps";
 import { e2eConfig, changedOption, openSsh, SERVER } from "./config";
@@ -184,7 +184,7 @@ async function main(): Promise<number> {
 
         console.log("checks from the client host");
         const fromClient = (cmd: string) => sh(cmd, { ns: NET.client.ns, timeoutMs: 60_000 });
-        const sshOpts = "-o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=5";
+        const sshOpts = `${SSH_OPTIONS} -o ConnectTimeout=5`;
         const ssh = (key: string, user: string, extra = "", host = SERVER.ipv4, port = sshPort) =>
             fromClient(`ssh -i ${key} -p ${port} ${sshOpts} ${extra} ${user}@${host} true`);
         const names = (program.outputs.records as { name: string; type: string }[])

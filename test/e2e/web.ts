@@ -13,6 +13,7 @@ import { TestServer } from "./server";
 import { Checks } from "./checks";
 import { portOf, LOCAL_PORTS } from "../../services/catalog";
 import { HOMES_DIR } from "../../components/base";
+import { SSH_OPTIONS } from "./client";
 
 export interface WebContext {
     readonly checks: Checks;
@@ -64,7 +65,7 @@ export async function webChecks(c: WebContext): Promise<void> {
     // git push deploys, as the owner would from a laptop.
     const repo = path.join(c.work, "site");
     fs.mkdirSync(repo);
-    const ssh = (key: string) => `ssh -i ${key} -p ${c.sshPort} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null`;
+    const ssh = (key: string) => `ssh -i ${key} -p ${c.sshPort} ${SSH_OPTIONS}`;
     const git = (args: string, key = c.ownerKey) => sh(`cd ${repo} && GIT_SSH_COMMAND='${ssh(key)}' ` +
         `git -c user.name=owner -c user.email=alice@${DOMAIN} ${args}`, { ns: NET.client.ns, timeoutMs: 60_000 });
     const remote = `ssh://git@${c.serverIp}/srv/git/site.git`;
@@ -124,7 +125,7 @@ export async function webChecks(c: WebContext): Promise<void> {
     });
 
     checks.check("a ~user page made in a new folder of ~/public_html is served, while the admin's other new files are closed to other users (umask 027)", () => {
-        const made = fromClient(`ssh -i ${c.ownerKey} -p ${c.sshPort} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null ` +
+        const made = fromClient(`ssh -i ${c.ownerKey} -p ${c.sshPort} ${SSH_OPTIONS} ` +
             `${c.adminUser}@${c.serverIp} 'mkdir -p ~/public_html/notes && echo "<p>the admin home page</p>" > ~/public_html/index.html && ` +
             `echo "<p>the admin home page</p>" > ~/public_html/notes/index.html && echo private > ~/private.txt && stat -c %A ~/private.txt'`);
         const got = curl(`https://${DOMAIN}/~${c.adminUser}/`).stdout + curl(`https://${DOMAIN}/~${c.adminUser}/notes/`).stdout;
@@ -133,7 +134,7 @@ export async function webChecks(c: WebContext): Promise<void> {
             : `${made.stdout}${made.stderr} ${got.slice(0, 200)} nobody: ${others.code}`;
     });
     checks.check("dotfiles are never served (a ~user/.env here), /.well-known is", () => {
-        const made = fromClient(`ssh -i ${c.ownerKey} -p ${c.sshPort} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null ` +
+        const made = fromClient(`ssh -i ${c.ownerKey} -p ${c.sshPort} ${SSH_OPTIONS} ` +
             `${c.adminUser}@${c.serverIp} 'echo SECRET=1 > ~/public_html/.env'`);
         const status = (url: string) => curl(`-o /dev/null -w '%{http_code}' '${url}'`).stdout;
         const [dotfile, wellKnown] = [status(`https://${DOMAIN}/~${c.adminUser}/.env`), status(`https://${DOMAIN}/.well-known/autoconfig/mail/config-v1.1.xml`)];
@@ -182,8 +183,8 @@ export async function webChecks(c: WebContext): Promise<void> {
             ? undefined : r.stdout.slice(0, 400);
     });
     checks.check("the statistics report is served on the server's loopback, reached through an SSH tunnel; goaccess ran confined as selfhost-stats", () => {
-        const tunnel = fromClient(`ssh -f -N -o ExitOnForwardFailure=yes -i ${c.ownerKey} -p ${c.sshPort} -o BatchMode=yes ` +
-            `-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -L 18089:127.0.0.1:${LOCAL_PORTS.webStats} ${c.adminUser}@${c.serverIp}`);
+        const tunnel = fromClient(`ssh -f -N -o ExitOnForwardFailure=yes -i ${c.ownerKey} -p ${c.sshPort} ${SSH_OPTIONS} ` +
+            `-L 18089:127.0.0.1:${LOCAL_PORTS.webStats} ${c.adminUser}@${c.serverIp}`);
         const report = fromClient("curl -s --max-time 10 http://127.0.0.1:18089/");
         fromClient("pkill -f 'L 18089:127.0.0.1'");
         const timer = server.exec("systemctl is-enabled selfhost-webstats.timer").stdout.trim();
