@@ -15,11 +15,13 @@ import { LOOPBACK_CLIENTS } from "../components/mail";
  * when it loads the rules: the server's packages made those users, this machine has none of them.
  */
 function nftCheck(ruleset: string): { code: number; out: string } {
-    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "nft-")), "rules.nft");
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "nft-"));
+    const file = path.join(dir, "rules.nft");
     const users = LOOPBACK_CLIENTS.flatMap(c => c.users).filter(u => typeof u === "string");
     fs.writeFileSync(file, users.reduce((r, u) => r.replaceAll(`, ${u} }`, ", 65534 }"), ruleset));
     // In a network namespace of its own: nft needs no root there, and this machine's rules stay out of it.
     const r = spawnSync("unshare", ["--map-root-user", "--net", "nft", "-c", "-f", file], { encoding: "utf8" });
+    fs.rmSync(dir, { recursive: true });
     return { code: r.status ?? -1, out: r.stdout + r.stderr };
 }
 
