@@ -48,7 +48,7 @@ const base = new Base("base", {
     dataUnits,
     // When this server is replaced: its outgoing queue onto the volume, then the last snapshot.
     handover: [mail.handover, backup.handover],
-    dependsOn: [host.volumeAttachment],
+    dependsOn: [host.volumeAttachment!],
 });
 // Before any service is configured: an empty volume gets the latest snapshot back.
 const backups = new backup.Backup("backup", { settings, connection: host.provenConnection, dependsOn: [base.step] });

@@ -27,7 +27,8 @@ export interface UserDataArgs {
     readonly hostKey: { readonly private: string; readonly public: string };
     /** The port sshd listens on at first boot (see components/ssh.ts). */
     readonly sshPort: number;
-    readonly volumeId: string | number;
+    /** The data volume to mount at DATA_DIR (none on the secondary MX, which keeps no data). */
+    readonly volumeId?: string | number;
 }
 
 /** sshd settings: first boot allows the deploy user only; the base step adds the admin (and moves the port). */
@@ -73,10 +74,10 @@ export function renderUserData(a: UserDataArgs): string {
             content: sshdDropIn({ sshPorts: [a.sshPort], users: [DEPLOY_USER] }),
         }],
         // nofail: the volume is attached right after the server is created, possibly after this boot.
-        mounts: [[volumeDevice(a.volumeId), DATA_DIR, "ext4", "discard,nofail,x-systemd.device-timeout=60s", "0", "2"]],
+        ...a.volumeId === undefined ? {} : { mounts: [[volumeDevice(a.volumeId), DATA_DIR, "ext4", "discard,nofail,x-systemd.device-timeout=60s", "0", "2"]] },
         runcmd: [
             ["sh", "-c", "sshd -t && systemctl restart ssh"],
-            ["sh", "-c", `mountpoint -q ${DATA_DIR} || mount ${DATA_DIR} || true`],
+            ...a.volumeId === undefined ? [] : [["sh", "-c", `mountpoint -q ${DATA_DIR} || mount ${DATA_DIR} || true`]],
         ],
     };
     return `#cloud-config\n${YAML.stringify(config, { lineWidth: 0 })}`;

@@ -11,6 +11,7 @@ import { ALL_SERVICE_SUBDOMAINS, LOCAL_PORTS, portTaken } from "../services/cata
 import { gandiOptions } from "../components/dns/livedns";
 import { DEPLOY_USER } from "../cloud-init";
 import { GIT_USER } from "../components/base";
+import { SecondaryMx, secondaryMxOptions } from "../components/secondary";
 
 export const PROJECT = "selfhost";
 
@@ -20,6 +21,8 @@ export const TLS_MODES = ["acme", "private-ca"] as const;
 export const DMARC_POLICIES = ["none", "quarantine", "reject"] as const;
 export const MTA_STS_MODES = ["testing", "enforce", "none"] as const;
 export const UNKNOWN_RDNS = ["score", "reject"] as const;
+/** What Hetzner's server types look like (cx23, cax11, ccx13). */
+export const SERVER_TYPE = /^[a-z]+[0-9]+[a-z]*$/;
 
 /** Forward addresses a mailbox may have: one message becomes at most this many copies (Sieve's redirect limit). */
 export const MAX_FORWARDS = 4;
@@ -138,6 +141,8 @@ export interface Settings {
     readonly backupSchedule: string;
     readonly backupKeep: { readonly daily: number; readonly weekly: number; readonly monthly: number };
     readonly checkSmtpHost: string;
+    /** The backup MX, if any (components/secondary.ts). */
+    readonly secondaryMx?: SecondaryMx;
 }
 
 interface Declaration {
@@ -298,7 +303,7 @@ export function validate(raw: Record<string, unknown>): Settings {
     }
 
     const serverType = String(raw.serverType);
-    if (!/^[a-z]+[0-9]+[a-z]*$/.test(serverType)) bad("serverType", `"${serverType}" is not a Hetzner server type, e.g. cx23 or cax11.`);
+    if (!SERVER_TYPE.test(serverType)) bad("serverType", `"${serverType}" is not a Hetzner server type, e.g. cx23 or cax11.`);
     const location = oneOf("location", LOCATIONS);
     const image = String(raw.image);
     if (!/^debian-(1[3-9]|[2-9][0-9])$/.test(image)) {
@@ -373,6 +378,8 @@ export function validate(raw: Record<string, unknown>): Settings {
         bad("backupKeepDaily", "and backupKeepWeekly and backupKeepMonthly are all 0, which would keep no snapshot; keep at least one, e.g. backupKeepDaily 7.");
     }
 
+    const secondaryMx = secondaryMxOptions(raw, { domain, hostname, location }, bad);
+
     const checkSmtpHost = String(raw.checkSmtpHost);
     if (!isDomainName(checkSmtpHost)) bad("checkSmtpHost", `"${checkSmtpHost}" is not a host name, e.g. gmail-smtp-in.l.google.com.`);
 
@@ -385,7 +392,7 @@ export function validate(raw: Record<string, unknown>): Settings {
         tlsMode, tlsKeyGeneration, acmeServer, caaIssuer, dnsbls, unknownRdns, users,
         siteBuild, siteDir, siteDeployKeys, sitePackages, userDirs: raw.userDirs as boolean, apps, webLogDays, webStats: raw.webStats as boolean, webmail: raw.webmail as boolean,
         xmppUploadLimitMb, xmppUploadExpiresDays, xmppUploadQuotaMb, backup, backupStorageBoxType, backupSchedule, backupKeep,
-        checkSmtpHost,
+        checkSmtpHost, ...secondaryMx ? { secondaryMx } : {},
     };
 }
 

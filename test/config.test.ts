@@ -139,7 +139,7 @@ describe("configuration", () => {
             gandiApiKey: "key0123456789", gandiApiUrl: "https://api.sandbox.gandi.net/v5/livedns", dkimSelector: "s1", dmarcPolicy: "reject",
             mtaStsMode: "enforce", tlsMode: "acme", acmeServer: "https://acme-v02.api.letsencrypt.org/directory", caaIssuer: "letsencrypt.org",
             unknownRdns: "reject", siteDir: "public", backup: "sftp://u1@backup.example.net:23/selfhost", backupStorageBoxType: "bx11",
-            backupSchedule: "daily", checkSmtpHost: "smtp.example.net",
+            backupSchedule: "daily", checkSmtpHost: "smtp.example.net", secondaryMxLocation: "hel1", secondaryMxServerType: "cx23",
         };
         const HOSTILE = ["'$(touch /tmp/pwned)'", "`id`", ";reboot", "\nx", "{x}", "\"x", "$HOME", "\\x", "${IFS}", "'", "&x", "|x", "<x", "ａ"];
         const raw = () => ({ ...Object.fromEntries(Object.entries(schema()).map(([k, d]) => [k, d.default])), ...baseConfig() });

@@ -1,6 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
 import { Settings } from "../../config";
-import { dnsRecords, recordShapes, recordsWith, DnsRecord, ServerFacts } from "./records";
+import { dnsRecords, recordShapes, recordsWith, tlsaName, DnsRecord, ServerFacts } from "./records";
 import { publishAtGandi, publishAtHetzner, PublishedRecord } from "./backends";
 import { zoneFile } from "./zonefile";
 
@@ -10,8 +10,11 @@ export { zoneFile } from "./zonefile";
 export interface DnsArgs {
     readonly settings: Settings;
     /** The server's addresses and DKIM key; the records are derived from them and the settings. */
-    readonly facts: { [K in keyof ServerFacts]: pulumi.Input<ServerFacts[K]> };
+    readonly facts: Inputs<Omit<ServerFacts, "secondary">> & { readonly secondary?: Inputs<NonNullable<ServerFacts["secondary"]>> };
 }
+
+/** Each field an Input of its own: the addresses are known long before the TLSA data, which waits for the records. */
+type Inputs<T> = { readonly [K in keyof T]: pulumi.Input<T[K]> };
 
 /** The domain's records, published at the configured provider (or only rendered, for `none`). */
 export class Dns extends pulumi.ComponentResource {
@@ -32,18 +35,21 @@ export class Dns extends pulumi.ComponentResource {
     constructor(name: string, args: DnsArgs, opts?: pulumi.ComponentResourceOptions) {
         super("selfhost:index:Dns", name, {}, opts);
         const s = args.settings;
-        this.records = pulumi.output(args.facts).apply(f => dnsRecords(s, f));
+        const { secondary, ...primary } = args.facts;
+        this.records = pulumi.all([pulumi.output(primary), pulumi.output(secondary)]).apply(([f, mx2]) => dnsRecords(s, { ...f, ...mx2 ? { secondary: mx2 } : {} }));
         this.zoneFile = this.records.apply(r => zoneFile(s.domain, r));
 
         // Which records exist depends only on the settings, so resources can be declared up front
         // (and shown by `pulumi preview`) while their values wait for the IPs and the key, and only
         // the TLSA for the server's TLS step (which itself waits for the other sets).
         const shapes = recordShapes(s);
-        const { tlsa, ...known } = args.facts;
-        const early = pulumi.output(known).apply(f => recordsWith(s, f));
+        const { tlsa, ...known } = primary;
+        const early = pulumi.all([pulumi.output(known), secondary && pulumi.output({ ipv4: secondary.ipv4, ipv6: secondary.ipv6 })])
+            .apply(([f, mx2]) => recordsWith(s, { ...f, ...mx2 ? { secondary: mx2 } : {} }));
+        const tlsaOf = (name: string) => name === tlsaName(s, s.hostname) ? tlsa : secondary!.tlsa;
         const published: PublishedRecord[] = shapes.map((shape, i) => ({
             ...shape,
-            values: shape.values.map((_, j) => shape.type === "TLSA" ? pulumi.output(tlsa).apply(t => t[j]) : early.apply(r => r[i].values[j])),
+            values: shape.values.map((_, j) => shape.type === "TLSA" ? pulumi.output(tlsaOf(shape.name)).apply(t => t[j]) : early.apply(r => r[i].values[j])),
         }));
         const atProvider = s.dnsProvider === "gandi" ? publishAtGandi(s.domain, s.gandiApiUrl, published, this)
             : s.dnsProvider === "hetzner" ? publishAtHetzner(s.domain, s.dnsTtl, published, this)

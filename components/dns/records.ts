@@ -6,6 +6,7 @@
 import * as crypto from "crypto";
 import { Settings } from "../../config";
 import { portOf, SERVICE_SUBDOMAINS } from "../../services/catalog";
+import { MX_PRIORITY } from "../secondary";
 
 export type RecordType = "A" | "AAAA" | "MX" | "TXT" | "CAA" | "SRV" | "TLSA";
 
@@ -24,6 +25,8 @@ export interface ServerFacts {
     readonly dkimPublicKeyPem: string;
     /** Port 25's TLSA data, as the tls step printed it (components/tls.ts). */
     readonly tlsa: readonly string[];
+    /** The secondary MX's addresses and its port 25's TLSA data, when there is one. */
+    readonly secondary?: { readonly ipv4: string; readonly ipv6: string; readonly tlsa: readonly string[] };
 }
 
 /** The name of `fqdn` relative to `domain` ("@" for the apex). */
@@ -50,8 +53,14 @@ export function dkimTxtValue(publicKeyPem: string): string {
 
 /** The MTA-STS policy file (RFC 8461 §3.2); its hash is the `_mta-sts` id, so the id changes exactly when it does. */
 export function mtaStsPolicy(s: Settings): string {
-    return [`version: STSv1`, `mode: ${s.mtaStsMode}`, `mx: ${s.hostname}`, `max_age: 604800`, ""].join("\r\n");
+    return [`version: STSv1`, `mode: ${s.mtaStsMode}`, ...mxHosts(s).map(h => `mx: ${h}`), `max_age: 604800`, ""].join("\r\n");
 }
+
+/** The hosts that take the domain's mail: the server, then the secondary MX if there is one. */
+export const mxHosts = (s: Settings) => [s.hostname, ...s.secondaryMx ? [s.secondaryMx.hostname] : []];
+
+/** The name of port 25's TLSA record for a mail host of the domain. */
+export const tlsaName = (s: Settings, host: string) => host === s.domain ? "_25._tcp" : `_25._tcp.${relativeName(host, s.domain)}`;
 
 /** The `_mta-sts` id of a policy text: a short hash, so the id changes exactly when the policy does. */
 export const policyId = (policy: string) => crypto.createHash("sha256").update(policy).digest("hex").slice(0, 20);
@@ -73,7 +82,11 @@ export function servedNames(s: Settings): string[] {
 export const tlsaCount = (s: Settings) => s.tlsMode === "acme" ? 2 : 1;
 
 /** The records with the TLSA values left empty (the tls step gives them). */
-export const recordsWith = (s: Settings, facts: Omit<ServerFacts, "tlsa">) => dnsRecords(s, { ...facts, tlsa: Array(tlsaCount(s)).fill("") });
+export function recordsWith(s: Settings, facts: Omit<ServerFacts, "tlsa" | "secondary"> & { secondary?: { ipv4: string; ipv6: string } }): DnsRecord[] {
+    const tlsa = Array(tlsaCount(s)).fill("");
+    const { secondary, ...primary } = facts;
+    return dnsRecords(s, { ...primary, tlsa, ...s.secondaryMx ? { secondary: { ipv4: "", ipv6: "", ...secondary, tlsa } } : {} });
+}
 
 /** The records with empty values: which sets exist, known before the server is. */
 export const recordShapes = (s: Settings) => recordsWith(s, { ipv4: "", ipv6: "", dkimPublicKeyPem: "" });
@@ -88,18 +101,24 @@ export function dnsRecords(s: Settings, facts: ServerFacts): DnsRecord[] {
     const hostName = relativeName(s.hostname, s.domain);
     const addressed = servedNames(s).map(n => relativeName(n, s.domain));
     const caa = s.caaIssuer ? `0 issue "${s.caaIssuer}"` : `0 issue ";"`;
+    const mx2 = s.secondaryMx && facts.secondary;
+    if (s.secondaryMx && !mx2) throw new Error("the secondary MX's facts are missing");
+    const mx2Name = s.secondaryMx && relativeName(s.secondaryMx.hostname, s.domain);
     return [
         ...addressed.flatMap(name => [rr(name, "A", facts.ipv4), rr(name, "AAAA", facts.ipv6)]),
-        rr("@", "MX", `10 ${host}`),
-        // Only this server may send as the domain; its hostname gets its own record for HELO checks.
-        rr("@", "TXT", txt(`v=spf1 ip4:${facts.ipv4} ip6:${facts.ipv6} -all`)),
+        rr("@", "MX", `${MX_PRIORITY.primary} ${host}`, ...mx2 ? [`${MX_PRIORITY.secondary} ${s.secondaryMx!.hostname}.`] : []),
+        // Only this server may send as the domain (and the secondary MX, which relays and may bounce);
+        // each mail host's name gets its own record for HELO checks.
+        rr("@", "TXT", txt(`v=spf1 ip4:${facts.ipv4} ip6:${facts.ipv6}${mx2 ? ` ip4:${mx2.ipv4} ip6:${mx2.ipv6}` : ""} -all`)),
         ...(hostName === "@" ? [] : [rr(hostName, "TXT", txt("v=spf1 a -all"))]),
+        ...mx2 ? [rr(mx2Name!, "A", mx2.ipv4), rr(mx2Name!, "AAAA", mx2.ipv6), rr(mx2Name!, "TXT", txt("v=spf1 a -all"))] : [],
         rr(`${s.dkimSelector}._domainkey`, "TXT", txt(dkimTxtValue(facts.dkimPublicKeyPem))),
         rr("_dmarc", "TXT", txt(`v=DMARC1; p=${s.dmarcPolicy}; adkim=s; aspf=s; rua=mailto:${s.adminEmail}`)),
         ...(s.mtaStsMode === "none" ? [] : [rr("_mta-sts", "TXT", txt(`v=STSv1; id=${mtaStsId(s)}`))]),
         rr("_smtp._tls", "TXT", txt(`v=TLSRPTv1; rua=mailto:${s.adminEmail}`)),
-        // DANE for mail to us (RFC 7672): the key port 25 serves, and the next one.
-        rr(hostName === "@" ? "_25._tcp" : `_25._tcp.${hostName}`, "TLSA", ...facts.tlsa),
+        // DANE for mail to us (RFC 7672): the key port 25 serves, and the next one; on each mail host.
+        rr(tlsaName(s, s.hostname), "TLSA", ...facts.tlsa),
+        ...mx2 ? [rr(tlsaName(s, s.secondaryMx!.hostname), "TLSA", ...mx2.tlsa)] : [],
         rr("@", "CAA", caa, `0 issuewild ";"`, `0 iodef "mailto:${s.adminEmail}"`),
         // RFC 6186: offered mail services, and "." for those deliberately not offered.
         srv("submissions", portOf("submissions")),
