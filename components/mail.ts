@@ -92,6 +92,19 @@ export function postfixMaps(s: Settings): Record<string, string> {
     };
 }
 
+/**
+ * Port 25 as the server and the secondary MX both run it (services/postfix/inbound.cf): the certificate,
+ * who may talk and about what, the blocklists, rspamd. `quotaCheck`: the server's last recipient rule.
+ */
+export function inboundPolicy(s: Settings, quotaCheck = ""): string {
+    return renderTemplate("postfix/inbound.cf", {
+        certDir: CERT_DIR, milterPort: LOCAL_PORTS.rspamdMilter, ...tlsValues(), quotaCheck,
+        clientRdnsRule: s.unknownRdns === "reject" ? ", reject_unknown_reverse_client_hostname" : "",
+        // Spamhaus answers 127.255.255.x to refused (e.g. public-resolver) queries: only real listings count.
+        dnsblRules: s.dnsbls.map(d => `,\n    reject_rbl_client ${d}=127.0.0.[2..11]`).join(""),
+    });
+}
+
 export interface MailArgs extends ServiceArgs {
     readonly ipv4: pulumi.Input<string>;
     readonly ipv6: pulumi.Input<string>;
@@ -119,9 +132,6 @@ export class Mail extends pulumi.ComponentResource {
             domain: s.domain, hostname: s.hostname, adminEmail: s.adminEmail, certDir: CERT_DIR,
             mydestination: s.hostname === s.domain ? "localhost" : "$myhostname, localhost",
             messageSizeLimit: MESSAGE_SIZE_LIMIT,
-            clientRdnsRule: s.unknownRdns === "reject" ? ", reject_unknown_reverse_client_hostname" : "",
-            // Spamhaus answers 127.255.255.x to refused (e.g. public-resolver) queries: only real listings count.
-            dnsblRules: s.dnsbls.map(d => `,\n    reject_rbl_client ${d}=127.0.0.[2..11]`).join(""),
             srs: hasForwards(s) ? renderTemplate("postfix/srs.cf", {}) : "",
             srsPickup: hasForwards(s) ? renderTemplate("postfix/srs-master.cf", {}) : "",
             mailDir: MAIL_DIR, keyDir: OPENPGP_DIR, vmailUid: VMAIL_UID, usersFile: USERS_FILE, sieveDir: SIEVE_DIR, sieveBinDir: SIEVE_BIN_DIR,
@@ -132,7 +142,7 @@ export class Mail extends pulumi.ComponentResource {
         };
         const files: StepFile[] = [
             { path: "/etc/postfix/main.cf", content: pulumi.all([args.ipv4, args.ipv6]).apply(([ipv4, ipv6]) =>
-                renderTemplate("postfix/main.cf", { ...values, ipv4, ipv6 })) },
+                renderTemplate("postfix/main.cf", { ...values, ipv4, ipv6, inbound: inboundPolicy(s, ",\n    check_policy_service unix:private/quota-status") })) },
             { path: "/etc/postfix/master.cf", content: renderTemplate("postfix/master.cf", values) },
             { path: "/etc/mta-sts-daemon.yml", content: renderTemplate("postfix/mta-sts-daemon.yml", values) },
             { path: `${MAPS}/submission-header-checks`, content: renderTemplate("postfix/submission-header-checks", {}) },
