@@ -19,6 +19,7 @@ import * as xmpp from "./components/xmpp";
 import * as webmail from "./components/webmail";
 import * as backup from "./components/backup";
 import { Status } from "./components/status";
+import { Relay, secondaryPorts } from "./components/secondary";
 import { portOf } from "./services/catalog";
 
 const settings = loadSettings();
@@ -27,11 +28,20 @@ const settings = loadSettings();
 const dataUnits = [...web.dataUnits, ...mail.dataUnits, ...xmpp.dataUnits, ...webmail.dataUnits(settings)];
 const host = new Host("host", { settings, beforePowerOff: stopWriters(dataUnits) });
 const dkim = new DkimKey("dkim", { selector: settings.dkimSelector });
+// The secondary MX: a second machine, with the server's deploy key (components/secondary.ts).
+const mx2 = settings.secondaryMx && new Host("mx2", {
+    settings, beforePowerOff: "systemctl stop postfix || true",
+    machine: { ...settings.secondaryMx, ports: ssh => secondaryPorts(ssh, settings.adminSources), deployKey: host.deployKey },
+});
 // The TLSA data comes from the tls step, which waits for the other records: given below.
 const [tlsa, tlsaFromServer] = pulumi.deferredOutput<string[]>();
 const dns = new Dns("dns", {
     settings,
-    facts: { ipv4: host.ipv4, ipv6: host.ipv6, dkimPublicKeyPem: dkim.publicKeyPem, tlsa },
+    facts: {
+        ipv4: host.ipv4, ipv6: host.ipv6, dkimPublicKeyPem: dkim.publicKeyPem, tlsa,
+        // TODO(#19): the secondary's own tls step gives its TLSA data.
+        ...mx2 ? { secondary: { ipv4: mx2.ipv4, ipv6: mx2.ipv6, tlsa } } : {},
+    },
 });
 
 const connection = host.connection;
@@ -59,6 +69,10 @@ tlsaFromServer(certificate.tlsa);
 new web.Web("web", { settings, connection, dependsOn: [certificate.step] });
 const mailServer = new mail.Mail("mail", {
     settings, connection, ipv4: host.ipv4, ipv6: host.ipv6, dkimPrivateKeyPem: dkim.privateKeyPem, dependsOn: [certificate.step],
+});
+
+if (mx2) new Relay("mx2-relay", {
+    settings, connection: mx2.connection, ipv4: mx2.ipv4, ipv6: mx2.ipv6, primaryIpv4: host.ipv4, primaryIpv6: host.ipv6, dependsOn: [],
 });
 
 const chat = new xmpp.Xmpp("xmpp", { settings, connection, passwords: mailServer.passwords, ipv4: host.ipv4, ipv6: host.ipv6, dependsOn: [mailServer.step] });

@@ -29,7 +29,9 @@ const DKIM_KEY = "/etc/rspamd/selfhost/dkim.key";
 const QUOTA_WARNING = "/usr/local/lib/selfhost/quota-warning";
 /** A mailbox's size limit in MB (0: none). */
 export const quotaOf = (s: Settings, u: MailUser) => u.quotaMb ?? s.mailboxQuotaMb;
-const MAPS = "/etc/postfix/selfhost";
+export const MAPS = "/etc/postfix/selfhost";
+/** rspamd's scores for a spam header (filed into Junk) and for greylisting (services/rspamd/actions.conf). */
+export const SPAM_SCORES = { spam: 6, greylist: 4 } as const;
 
 /** Mail not yet passed on to other servers when the old server hands over: carried on the volume, requeued by the next. */
 export const QUEUE_CARRY = `${STACK_DATA_DIR}/postfix-queue`;
@@ -137,7 +139,7 @@ export class Mail extends pulumi.ComponentResource {
             mailDir: MAIL_DIR, keyDir: OPENPGP_DIR, vmailUid: VMAIL_UID, usersFile: USERS_FILE, sieveDir: SIEVE_DIR, sieveBinDir: SIEVE_BIN_DIR,
             imapsPort: portOf("imaps"), sievePort: portOf("sieve"),
             dkimKey: DKIM_KEY, selector: s.dkimSelector, redisDir: REDIS_DIR, mtaStsPort: LOCAL_PORTS.mtaSts, adminUser: s.adminUser,
-            spamScore: 6, greylistScore: 4, sendLimitPerHour: s.sendLimitPerHour, quotaWarning: QUOTA_WARNING, maxForwards: MAX_FORWARDS,
+            spamScore: SPAM_SCORES.spam, greylistScore: SPAM_SCORES.greylist, sendLimitPerHour: s.sendLimitPerHour, quotaWarning: QUOTA_WARNING, maxForwards: MAX_FORWARDS,
             ...tlsValues(), milterPort: LOCAL_PORTS.rspamdMilter, controllerPort: LOCAL_PORTS.rspamdController, redisPort: LOCAL_PORTS.redis,
         };
         const files: StepFile[] = [

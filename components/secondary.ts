@@ -4,7 +4,13 @@
  * recipients, the same blocklists and filter), holds no mailbox and no key of the server's, never
  * delivers locally, and queues for secondaryMxQueueDays.
  */
-import { LOCATIONS, SERVER_TYPE } from "../config";
+import * as pulumi from "@pulumi/pulumi";
+import { LOCATIONS, SERVER_TYPE, Settings } from "../config";
+import { RemoteStep, ServiceArgs } from "./remote/step";
+import { inboundPolicy, postfixMaps, MAPS, MESSAGE_SIZE_LIMIT, SPAM_SCORES } from "./mail";
+import { trustAnchors } from "./tls";
+import { LOCAL_PORTS, publicPorts } from "../services/catalog";
+import { renderTemplate } from "../services/template";
 
 export interface SecondaryMx {
     /** mx2.<domain>: its PTRs, its certificate, the MX record of priority 20. */
@@ -40,3 +46,72 @@ export function secondaryMxOptions(raw: Record<string, unknown>, { domain, hostn
     if (hostname === `mx2.${domain}`) bad("hostname", `"${hostname}" is the secondary MX's name; use e.g. mail.${domain}.`);
     return { hostname: `mx2.${domain}`, location: where as SecondaryMx["location"], serverType, queueDays };
 }
+
+/** rspamd's files the secondary shares with the server: the same verdicts, greylisting and headers; no signing, no Bayes (the server's). */
+export const SHARED_RSPAMD_FILES = ["worker-proxy.inc", "worker-normal.inc", "redis.conf", "actions.conf", "greylist.conf",
+    "options.inc", "multimap.conf", "gtube.map", "milter_headers.conf"];
+
+/** Every address the server takes mail for (users, aliases, postmaster and abuse; `@domain` with a catch-all): the secondary refuses the rest. */
+export function relayRecipients(s: Settings): string {
+    const { aliases } = postfixMaps(s);
+    return aliases.split("\n").filter(Boolean).map(line => `${line.split(" ")[0]} OK`).join("\n") + "\n";
+}
+
+export interface RelayArgs extends ServiceArgs {
+    /** The secondary's own addresses (it sends from them). */
+    readonly ipv4: pulumi.Input<string>;
+    readonly ipv6: pulumi.Input<string>;
+    /** The server's addresses: only they may ask for the queue (ETRN). */
+    readonly primaryIpv4: pulumi.Input<string>;
+    readonly primaryIpv6: pulumi.Input<string>;
+}
+
+/** How often the secondary tries the server: an outage's mail follows within this after the server is back, ETRN or not. */
+export const RETRY_MINUTES = 5;
+
+/** Postfix as the backup MX, with rspamd in front as on the server. */
+export class Relay extends pulumi.ComponentResource {
+    readonly step: RemoteStep;
+
+    constructor(name: string, args: RelayArgs, opts?: pulumi.ComponentResourceOptions) {
+        super("selfhost:index:Relay", name, {}, opts);
+        const s = args.settings;
+        const mx2 = s.secondaryMx!;
+        const values = {
+            domain: s.domain, hostname: mx2.hostname, primary: s.hostname, adminEmail: s.adminEmail, messageSizeLimit: MESSAGE_SIZE_LIMIT,
+            queueDays: mx2.queueDays, retryMinutes: RETRY_MINUTES, trustAnchors: trustAnchors(s), inbound: inboundPolicy(s),
+            milterPort: LOCAL_PORTS.rspamdMilter, redisPort: LOCAL_PORTS.redis, spamScore: SPAM_SCORES.spam, greylistScore: SPAM_SCORES.greylist,
+        };
+        this.step = new RemoteStep(`${name}`, {
+            connection: args.connection,
+            packages: RELAY_PACKAGES,
+            prepare: `install -d -m 0755 ${MAPS}`,
+            files: [
+                { path: "/etc/postfix/main.cf", content: pulumi.all([args.ipv4, args.ipv6, args.primaryIpv4, args.primaryIpv6])
+                    .apply(([ipv4, ipv6, primaryIpv4, primaryIpv6]) => renderTemplate("postfix/backup-mx.cf", { ...values, ipv4, ipv6, primaryIpv4, primaryIpv6 })) },
+                { path: `${MAPS}/recipients`, content: relayRecipients(s) },
+                { path: `${MAPS}/own-domains`, content: postfixMaps(s)["own-domains"] },
+                ...SHARED_RSPAMD_FILES.map(f => ({ path: `/etc/rspamd/local.d/${f}`, content: renderTemplate(`rspamd/${f}`, values) })),
+                // Nothing here signs with the domain's key: the secondary never has it.
+                ...["dkim_signing.conf", "arc.conf"].map(f => ({ path: `/etc/rspamd/local.d/${f}`, content: "# selfhost: the secondary MX signs nothing.\nenabled = false;\n" })),
+                { path: "/etc/rspamd/local.d/classifier-bayes.conf", content: "# selfhost: Bayes learns on the server, from its users' Junk.\nenabled = false;\n" },
+                { path: "/etc/systemd/system/rspamd.service.d/selfhost-redis.conf", content: renderTemplate("rspamd/with-redis.conf", {}) },
+            ],
+            check: ["check postfix check", "check sh -c '! postconf -n 2>&1 >/dev/null | grep .'", "check rspamadm configtest"].join("\n"),
+            run: [
+                "systemctl daemon-reload",
+                "systemctl enable --quiet postfix rspamd redis-server",
+                "changed_in /etc/rspamd && systemctl reload-or-restart rspamd",
+                "changed_in /etc/postfix && systemctl reload-or-restart postfix",
+            ].join("\n"),
+            dependsOn: args.dependsOn,
+        }, { parent: this });
+        this.registerOutputs({});
+    }
+}
+
+export const RELAY_PACKAGES = ["postfix", "rspamd", "redis-server"];
+
+/** What the secondary lets in: SSH (as the server), SMTP, and HTTP for its certificate's ACME challenge. */
+export const secondaryPorts = (sshPorts: readonly number[], adminSources: readonly string[]) =>
+    publicPorts(sshPorts, adminSources).filter(p => ["ssh", "smtp", "http"].includes(p.name));

@@ -38,6 +38,8 @@ export interface ProgramRun {
 export interface MockCloud {
     readonly ipv4: string;
     readonly ipv6Network: string;
+    /** The secondary MX's addresses (its primary IPs are named "mx2-ipv4", "mx2-ipv6"). */
+    readonly secondary?: { readonly ipv4: string; readonly ipv6Network: string };
     /** What the remote steps printed, by step name (the tls step's TLSA data); none: not run yet. */
     readonly stdout?: Record<string, string>;
     /** What the project already holds when the program reads it (nothing: a first `up`). */
@@ -67,7 +69,7 @@ const selects = (selector: string | undefined, labels: Record<string, string> = 
 /** TLSA data as the tls step prints it: the key in use, then the next. */
 export const SAMPLE_TLSA = ["3 1 1 " + "a1".repeat(32), "3 1 1 " + "b2".repeat(32)];
 export const DEFAULT_CLOUD: MockCloud = {
-    ipv4: "198.51.100.10", ipv6Network: "2001:db8:10::/64", stdout: { tls: SAMPLE_TLSA.map(t => `tlsa ${t}\n`).join("") },
+    ipv4: "198.51.100.10", ipv6Network: "2001:db8:10::/64", secondary: { ipv4: "198.51.100.11", ipv6Network: "2001:db8:11::/64" }, stdout: { tls: SAMPLE_TLSA.map(t => `tlsa ${t}\n`).join("") },
 };
 
 // Keys are made once per process and name, so two runs of the program see the same keys (as a
@@ -133,10 +135,12 @@ function mockState(type: string, name: string, wrapped: Record<string, any>, clo
     switch (type) {
         case "tls:index/privateKey:PrivateKey":
             return { ...inputs, ...makeKey(name, inputs.algorithm) };
-        case "hcloud:index/primaryIp:PrimaryIp":
+        case "hcloud:index/primaryIp:PrimaryIp": {
+            const { ipv4, ipv6Network } = name.startsWith("mx2-") && cloud.secondary ? cloud.secondary : cloud;
             return inputs.type === "ipv4"
-                ? { ...inputs, ipAddress: cloud.ipv4 }
-                : { ...inputs, ipAddress: cloud.ipv6Network.replace(/\/\d+$/, ""), ipNetwork: cloud.ipv6Network };
+                ? { ...inputs, ipAddress: ipv4 }
+                : { ...inputs, ipAddress: ipv6Network.replace(/\/\d+$/, ""), ipNetwork: ipv6Network };
+        }
         case "pulumi-nodejs:dynamic/selfhost:PrivateCa":
             // The provider's own signer (it needs no network): the certificate the real `up` makes.
             return { ...inputs, ...caCertificate(inputs as PrivateCaArgs, new Date()) };

@@ -1,0 +1,87 @@
+import { strict as assert } from "assert";
+import { runProgram, stepFiles, unsecret } from "./program";
+import { baseConfig } from "./fixtures";
+import { validate, schema } from "../config";
+
+const withSecondary = (change: Record<string, unknown> = {}) => ({ ...baseConfig(), secondaryMxLocation: "hel1", ...change });
+const raw = (change: Record<string, unknown>) =>
+    ({ ...Object.fromEntries(Object.entries(schema()).map(([k, d]) => [k, d.default])), ...baseConfig(), ...change });
+const problems = (change: Record<string, unknown>) => {
+    try { validate(raw(change)); return ""; } catch (e) { return String(e); }
+};
+
+describe("secondary MX", () => {
+    it("is off by default, and its options are refused before anything is declared: its own location, a bad type, a short queue", () => {
+        assert.equal(validate(raw({})).secondaryMx, undefined);
+        assert.match(problems({ secondaryMxLocation: "fsn1" }), /secondaryMxLocation is the server's own location fsn1/);
+        assert.match(problems({ secondaryMxLocation: "mars" }), /secondaryMxLocation must be one of/);
+        assert.match(problems({ secondaryMxLocation: "hel1", secondaryMxServerType: "big one" }), /secondaryMxServerType "big one" is not a Hetzner server type/);
+        assert.match(problems({ secondaryMxLocation: "hel1", secondaryMxQueueDays: 3 }), /secondaryMxQueueDays must be a whole number from 7 to 30/);
+        assert.match(problems({ secondaryMxLocation: "hel1", hostname: "mx2.example.org" }), /hostname "mx2.example.org" is the secondary MX's name/);
+        assert.deepEqual(validate(raw({ secondaryMxLocation: "hel1" })).secondaryMx,
+            { hostname: "mx2.example.org", location: "hel1", serverType: "cx23", queueDays: 7 });
+    });
+
+    it("is a second server in its location with its own IPs, PTRs, host key and firewall (SSH, SMTP, HTTP), and the server's deploy key", async () => {
+        const run = await runProgram(withSecondary());
+        const servers = run.all("hcloud:index/server:Server").sort((a, b) => a.inputs.name.localeCompare(b.inputs.name));
+        assert.deepEqual(servers.map(s => [s.inputs.name, s.inputs.location]), [["mail.example.org", "fsn1"], ["mx2.example.org", "hel1"]]);
+        const [primary, mx2] = servers;
+        assert.deepEqual(mx2.inputs.sshKeys, primary.inputs.sshKeys, "one deploy key in the project: Hetzner refuses a second with its fingerprint");
+        assert.equal(run.all("hcloud:index/sshKey:SshKey").length, 1);
+        assert.equal(run.all("hcloud:index/volume:Volume").length, 1, "the secondary keeps no data");
+        const hostKeys = run.all("tls:index/privateKey:PrivateKey").filter(k => /host-key/.test(k.name));
+        assert.equal(hostKeys.length, 2);
+        assert.ok(!/mounts:|scsi-0HC_Volume/.test(unsecret<string>(mx2.inputs.userData)), "nothing to mount");
+        const ips = run.all("hcloud:index/primaryIp:PrimaryIp").map(ip => `${ip.inputs.name}`);
+        assert.deepEqual(ips.sort(), ["mail.example.org ipv4 fsn1", "mail.example.org ipv6 fsn1", "mx2.example.org ipv4 hel1", "mx2.example.org ipv6 hel1"]);
+        const ptrs = run.all("hcloud:index/rdns:Rdns").map(r => `${r.inputs.ipAddress} ${r.inputs.dnsPtr}`);
+        assert.ok(ptrs.includes("198.51.100.11 mx2.example.org") && ptrs.includes("2001:db8:11::1 mx2.example.org"), ptrs.join(", "));
+        const firewall = run.all("hcloud:index/firewall:Firewall").find(f => f.inputs.name === "mx2.example.org")!;
+        assert.deepEqual(firewall.inputs.rules.filter((r: any) => r.protocol === "tcp").map((r: any) => r.port).sort(), ["2222", "25", "80"]);
+    });
+
+    it("is MX 20 behind the server, in SPF, MTA-STS and DANE, with its own A/AAAA and HELO record", async () => {
+        const run = await runProgram(withSecondary());
+        const records = run.outputs.records as { name: string; type: string; values: string[] }[];
+        const find = (name: string, type: string) => records.find(r => r.name === name && r.type === type)?.values;
+        assert.deepEqual(find("@", "MX"), ["10 mail.example.org.", "20 mx2.example.org."]);
+        assert.deepEqual(find("mx2", "A"), ["198.51.100.11"]);
+        assert.deepEqual(find("mx2", "AAAA"), ["2001:db8:11::1"]);
+        assert.deepEqual(find("mx2", "TXT"), ['"v=spf1 a -all"']);
+        assert.deepEqual(find("@", "TXT"), ['"v=spf1 ip4:198.51.100.10 ip6:2001:db8:10::1 ip4:198.51.100.11 ip6:2001:db8:11::1 -all"']);
+        assert.ok(find("_25._tcp.mx2", "TLSA")?.length, "a TLSA record for the secondary's port 25");
+        const policy = [...stepFiles(run, "web")].find(([file]) => file.endsWith("/mta-sts.txt"))?.[1].content ?? "";
+        assert.match(policy, /mx: mail\.example\.org\r\nmx: mx2\.example\.org\r\n/);
+        // Without the secondary: one MX, and the policy names the server alone.
+        const single = (await runProgram(baseConfig())).outputs.records as { name: string; type: string; values: string[] }[];
+        assert.deepEqual(single.find(r => r.name === "@" && r.type === "MX")!.values, ["10 mail.example.org."]);
+    });
+
+    it("relays only to the server, over verified TLS, only for the server's recipients (aliases, postmaster, catch-all), and keeps mail for queueDays", async () => {
+        const run = await runProgram(withSecondary({
+            secondaryMxQueueDays: 10, users: [{ name: "alice", aliases: ["info"] }, { name: "bob", catchAll: true }],
+        }));
+        const files = stepFiles(run, "mx2-relay");
+        const main = files.get("/etc/postfix/main.cf")!.content;
+        assert.match(main, /^relay_domains = example\.org$/m);
+        assert.match(main, /^relay_recipient_maps = texthash:\/etc\/postfix\/selfhost\/recipients$/m);
+        assert.match(main, /^transport_maps = inline:\{ \{example\.org = relay:\[mail\.example\.org\]:25\} \}$/m);
+        assert.match(main, /^smtp_tls_policy_maps = inline:\{ \{\[mail\.example\.org\]:25 = secure match=mail\.example\.org\} \}$/m);
+        assert.match(main, /^maximal_queue_lifetime = 10d$/m);
+        assert.match(main, /^smtpd_etrn_restrictions = permit_mynetworks, check_client_access inline:\{ \{198\.51\.100\.10 = OK\}, \{2001:db8:10::1 = OK\} \}, reject$/m);
+        assert.match(main, /^smtp_bind_address = 198\.51\.100\.11$/m);
+        assert.ok(!/virtual_|lmtp|dovecot|sasl_auth_enable = yes/.test(main), "delivers nothing here and takes no logins");
+        assert.equal(files.get("/etc/postfix/selfhost/recipients")!.content, [
+            "postmaster@example.org OK", "abuse@example.org OK", "alice@example.org OK", "bob@example.org OK", "info@example.org OK", "@example.org OK", "",
+        ].join("\n"));
+        // Port 25's policy is the server's, word for word, but for the server's last rule (a full mailbox).
+        const primary = stepFiles(run, "mail").get("/etc/postfix/main.cf")!.content.replace(",\n    check_policy_service unix:private/quota-status", "");
+        const inbound = main.slice(main.indexOf("# TLS inbound: the host's own certificate."));
+        assert.ok(primary.includes(inbound.trimEnd()), "the secondary's port 25 is the server's");
+        // No key of the server's: nothing signs.
+        assert.match(files.get("/etc/rspamd/local.d/dkim_signing.conf")!.content, /^enabled = false;$/m);
+        assert.match(files.get("/etc/rspamd/local.d/arc.conf")!.content, /^enabled = false;$/m);
+        assert.ok(![...files.keys()].some(f => /dkim\.key|\.secret/.test(f)));
+    });
+});
