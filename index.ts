@@ -69,6 +69,7 @@ tlsaFromServer(certificate.tlsa);
 new web.Web("web", { settings, connection, dependsOn: [certificate.step] });
 const mailServer = new mail.Mail("mail", {
     settings, connection, ipv4: host.ipv4, ipv6: host.ipv6, dkimPrivateKeyPem: dkim.privateKeyPem, dependsOn: [certificate.step],
+    ...mx2 ? { secondaryIps: pulumi.all([mx2.ipv4, mx2.ipv6]) } : {},
 });
 
 if (mx2) new Relay("mx2-relay", {

@@ -111,6 +111,8 @@ export interface MailArgs extends ServiceArgs {
     readonly ipv4: pulumi.Input<string>;
     readonly ipv6: pulumi.Input<string>;
     readonly dkimPrivateKeyPem: pulumi.Input<string>;
+    /** The secondary MX's addresses, when there is one: its mail is judged by who handed it over there. */
+    readonly secondaryIps?: pulumi.Input<readonly string[]>;
 }
 
 /** The largest message Postfix takes, in bytes (the webmail's attachments follow it). */
@@ -156,6 +158,8 @@ export class Mail extends pulumi.ComponentResource {
                 ({ path: `${SIEVE_DIR}/${f}`, mode: "0755", content: renderTemplate(`dovecot/sieve/${f}`, values) })),
             { path: QUOTA_WARNING, mode: "0755", content: renderTemplate("dovecot/quota-warning", values) },
             ...encrypting(s).map(u => ({ path: `${OPENPGP_DIR}/${address(s, u.name)}.asc`, content: u.openpgpKey! })),
+            { path: "/etc/rspamd/local.d/external_relay.conf", content: pulumi.output(args.secondaryIps ?? []).apply(ips =>
+                renderTemplate("rspamd/external_relay.conf", { relayEnabled: String(ips.length > 0), relayIps: ips.map(ip => JSON.stringify(ip)).join(", ") })) },
             ...["worker-proxy.inc", "worker-normal.inc", "worker-controller.inc", "redis.conf", "classifier-bayes.conf",
                 "actions.conf", "greylist.conf", "options.inc", "multimap.conf", "gtube.map", "milter_headers.conf", "dkim_signing.conf", "arc.conf", "settings.conf", "ratelimit.conf"].map(f =>
                 ({ path: `/etc/rspamd/local.d/${f}`, content: renderTemplate(`rspamd/${f}`, values) })),
@@ -218,6 +222,8 @@ export class Mail extends pulumi.ComponentResource {
                 "changed_in /etc/dovecot && systemctl reload-or-restart dovecot",
                 "changed_in /etc/mta-sts-daemon.yml && systemctl restart postfix-mta-sts-resolver",
                 "changed_in /etc/postfix && systemctl reload-or-restart postfix",
+                // Whatever the secondary MX holds comes now rather than at its next retry (ETRN, RFC 1985).
+                ...(s.secondaryMx ? [`printf 'EHLO ${s.hostname}\\r\\nETRN ${s.domain}\\r\\nQUIT\\r\\n' | nc -w 10 ${s.secondaryMx.hostname} 25 >/dev/null 2>&1 || true`] : []),
                 // The previous server's outgoing mail: its queue files get this server's owners and inode-based names.
                 `if [ -d ${QUEUE_CARRY} ]; then`,
                 // Its queue directories, not the carrier itself: cp -a of "." would give the spool the carrier's mode.

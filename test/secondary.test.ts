@@ -84,4 +84,15 @@ describe("secondary MX", () => {
         assert.match(files.get("/etc/rspamd/local.d/arc.conf")!.content, /^enabled = false;$/m);
         assert.ok(![...files.keys()].some(f => /dkim\.key|\.secret/.test(f)));
     });
+
+    it("makes the server judge relayed mail by who handed it to the secondary, and ask for it (ETRN) when its mail step runs", async () => {
+        const relay = (run: Awaited<ReturnType<typeof runProgram>>) => stepFiles(run, "mail").get("/etc/rspamd/local.d/external_relay.conf")!.content;
+        const run = await runProgram(withSecondary());
+        assert.match(relay(run), /^enabled = true;$/m);
+        assert.match(relay(run), /ip_map = \["198\.51\.100\.11", "2001:db8:11::1"\];/);
+        assert.match(unsecret<string>(run.one("command:remote:Command", "mail").inputs.create), /ETRN example\.org\\r\\nQUIT.*mx2\.example\.org 25/);
+        const single = await runProgram(baseConfig());
+        assert.match(relay(single), /^enabled = false;$/m);
+        assert.ok(!/ETRN/.test(unsecret<string>(single.one("command:remote:Command", "mail").inputs.create)));
+    });
 });
