@@ -19,7 +19,7 @@ import * as xmpp from "./components/xmpp";
 import * as webmail from "./components/webmail";
 import * as backup from "./components/backup";
 import { Status } from "./components/status";
-import { Relay, secondaryPorts } from "./components/secondary";
+import { Relay, RELAY_PACKAGES, secondaryHandover, secondaryPorts } from "./components/secondary";
 import { portOf } from "./services/catalog";
 
 const settings = loadSettings();
@@ -29,18 +29,19 @@ const dataUnits = [...web.dataUnits, ...mail.dataUnits, ...xmpp.dataUnits, ...we
 const host = new Host("host", { settings, beforePowerOff: stopWriters(dataUnits) });
 const dkim = new DkimKey("dkim", { selector: settings.dkimSelector });
 // The secondary MX: a second machine, with the server's deploy key (components/secondary.ts).
-const mx2 = settings.secondaryMx && new Host("mx2", {
-    settings, beforePowerOff: "systemctl stop postfix || true",
-    machine: { ...settings.secondaryMx, ports: ssh => secondaryPorts(ssh, settings.adminSources), deployKey: host.deployKey },
+const mx2 = settings.secondaryMx;
+const mx2Ports = (ssh: readonly number[]) => secondaryPorts(ssh, settings.adminSources);
+const mx2Host = mx2 && new Host("mx2", {
+    settings, beforePowerOff: "systemctl stop postfix || true", machine: { ...mx2, ports: mx2Ports, deployKey: host.deployKey },
 });
-// The TLSA data comes from the tls step, which waits for the other records: given below.
+// Port 25's TLSA data comes from each machine's tls step, which waits for the other records: given below.
 const [tlsa, tlsaFromServer] = pulumi.deferredOutput<string[]>();
+const [mx2Tlsa, tlsaFromMx2] = pulumi.deferredOutput<string[]>();
 const dns = new Dns("dns", {
     settings,
     facts: {
         ipv4: host.ipv4, ipv6: host.ipv6, dkimPublicKeyPem: dkim.publicKeyPem, tlsa,
-        // TODO(#19): the secondary's own tls step gives its TLSA data.
-        ...mx2 ? { secondary: { ipv4: mx2.ipv4, ipv6: mx2.ipv6, tlsa } } : {},
+        ...mx2Host ? { secondary: { ipv4: mx2Host.ipv4, ipv6: mx2Host.ipv6, tlsa: mx2Tlsa } } : {},
     },
 });
 
@@ -69,11 +70,7 @@ tlsaFromServer(certificate.tlsa);
 new web.Web("web", { settings, connection, dependsOn: [certificate.step] });
 const mailServer = new mail.Mail("mail", {
     settings, connection, ipv4: host.ipv4, ipv6: host.ipv6, dkimPrivateKeyPem: dkim.privateKeyPem, dependsOn: [certificate.step],
-    ...mx2 ? { secondaryIps: pulumi.all([mx2.ipv4, mx2.ipv6]) } : {},
-});
-
-if (mx2) new Relay("mx2-relay", {
-    settings, connection: mx2.connection, ipv4: mx2.ipv4, ipv6: mx2.ipv6, primaryIpv4: host.ipv4, primaryIpv6: host.ipv6, dependsOn: [],
+    ...mx2Host ? { secondaryIps: pulumi.all([mx2Host.ipv4, mx2Host.ipv6]) } : {},
 });
 
 const chat = new xmpp.Xmpp("xmpp", { settings, connection, passwords: mailServer.passwords, ipv4: host.ipv4, ipv6: host.ipv6, dependsOn: [mailServer.step] });
@@ -83,6 +80,28 @@ const status = new Status("status", {
     dependsOn: [chat.step, ...webmailServer ? [webmailServer.step] : []],
 });
 host.sshProven([status.step]);
+
+// The secondary's own steps, as the server's: base (no volume), hardening with its ports, resolver, its certificate, the relay.
+if (mx2 && mx2Host) {
+    const sshPorts = mx2Host.ssh.apply(p => p.open);
+    const base = new Base("mx2-base", {
+        settings, machine: mx2, connection: mx2Host.provenConnection, sshPorts,
+        packages: [...RELAY_PACKAGES, ...hardening.packages, ...resolver.packages, ...tls.packages], preseed: [], held: [], dataUnits: [],
+        handover: secondaryHandover(settings.hostname), dependsOn: [],
+    });
+    const firewall = new hardening.Hardening("mx2-hardening", { settings, connection: mx2Host.provenConnection, sshPorts, ports: mx2Ports, dependsOn: [base.step] });
+    const resolving = new resolver.Resolver("mx2-resolver", { settings, connection: mx2Host.connection, dependsOn: [firewall.step] });
+    const certificate = new tls.Tls("mx2-tls", {
+        settings, connection: mx2Host.connection, ipv4: mx2Host.ipv4, nameservers: dns.nameservers, names: [mx2.hostname],
+        dependsOn: [resolving.step, ...dns.beforeServer],
+    });
+    tlsaFromMx2(certificate.tlsa);
+    const relay = new Relay("mx2-relay", {
+        settings, connection: mx2Host.connection, ipv4: mx2Host.ipv4, ipv6: mx2Host.ipv6, primaryIpv4: host.ipv4, primaryIpv6: host.ipv6,
+        dependsOn: [certificate.step],
+    });
+    mx2Host.sshProven([relay.step]);
+}
 
 export const domain = settings.domain;
 export const hostname = settings.hostname;

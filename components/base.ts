@@ -21,6 +21,8 @@ export interface BaseArgs {
     readonly handover: readonly string[];
     /** The volume must be attached before the step mounts it. */
     readonly dependsOn: pulumi.Input<pulumi.Resource>[];
+    /** A machine without the data volume (the secondary MX): its name; `handover` then runs before it goes. */
+    readonly machine?: { readonly hostname: string };
 }
 
 /** Stops everything that writes mail and data (before a handover or a power-off). */
@@ -40,13 +42,13 @@ export const KEYS_DIR = "/etc/ssh/authorized_keys";
 export const GIT_USER = "git";
 
 /** Who may log in, and as what: the admin with the user's keys and sudo, the push login, beside the stack's deploy user. */
-function accessFiles(s: Settings, sshPorts: pulumi.Input<readonly number[]>) {
+function accessFiles(s: Settings, sshPorts: pulumi.Input<readonly number[]>, withGit: boolean) {
     return [
-        { path: "/etc/ssh/sshd_config.d/00-selfhost.conf",
-            content: pulumi.output(sshPorts).apply(ports => sshdDropIn({ sshPorts: ports, users: [DEPLOY_USER, s.adminUser, GIT_USER], keysDir: KEYS_DIR })) },
+        { path: "/etc/ssh/sshd_config.d/00-selfhost.conf", content: pulumi.output(sshPorts).apply(ports =>
+            sshdDropIn({ sshPorts: ports, users: [DEPLOY_USER, s.adminUser, ...withGit ? [GIT_USER] : []], keysDir: KEYS_DIR })) },
         { path: "/etc/sudoers.d/selfhost-admin", mode: "0440", content: `${s.adminUser} ALL=(ALL) NOPASSWD:ALL\n` },
         { path: `${KEYS_DIR}/${s.adminUser}`, content: s.sshPublicKeys.join("\n") },
-        { path: `${KEYS_DIR}/${GIT_USER}`, content: [...s.sshPublicKeys, ...s.siteDeployKeys].map(k => `restrict ${k}`).join("\n") + "\n" },
+        ...withGit ? [{ path: `${KEYS_DIR}/${GIT_USER}`, content: [...s.sshPublicKeys, ...s.siteDeployKeys].map(k => `restrict ${k}`).join("\n") + "\n" }] : [],
     ];
 }
 
@@ -93,22 +95,48 @@ export class Base extends pulumi.ComponentResource {
     constructor(name: string, args: BaseArgs, opts?: pulumi.ComponentResourceOptions) {
         super("selfhost:index:Base", name, {}, opts);
         const s = args.settings;
-        const shortName = s.hostname.split(".")[0];
-        this.step = new RemoteStep("base", {
+        const hostname = args.machine?.hostname ?? s.hostname;
+        const volume = !args.machine;
+        const shortName = hostname.split(".")[0];
+        const mountVolume = [
+            `for _ in $(seq 60); do mountpoint -q ${DATA_DIR} && break; mount ${DATA_DIR} 2>/dev/null || sleep 1; done`,
+            `mountpoint -q ${DATA_DIR} || { log "the data volume is not mounted at ${DATA_DIR}; is it attached?"; exit 1; }`,
+        ];
+        // Hetzner grows a resized volume's block device only; ext4 grows online to fill it. The size
+        // is in this line so that a new volumeSizeGb re-runs the step, after the volume's resize.
+        const growVolume = [
+            `grown=$(resize2fs "$(findmnt -n -o SOURCE --target ${DATA_DIR})" 2>&1) || { log "resize2fs failed: $grown"; exit 1; }`,
+            `[[ $grown == *"Nothing to do"* ]] || log "the data filesystem now fills the ${s.volumeSizeGb} GB volume: $(df -h --output=size ${DATA_DIR} | tail -1)"`,
+        ];
+        // The handover: Pulumi deletes the steps (this one last) before the volume is detached and the
+        // server deleted. No new mail after this; the volume gets what must move with it (the last
+        // snapshot, the outgoing queue) and leaves cleanly unmounted. A failure stops the replacement here.
+        const handOverVolume = [
+            // A failure anywhere means the server is not going (the replacement stops here): put the
+            // volume and the services back, so mail keeps flowing while you fix it.
+            `trap 'mountpoint -q ${DATA_DIR} || mount ${DATA_DIR}; systemctl start ${writers(args.dataUnits)} || true; ` +
+                `echo "the handover failed: this server keeps running; fix the cause and run pulumi up again" >&2' ERR`,
+            stopWriters(args.dataUnits),
+            ...args.handover,
+            // The admin's home is on the volume: a login session there (the server is going) would keep it busy.
+            `loginctl terminate-user ${s.adminUser} 2>/dev/null || true`,
+            `for _ in $(seq 10); do mountpoint -q ${DATA_DIR} || break; umount ${DATA_DIR} 2>/dev/null || sleep 1; done`,
+            `! mountpoint -q ${DATA_DIR} || { echo "${DATA_DIR} is still in use: $(fuser -vm ${DATA_DIR} 2>&1 | tail -n +2 | head -5)" >&2; false; }`,
+        ];
+        this.step = new RemoteStep(name, {
             connection: args.connection,
             prepare: [
                 // cloud-init may still be running its own apt or user set-up on first boot.
                 "cloud-init status --wait >/dev/null 2>&1 || true",
-                `for _ in $(seq 60); do mountpoint -q ${DATA_DIR} && break; mount ${DATA_DIR} 2>/dev/null || sleep 1; done`,
-                `mountpoint -q ${DATA_DIR} || { log "the data volume is not mounted at ${DATA_DIR}; is it attached?"; exit 1; }`,
+                ...volume ? mountVolume : [],
                 // Its home moves onto the volume in the backup step, after a restore (adminHomeOnVolume).
                 `id -u ${s.adminUser} >/dev/null 2>&1 || useradd --create-home --shell /bin/bash --comment "selfhost administrator" ${s.adminUser}`,
                 // The name first: packages (postfix) read it when they are installed. The FQDN resolves
                 // locally (hostname -f), as Debian's installer sets it up.
                 `[ "$(cat /etc/hostname 2>/dev/null)" = ${shortName} ] || { echo ${shortName} > /etc/hostname; log "hostname ${shortName}"; }`,
                 `[ "$(hostname)" = ${shortName} ] || hostname ${shortName}`,
-                `grep -qxF '127.0.1.1 ${s.hostname} ${shortName}' /etc/hosts || ` +
-                    `{ sed -i '/^127\\.0\\.1\\.1[[:space:]]/d' /etc/hosts; echo '127.0.1.1 ${s.hostname} ${shortName}' >> /etc/hosts; }`,
+                `grep -qxF '127.0.1.1 ${hostname} ${shortName}' /etc/hosts || ` +
+                    `{ sed -i '/^127\\.0\\.1\\.1[[:space:]]/d' /etc/hosts; echo '127.0.1.1 ${hostname} ${shortName}' >> /etc/hosts; }`,
                 ...args.preseed.map(answer => `echo '${answer}' | debconf-set-selections`),
                 // (Masking a unit whose package is not there yet works; systemctl only warns that it does not exist.)
                 ...args.held.map(unit => `systemctl cat ${unit}.service >/dev/null 2>&1 || systemctl mask --quiet ${unit}.service 2>/dev/null`),
@@ -116,7 +144,8 @@ export class Base extends pulumi.ComponentResource {
             // e2fsprogs: resize2fs (Hetzner's images have it; a minimal Debian may not).
             packages: ["systemd-timesyncd", "ca-certificates", "openssl", "e2fsprogs", ...new Set(args.packages)],
             files: [
-                ...accessFiles(s, args.sshPorts),
+                // The push login (git) lives with the site, on the server.
+                ...accessFiles(s, args.sshPorts, volume),
                 { path: "/etc/systemd/journald.conf.d/selfhost.conf", content: renderTemplate("base/journald.conf", {}) },
                 { path: "/etc/default/locale", content: renderTemplate("base/locale", {}) },
                 ...args.dataUnits.map(unit => ({
@@ -130,29 +159,12 @@ export class Base extends pulumi.ComponentResource {
             run: [
                 // A reload keeps open sessions (this one) and applies the allowed users to the next logins.
                 "changed_in /etc/ssh && systemctl reload ssh",
-                // Hetzner grows a resized volume's block device only; ext4 grows online to fill it. The size
-                // is in this line so that a new volumeSizeGb re-runs the step, after the volume's resize.
-                `grown=$(resize2fs "$(findmnt -n -o SOURCE --target ${DATA_DIR})" 2>&1) || { log "resize2fs failed: $grown"; exit 1; }`,
-                `[[ $grown == *"Nothing to do"* ]] || log "the data filesystem now fills the ${s.volumeSizeGb} GB volume: $(df -h --output=size ${DATA_DIR} | tail -1)"`,
+                ...volume ? growVolume : [],
                 "systemctl enable --now systemd-timesyncd >/dev/null 2>&1 || true",
                 "changed_in /etc/systemd/journald.conf.d && systemctl restart systemd-journald",
                 "changed_in /etc/systemd/system && systemctl daemon-reload",
             ].join("\n"),
-            // The handover: Pulumi deletes the steps (this one last) before the volume is detached and the
-            // server deleted. No new mail after this; the volume gets what must move with it (the last
-            // snapshot, the outgoing queue) and leaves cleanly unmounted. A failure stops the replacement here.
-            delete: [
-                // A failure anywhere means the server is not going (the replacement stops here): put the
-                // volume and the services back, so mail keeps flowing while you fix it.
-                `trap 'mountpoint -q ${DATA_DIR} || mount ${DATA_DIR}; systemctl start ${writers(args.dataUnits)} || true; ` +
-                    `echo "the handover failed: this server keeps running; fix the cause and run pulumi up again" >&2' ERR`,
-                stopWriters(args.dataUnits),
-                ...args.handover,
-                // The admin's home is on the volume: a login session there (the server is going) would keep it busy.
-                `loginctl terminate-user ${s.adminUser} 2>/dev/null || true`,
-                `for _ in $(seq 10); do mountpoint -q ${DATA_DIR} || break; umount ${DATA_DIR} 2>/dev/null || sleep 1; done`,
-                `! mountpoint -q ${DATA_DIR} || { echo "${DATA_DIR} is still in use: $(fuser -vm ${DATA_DIR} 2>&1 | tail -n +2 | head -5)" >&2; false; }`,
-            ].join("\n"),
+            delete: (volume ? handOverVolume : args.handover).join("\n"),
             dependsOn: args.dependsOn,
         }, { parent: this });
         this.registerOutputs({});

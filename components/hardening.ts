@@ -40,13 +40,16 @@ function acceptRules(ports: readonly ServicePort[]): string[] {
     return rules;
 }
 
-/** The host firewall as nft source: inbound exactly `publicPorts`, outbound what the services need. */
-export function nftRuleset(s: Settings, sshPorts: readonly number[] = [s.sshPort]): string {
+/** The ports a machine opens, given the SSH ports of this `up`: the server's are `publicPorts`. */
+export type PortsOf = (sshPorts: readonly number[]) => ServicePort[];
+
+/** The host firewall as nft source: inbound exactly the machine's ports, outbound what the services need. */
+export function nftRuleset(s: Settings, sshPorts: readonly number[] = [s.sshPort], portsOf: PortsOf = ssh => publicPorts(ssh, s.adminSources)): string {
     const ssh = portSet([...sshPorts]);
     const inbound = [
         `tcp dport ${ssh} ct state new add @ssh_meter4 { ip saddr limit rate over 10/minute burst 20 packets } drop`,
         `tcp dport ${ssh} ct state new add @ssh_meter6 { ip6 saddr limit rate over 10/minute burst 20 packets } drop`,
-        ...acceptRules(publicPorts(sshPorts, s.adminSources)),
+        ...acceptRules(portsOf(sshPorts)),
     ];
     const outbound = s.restrictOutbound ? [
         ...acceptRules(outboundPorts(s.acmeServer, s.outboundPorts, s.backup.kind === "off" ? undefined : s.backup.port)),
@@ -80,17 +83,17 @@ export function jails(s: Settings, sshPorts: readonly number[] = [s.sshPort]): s
 export class Hardening extends pulumi.ComponentResource {
     readonly step: RemoteStep;
 
-    /** `sshPorts`: the ports SSH is open on (two while sshPort moves). */
-    constructor(name: string, args: ServiceArgs & { sshPorts: pulumi.Input<readonly number[]> }, opts?: pulumi.ComponentResourceOptions) {
+    /** `sshPorts`: the ports SSH is open on (two while sshPort moves); `ports`: another machine's (the secondary MX's). */
+    constructor(name: string, args: ServiceArgs & { sshPorts: pulumi.Input<readonly number[]>; ports?: PortsOf }, opts?: pulumi.ComponentResourceOptions) {
         super("selfhost:index:Hardening", name, {}, opts);
         const s = args.settings;
         // Which jails there are does not depend on the ports: the step's check loop can name them now.
         const jailConf = pulumi.output(args.sshPorts).apply(ports => jails(s, ports));
-        this.step = new RemoteStep("hardening", {
+        this.step = new RemoteStep(name, {
             connection: args.connection,
             files: [
                 { path: "/etc/ssh/sshd_config.d/10-selfhost-hardening.conf", content: renderTemplate("hardening/sshd.conf", { adminUser: s.adminUser }) },
-                { path: NFT_RULESET, mode: "0755", content: pulumi.output(args.sshPorts).apply(ports => nftRuleset(s, ports)) },
+                { path: NFT_RULESET, mode: "0755", content: pulumi.output(args.sshPorts).apply(ports => nftRuleset(s, ports, args.ports)) },
                 { path: JAIL_CONF, content: jailConf },
                 ...["dovecot-auth", "postfix-sasl", "prosody-auth"].map(f =>
                     ({ path: `/etc/fail2ban/filter.d/selfhost-${f}.conf`, content: renderTemplate(`hardening/${f}.conf`, {}) })),

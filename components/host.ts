@@ -68,6 +68,10 @@ export class Host extends pulumi.ComponentResource {
     readonly provenConnection: Connection;
     private readonly settings: Settings;
     private readonly labels: Record<string, string>;
+    /** Its name, the label of its SSH record, and its children's names (a second machine's carry its name). */
+    private readonly hostname: string;
+    private readonly sshRole: Record<string, string>;
+    private readonly childName: (child: string) => string;
 
     constructor(name: string, args: HostArgs, opts?: pulumi.ComponentResourceOptions) {
         super("selfhost:index:Host", name, {}, opts);
@@ -79,8 +83,10 @@ export class Host extends pulumi.ComponentResource {
         const n = (child: string) => args.machine ? `${name}-${child}` : child;
         const child = { parent: this };
         const labels = { app: "selfhost", domain: s.domain.replace(/\./g, "-") };
-        [this.settings, this.labels] = [s, labels];
-        this.ssh = liveSsh({ hostname }, labels).apply(live => sshPorts({ ...s, location: location as Settings["location"] }, live));
+        // Both machines carry the stack's labels: the second's SSH record has a role of its own.
+        const sshRole = args.machine ? { role: `${name}-ssh` } : SSH_ROLE;
+        [this.settings, this.labels, this.hostname, this.sshRole, this.childName] = [s, labels, hostname, sshRole, n];
+        this.ssh = liveSsh({ hostname }, labels, sshRole).apply(live => sshPorts({ ...s, location: location as Settings["location"] }, live));
         // Identity: kept when the server is replaced; protected when protectData is on.
         const kept = { ...child, protect: s.protectData };
 
@@ -187,8 +193,8 @@ export class Host extends pulumi.ComponentResource {
      */
     sshProven(after: pulumi.Resource[]): hcloud.Firewall {
         const s = this.settings;
-        return new hcloud.Firewall("ssh", {
-            name: `${s.hostname} ssh`, labels: { ...this.labels, ...SSH_ROLE },
+        return new hcloud.Firewall(this.childName("ssh"), {
+            name: `${this.hostname} ssh`, labels: { ...this.labels, ...this.sshRole },
             rules: publicPorts(s.sshPort, s.adminSources).filter(p => p.name === "ssh").map(inboundRule),
         }, { parent: this, dependsOn: after });
     }

@@ -27,6 +27,9 @@ const SIEVE_SCRIPTS = ["encrypt.sieve", "delivery.sieve", "learn-spam.sieve", "l
 const OPENPGP_DIR = "/etc/dovecot/selfhost/openpgp";
 const DKIM_KEY = "/etc/rspamd/selfhost/dkim.key";
 const QUOTA_WARNING = "/usr/local/lib/selfhost/quota-warning";
+/** Asks the secondary MX for what it holds (only with one). */
+const ETRN = "/usr/local/sbin/selfhost-etrn";
+const ETRN_UNIT = "/etc/systemd/system/selfhost-etrn.service";
 /** A mailbox's size limit in MB (0: none). */
 export const quotaOf = (s: Settings, u: MailUser) => u.quotaMb ?? s.mailboxQuotaMb;
 export const MAPS = "/etc/postfix/selfhost";
@@ -167,6 +170,10 @@ export class Mail extends pulumi.ComponentResource {
             { path: "/etc/redis/redis.conf", mode: "0640", owner: "redis:redis", content: renderTemplate("redis/redis.conf", values) },
             { path: "/etc/systemd/system/redis-server.service.d/selfhost.conf", content: renderTemplate("redis/override.conf", values) },
             { path: "/etc/systemd/system/rspamd.service.d/selfhost-redis.conf", content: renderTemplate("rspamd/with-redis.conf", {}) },
+            ...s.secondaryMx ? [
+                { path: ETRN, mode: "0755", content: renderTemplate("postfix/etrn", { ...values, secondary: s.secondaryMx.hostname }) },
+                { path: ETRN_UNIT, content: renderTemplate("postfix/etrn.service", { etrn: ETRN }) },
+            ] : [],
         ];
 
         this.step = new RemoteStep("mail", {
@@ -222,8 +229,9 @@ export class Mail extends pulumi.ComponentResource {
                 "changed_in /etc/dovecot && systemctl reload-or-restart dovecot",
                 "changed_in /etc/mta-sts-daemon.yml && systemctl restart postfix-mta-sts-resolver",
                 "changed_in /etc/postfix && systemctl reload-or-restart postfix",
-                // Whatever the secondary MX holds comes now rather than at its next retry (ETRN, RFC 1985).
-                ...(s.secondaryMx ? [`printf 'EHLO ${s.hostname}\\r\\nETRN ${s.domain}\\r\\nQUIT\\r\\n' | nc -w 10 ${s.secondaryMx.hostname} 25 >/dev/null 2>&1 || true`] : []),
+                // Whatever the secondary MX holds comes now, and at every boot (services/postfix/etrn).
+                ...s.secondaryMx ? ["systemctl enable --quiet selfhost-etrn", "systemctl start selfhost-etrn"]
+                    : [`if [ -e ${ETRN} ]; then systemctl disable --quiet selfhost-etrn; rm -f ${ETRN} ${ETRN_UNIT}; systemctl daemon-reload; fi`],
                 // The previous server's outgoing mail: its queue files get this server's owners and inode-based names.
                 `if [ -d ${QUEUE_CARRY} ]; then`,
                 // Its queue directories, not the carrier itself: cp -a of "." would give the spool the carrier's mode.

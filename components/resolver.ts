@@ -21,7 +21,7 @@ export class Resolver extends pulumi.ComponentResource {
 
     constructor(name: string, args: ServiceArgs, opts?: pulumi.ComponentResourceOptions) {
         super("selfhost:index:Resolver", name, {}, opts);
-        this.step = new RemoteStep("resolver", {
+        this.step = new RemoteStep(name, {
             connection: args.connection,
             files: [
                 { path: "/etc/unbound/unbound.conf.d/selfhost.conf", content: renderTemplate("unbound/selfhost.conf", {}) },

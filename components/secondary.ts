@@ -25,7 +25,7 @@ export interface SecondaryMx {
 export const MX_PRIORITY = { primary: 10, secondary: 20 } as const;
 
 /** This concern's options (secondaryMx*), checked; undefined when secondaryMxLocation is empty. */
-export function secondaryMxOptions(raw: Record<string, unknown>, { domain, hostname, location }: { domain: string; hostname: string; location: string },
+export function secondaryMxOptions(raw: Record<string, unknown>, { domain, hostname, location, tlsMode }: { domain: string; hostname: string; location: string; tlsMode: string },
     bad: (key: string, message: string) => void): SecondaryMx | undefined {
     // Every key is checked, set or not: a bad value waits for no one to turn the secondary on.
     const serverType = String(raw.secondaryMxServerType);
@@ -43,6 +43,8 @@ export function secondaryMxOptions(raw: Record<string, unknown>, { domain, hostn
         bad("secondaryMxLocation", `is the server's own location ${location}: an outage there would take both; ` +
             `choose another, e.g. ${LOCATIONS.find(l => l !== location)}.`);
     }
+    // It proves the server's certificate by the public CAs, and gets its own from the same ACME CA.
+    if (tlsMode !== "acme") bad("secondaryMxLocation", `needs tlsMode acme (the secondary verifies the server's certificate by the public CAs); tlsMode is ${tlsMode}.`);
     if (hostname === `mx2.${domain}`) bad("hostname", `"${hostname}" is the secondary MX's name; use e.g. mail.${domain}.`);
     return { hostname: `mx2.${domain}`, location: where as SecondaryMx["location"], serverType, queueDays };
 }
@@ -82,7 +84,7 @@ export class Relay extends pulumi.ComponentResource {
             queueDays: mx2.queueDays, retryMinutes: RETRY_MINUTES, trustAnchors: trustAnchors(s), inbound: inboundPolicy(s),
             milterPort: LOCAL_PORTS.rspamdMilter, redisPort: LOCAL_PORTS.redis, spamScore: SPAM_SCORES.spam, greylistScore: SPAM_SCORES.greylist,
         };
-        this.step = new RemoteStep(`${name}`, {
+        this.step = new RemoteStep(name, {
             connection: args.connection,
             packages: RELAY_PACKAGES,
             prepare: `install -d -m 0755 ${MAPS}`,
@@ -111,6 +113,21 @@ export class Relay extends pulumi.ComponentResource {
 }
 
 export const RELAY_PACKAGES = ["postfix", "rspamd", "redis-server"];
+
+/**
+ * Before the secondary goes (replaced, moved or turned off): it takes no new mail and hands what it
+ * holds to the server. Mail the server does not take now stops the replacement: nothing is dropped.
+ */
+export function secondaryHandover(primary: string): string[] {
+    return [
+        "trap 'postconf -X master_service_disable; postfix reload' ERR",
+        "postconf -e master_service_disable=inet && postfix reload",
+        "postqueue -f",
+        `for _ in $(seq 60); do [ -z "$(postqueue -j)" ] && break; sleep 2; done`,
+        "held=$(postqueue -j | wc -l)",
+        `[ "$held" = 0 ] || { echo "the secondary MX holds $held message(s) that ${primary} does not take now: it stays until they are delivered (postqueue -p lists them)" >&2; false; }`,
+    ];
+}
 
 /** What the secondary lets in: SSH (as the server), SMTP, and HTTP for its certificate's ACME challenge. */
 export const secondaryPorts = (sshPorts: readonly number[], adminSources: readonly string[]) =>

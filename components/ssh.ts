@@ -50,11 +50,11 @@ export function sshPorts(s: Pick<Settings, "sshPort" | "image" | "location">, li
     return { boot, current, open: [...new Set([s.sshPort, current])] };
 }
 
-/** Reads the live server and "ssh" firewall of this stack (selected by its labels). */
-export function liveSsh(s: Pick<Settings, "hostname">, labels: Record<string, string>): pulumi.Output<LiveSsh> {
+/** Reads the live server and "ssh" firewall of this stack (selected by its labels; `role`: a second machine's record). */
+export function liveSsh(s: Pick<Settings, "hostname">, labels: Record<string, string>, role: Record<string, string> = SSH_ROLE): pulumi.Output<LiveSsh> {
     const selector = (l: Record<string, string>) => Object.entries(l).map(([k, v]) => `${k}=${v}`).join(",");
     const servers = hcloud.getServersOutput({ withSelector: selector(labels) });
-    const firewalls = hcloud.getFirewallsOutput({ withSelector: selector({ ...labels, ...SSH_ROLE }) });
+    const firewalls = hcloud.getFirewallsOutput({ withSelector: selector({ ...labels, ...role }) });
     return pulumi.all([servers, firewalls]).apply(([sv, fw]) => {
         // By its labels: a new hostname renames the server in place, and must not read as a new server.
         const servers = sv.servers ?? [];

@@ -47,6 +47,8 @@ export interface TlsArgs extends ServiceArgs {
     readonly ipv4: pulumi.Input<string>;
     /** The zone's nameservers at Hetzner (dnsProvider hetzner): where the domain must be delegated. */
     readonly nameservers: pulumi.Input<readonly string[]>;
+    /** The names on the certificate: every name the server answers for, unless given (the secondary MX's one name). */
+    readonly names?: readonly string[];
 }
 
 /** What to do when public DNS does not show the server yet: delegate, or publish the records by hand (inside a double-quoted shell string: no backquote, no dollar). */
@@ -68,7 +70,7 @@ export class Tls extends pulumi.ComponentResource {
     constructor(name: string, args: TlsArgs, opts?: pulumi.ComponentResourceOptions) {
         super("selfhost:index:Tls", name, {}, opts);
         const s = args.settings;
-        const names = servedNames(s);
+        const names = [...args.names ?? servedNames(s)];
         const common = [
             { path: "/etc/nginx/conf.d/selfhost-acme.conf", content: renderTemplate("tls/acme-http.conf", { acmeWebroot: ACME_WEBROOT }) },
             { path: DEPLOY_HOOK, mode: "0755", content: renderTemplate("tls/deployed.sh", {
@@ -92,7 +94,7 @@ export class Tls extends pulumi.ComponentResource {
             const live = `${TLS_DATA}/letsencrypt`;
             const awaitDns = pulumi.all([args.ipv4, args.nameservers]).apply(([ipv4, nameservers]) =>
                 renderTemplate("tls/await-dns", { ipv4, fix: dnsFix(s, nameservers) }));
-            this.step = new RemoteStep("tls", {
+            this.step = new RemoteStep(name, {
                 connection: args.connection, prepare, files: [...common, { path: AWAIT_DNS, mode: "0755", content: awaitDns }], check,
                 run: [
                     ...nginx,
@@ -131,7 +133,7 @@ export class Tls extends pulumi.ComponentResource {
             }, child);
             this.caCertificate = ca.certPem;
             const dir = PRIVATE_CA_DIR;
-            this.step = new RemoteStep("tls", {
+            this.step = new RemoteStep(name, {
                 connection: args.connection, prepare,
                 files: [...common, { path: `${dir}/fullchain.pem`, content: pulumi.interpolate`${cert.certPem}${ca.certPem}` },
                     { path: trustAnchors(s), content: ca.certPem }],

@@ -378,7 +378,7 @@ export function validate(raw: Record<string, unknown>): Settings {
         bad("backupKeepDaily", "and backupKeepWeekly and backupKeepMonthly are all 0, which would keep no snapshot; keep at least one, e.g. backupKeepDaily 7.");
     }
 
-    const secondaryMx = secondaryMxOptions(raw, { domain, hostname, location }, bad);
+    const secondaryMx = secondaryMxOptions(raw, { domain, hostname, location, tlsMode }, bad);
 
     const checkSmtpHost = String(raw.checkSmtpHost);
     if (!isDomainName(checkSmtpHost)) bad("checkSmtpHost", `"${checkSmtpHost}" is not a host name, e.g. gmail-smtp-in.l.google.com.`);

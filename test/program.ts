@@ -68,8 +68,9 @@ const selects = (selector: string | undefined, labels: Record<string, string> = 
     (selector ?? "").split(",").filter(Boolean).every(kv => { const [k, v] = kv.split("="); return labels[k] === v; });
 /** TLSA data as the tls step prints it: the key in use, then the next. */
 export const SAMPLE_TLSA = ["3 1 1 " + "a1".repeat(32), "3 1 1 " + "b2".repeat(32)];
+export const SECONDARY_TLSA = ["3 1 1 " + "c3".repeat(32), "3 1 1 " + "d4".repeat(32)];
 export const DEFAULT_CLOUD: MockCloud = {
-    ipv4: "198.51.100.10", ipv6Network: "2001:db8:10::/64", secondary: { ipv4: "198.51.100.11", ipv6Network: "2001:db8:11::/64" }, stdout: { tls: SAMPLE_TLSA.map(t => `tlsa ${t}\n`).join("") },
+    ipv4: "198.51.100.10", ipv6Network: "2001:db8:10::/64", secondary: { ipv4: "198.51.100.11", ipv6Network: "2001:db8:11::/64" }, stdout: { tls: SAMPLE_TLSA.map(t => `tlsa ${t}\n`).join(""), "mx2-tls": SECONDARY_TLSA.map(t => `tlsa ${t}\n`).join("") },
 };
 
 // Keys are made once per process and name, so two runs of the program see the same keys (as a

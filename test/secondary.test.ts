@@ -1,5 +1,6 @@
 import { strict as assert } from "assert";
-import { runProgram, stepFiles, unsecret } from "./program";
+import { runProgram, stepFiles, unsecret, SECONDARY_TLSA } from "./program";
+import { declaredSteps, stepsThatChanged } from "./e2e/steps";
 import { baseConfig } from "./fixtures";
 import { validate, schema } from "../config";
 
@@ -50,7 +51,7 @@ describe("secondary MX", () => {
         assert.deepEqual(find("mx2", "AAAA"), ["2001:db8:11::1"]);
         assert.deepEqual(find("mx2", "TXT"), ['"v=spf1 a -all"']);
         assert.deepEqual(find("@", "TXT"), ['"v=spf1 ip4:198.51.100.10 ip6:2001:db8:10::1 ip4:198.51.100.11 ip6:2001:db8:11::1 -all"']);
-        assert.ok(find("_25._tcp.mx2", "TLSA")?.length, "a TLSA record for the secondary's port 25");
+        assert.deepEqual(find("_25._tcp.mx2", "TLSA"), SECONDARY_TLSA, "the secondary's port 25: its own key, as its tls step printed it");
         const policy = [...stepFiles(run, "web")].find(([file]) => file.endsWith("/mta-sts.txt"))?.[1].content ?? "";
         assert.match(policy, /mx: mail\.example\.org\r\nmx: mx2\.example\.org\r\n/);
         // Without the secondary: one MX, and the policy names the server alone.
@@ -85,14 +86,56 @@ describe("secondary MX", () => {
         assert.ok(![...files.keys()].some(f => /dkim\.key|\.secret/.test(f)));
     });
 
-    it("makes the server judge relayed mail by who handed it to the secondary, and ask for it (ETRN) when its mail step runs", async () => {
-        const relay = (run: Awaited<ReturnType<typeof runProgram>>) => stepFiles(run, "mail").get("/etc/rspamd/local.d/external_relay.conf")!.content;
+    it("makes the server judge relayed mail by who handed it to the secondary, and ask for it (ETRN) at boot and when its mail step runs", async () => {
         const run = await runProgram(withSecondary());
-        assert.match(relay(run), /^enabled = true;$/m);
-        assert.match(relay(run), /ip_map = \["198\.51\.100\.11", "2001:db8:11::1"\];/);
-        assert.match(unsecret<string>(run.one("command:remote:Command", "mail").inputs.create), /ETRN example\.org\\r\\nQUIT.*mx2\.example\.org 25/);
+        const files = stepFiles(run, "mail");
+        const relay = files.get("/etc/rspamd/local.d/external_relay.conf")!.content;
+        assert.match(relay, /^enabled = true;$/m);
+        assert.match(relay, /ip_map = \["198\.51\.100\.11", "2001:db8:11::1"\];/);
+        const etrn = files.get("/usr/local/sbin/selfhost-etrn")!;
+        assert.match(etrn.content, /\/dev\/tcp\/mx2\.example\.org\/25/);
+        assert.match(etrn.content, /ETRN example\.org\\r\\n/);
+        assert.match(files.get("/etc/systemd/system/selfhost-etrn.service")!.content, /^After=.*postfix\.service.*rspamd\.service/m);
+        assert.match(unsecret<string>(run.one("command:remote:Command", "mail").inputs.create), /^systemctl start selfhost-etrn$/m);
+        // Turned off: the server's mail step removes what asked the secondary.
         const single = await runProgram(baseConfig());
-        assert.match(relay(single), /^enabled = false;$/m);
-        assert.ok(!/ETRN/.test(unsecret<string>(single.one("command:remote:Command", "mail").inputs.create)));
+        assert.match(stepFiles(single, "mail").get("/etc/rspamd/local.d/external_relay.conf")!.content, /^enabled = false;$/m);
+        assert.ok(!stepFiles(single, "mail").has("/usr/local/sbin/selfhost-etrn"));
+        assert.match(unsecret<string>(single.one("command:remote:Command", "mail").inputs.create), /systemctl disable --quiet selfhost-etrn; rm -f/);
+    });
+
+    it("has its own steps, each on the secondary and pinned to its host key: base without a volume, hardening with its ports, resolver, its certificate, the relay", async () => {
+        const run = await runProgram(withSecondary());
+        const steps = declaredSteps(run).filter(s => s.name.startsWith("mx2-"));
+        assert.deepEqual(steps.map(s => s.name), ["mx2-base", "mx2-hardening", "mx2-resolver", "mx2-tls", "mx2-relay"]);
+        const hostKeys = run.all("tls:index/privateKey:PrivateKey").filter(k => /host-key/.test(k.name));
+        const mx2Key = hostKeys.find(k => k.name === "mx2-host-key")!.state.publicKeyOpenssh.trim();
+        for (const s of steps) assert.deepEqual([s.connection.host, s.connection.hostKey], ["198.51.100.11", mx2Key], s.name);
+        const base = steps[0];
+        assert.ok(!/mountpoint|resize2fs/.test(base.create), "no volume to mount or grow");
+        assert.match(stepFiles(run, "mx2-base").get("/etc/ssh/sshd_config.d/00-selfhost.conf")!.content, /^AllowUsers selfhost admin$/m);
+        assert.match(base.delete!, /postqueue -f/);
+        assert.match(base.delete!, /master_service_disable=inet/);
+        const nft = stepFiles(run, "mx2-hardening").get("/etc/nftables.conf")!.content;
+        assert.match(nft, /^ {8}tcp dport \{ 2222, 25, 80 \} accept$/m);
+        const inbound = nft.slice(nft.indexOf("chain input"), nft.indexOf("chain output"));
+        assert.ok(!/\b(443|993|5222)\b/.test(inbound), "no IMAP, web or XMPP there");
+        assert.match(steps.find(s => s.name === "mx2-tls")!.create, /certbot certonly .* -d mx2\.example\.org$/m);
+        assert.ok(!/-d mail\.example\.org/.test(steps.find(s => s.name === "mx2-tls")!.create));
+        // The stack's SSH record for each machine: its own name and role, read back by each on the next up.
+        const records = run.all("hcloud:index/firewall:Firewall").filter(f => / ssh$/.test(f.inputs.name)).map(f => [f.inputs.name, f.inputs.labels.role]);
+        assert.deepEqual(records.sort(), [["mail.example.org ssh", "ssh"], ["mx2.example.org ssh", "mx2-ssh"]]);
+    });
+
+    it("turned on, changes on the server only the mail step (ETRN, external relay) and the web step (the MTA-STS policy); the server is not replaced", async () => {
+        const [before, after] = [await runProgram(baseConfig()), await runProgram(withSecondary())];
+        const changed = stepsThatChanged(before, after).map(s => s.name).filter(n => !n.startsWith("mx2-"));
+        assert.deepEqual(changed.sort(), ["mail", "web"]);
+        const server = (r: typeof before) => r.all("hcloud:index/server:Server").find(s => s.inputs.name === "mail.example.org")!.inputs;
+        assert.deepEqual(server(after), server(before));
+    });
+
+    it("requires tlsMode acme: it verifies the server by the public CAs", () => {
+        assert.match(problems({ secondaryMxLocation: "hel1", tlsMode: "private-ca" }), /secondaryMxLocation needs tlsMode acme/);
     });
 });
