@@ -19,7 +19,7 @@ import * as xmpp from "./components/xmpp";
 import * as webmail from "./components/webmail";
 import * as backup from "./components/backup";
 import { Status } from "./components/status";
-import { Relay, RELAY_PACKAGES, secondaryHandover, secondaryPorts } from "./components/secondary";
+import { Relay, RELAY_PACKAGES, SECONDARY_UNITS, secondaryHandover, secondaryPorts } from "./components/secondary";
 import { portOf } from "./services/catalog";
 
 const settings = loadSettings();
@@ -81,7 +81,7 @@ const status = new Status("status", {
 });
 host.sshProven([status.step]);
 
-// The secondary's own steps, as the server's: base (no volume), hardening with its ports, resolver, its certificate, the relay.
+// The secondary's own steps, as the server's: base (no volume), hardening with its ports, resolver, its certificate, the relay, its report.
 if (mx2 && mx2Host) {
     const sshPorts = mx2Host.ssh.apply(p => p.open);
     const base = new Base("mx2-base", {
@@ -100,7 +100,11 @@ if (mx2 && mx2Host) {
         settings, connection: mx2Host.connection, ipv4: mx2Host.ipv4, ipv6: mx2Host.ipv6, primaryIpv4: host.ipv4, primaryIpv6: host.ipv6,
         dependsOn: [certificate.step],
     });
-    mx2Host.sshProven([relay.step]);
+    const report = new Status("mx2-status", {
+        settings, connection: mx2Host.connection, secondary: mx2, dependsOn: [relay.step],
+        units: [...hardening.units, ...resolver.units, ...SECONDARY_UNITS],
+    });
+    mx2Host.sshProven([report.step]);
 }
 
 export const domain = settings.domain;
@@ -120,7 +124,10 @@ export const backupPassword = backups.password;
 export const backupSshPublicKey = backups.sshPublicKey;
 export const sshCommand = pulumi.interpolate`ssh -p ${settings.sshPort} ${settings.adminUser}@${host.ipv4}`;
 /** The server's host key as a known_hosts line: add it before the first login and no key is taken on trust. */
-export const sshKnownHosts = pulumi.interpolate`[${host.ipv4}]:${settings.sshPort},[${settings.hostname}]:${settings.sshPort} ${host.hostPublicKey}`;
+const knownHosts = (h: Host, name: string) => pulumi.interpolate`[${h.ipv4}]:${settings.sshPort},[${name}]:${settings.sshPort} ${h.hostPublicKey}`;
+export const sshKnownHosts = knownHosts(host, settings.hostname);
+/** The secondary MX, when there is one: its addresses, and its host key for your known_hosts (the admin logs in there too). */
+export const secondaryMx = mx2 && mx2Host ? { hostname: mx2.hostname, ipv4: mx2Host.ipv4, ipv6: mx2Host.ipv6, sshKnownHosts: knownHosts(mx2Host, mx2.hostname) } : undefined;
 export const mailSettings = {
     imap: { host: settings.hostname, port: portOf("imaps"), security: "TLS" },
     smtp: [

@@ -9,7 +9,7 @@
 import * as fs from "fs";
 import { spawnSync } from "child_process";
 import { Finding, render } from "./findings";
-import { Target, Options, dnsFindings, tlsFindings, portFindings, stunFindings, sshFindings, relayFindings, serverFindings } from "./probes";
+import { Target, Options, dnsFindings, tlsFindings, smtpEndpoint, portFindings, stunFindings, sshFindings, relayFindings, serverFindings } from "./probes";
 
 const USAGE = "usage: npm run check -- [--outputs FILE|-] [--resolver IP] [--ca FILE] [--ssh-key FILE] [--known-hosts FILE] [--cert-warn-days N] [--json]";
 
@@ -31,16 +31,19 @@ function readOutputs(source?: string): Record<string, any> {
     return JSON.parse(r.stdout);
 }
 
-export function targetOf(outputs: Record<string, any>): Target {
+/** The server, and the secondary MX when the stack has one (the same admin and SSH port). */
+export function targetOf(outputs: Record<string, any>): Target & { secondary?: Target } {
     const ssh = String(outputs.sshCommand ?? "").match(/^ssh -p (\d+) ([^@\s]+)@/);
     if (!outputs.domain || !outputs.records || !ssh) throw new Error("these are not this stack's outputs (domain, records, sshCommand missing)");
-    return {
+    const server: Target = {
         domain: outputs.domain, hostname: outputs.hostname, ipv4: outputs.ipv4, ipv6: outputs.ipv6, records: outputs.records,
         sshPort: Number(ssh[1]), adminUser: ssh[2], knownHosts: outputs.sshKnownHosts,
     };
+    const mx2 = outputs.secondaryMx;
+    return { ...server, ...mx2 ? { secondary: { ...server, hostname: mx2.hostname, ipv4: mx2.ipv4, ipv6: mx2.ipv6, knownHosts: mx2.sshKnownHosts } } : {} };
 }
 
-export async function check(t: Target, o: Options): Promise<Finding[]> {
+export async function check(t: Target & { secondary?: Target }, o: Options): Promise<Finding[]> {
     return [
         ...await dnsFindings(t, o),
         ...tlsFindings(t, o),
@@ -49,7 +52,14 @@ export async function check(t: Target, o: Options): Promise<Finding[]> {
         ...sshFindings(t),
         ...await relayFindings(t),
         ...serverFindings(t, o),
+        ...t.secondary ? await secondaryFindings(t.secondary, o) : [],
     ];
+}
+
+/** The secondary MX: port 25's certificate, no relaying for strangers, SSH keys only, and its own report. */
+async function secondaryFindings(mx2: Target, o: Options): Promise<Finding[]> {
+    const found = [...tlsFindings(mx2, o, [smtpEndpoint(mx2.hostname)]), ...await relayFindings(mx2), ...sshFindings(mx2), ...serverFindings(mx2, o)];
+    return found.map(f => ({ ...f, area: `${mx2.hostname}: ${f.area}` }));
 }
 
 async function main(): Promise<number> {

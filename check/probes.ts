@@ -179,11 +179,17 @@ function expandIpv6(ip: string): string {
 }
 
 /** Each TLS endpoint (STARTTLS where the protocol has it): a valid certificate for the right name, and its days left. */
-export function tlsFindings(t: Target, o: Options): Finding[] {
+/** A TLS endpoint to check: what it is, its port, the name its certificate must verify for, s_client's extra arguments. */
+export type Endpoint = [string, number, string, string[]];
+/** Port 25's, on a host of the stack (the server's, the secondary MX's). */
+export const smtpEndpoint = (hostname: string): Endpoint => ["SMTP STARTTLS", portOf("smtp"), hostname, ["-starttls", "smtp"]];
+
+/** The server's endpoints: HTTPS for every name, mail, XMPP and TURN. */
+function serverEndpoints(t: Target): Endpoint[] {
     const webNames = [...new Set(t.records.filter(r => r.type === "A").map(r => fqdn(r.name, t.domain)))];
-    const endpoints: [string, number, string, string[]][] = [
-        ...webNames.map((n): [string, number, string, string[]] => [n, portOf("https"), n, []]),
-        ["SMTP STARTTLS", portOf("smtp"), t.hostname, ["-starttls", "smtp"]],
+    return [
+        ...webNames.map((n): Endpoint => [n, portOf("https"), n, []]),
+        smtpEndpoint(t.hostname),
         ["submissions", portOf("submissions"), t.hostname, []],
         ["submission STARTTLS", portOf("submission"), t.hostname, ["-starttls", "smtp"]],
         ["IMAPS", portOf("imaps"), t.hostname, []],
@@ -192,6 +198,9 @@ export function tlsFindings(t: Target, o: Options): Finding[] {
         ["XMPP direct TLS", portOf("xmpps-client"), t.domain, []],
         ["TURN over TLS", portOf("turns"), t.hostname, []],
     ];
+}
+
+export function tlsFindings(t: Target, o: Options, endpoints = serverEndpoints(t)): Finding[] {
     return endpoints.map(([what, p, name, extra]) => {
         const label = `${what === name ? "HTTPS" : what} ${name}:${p}`;
         const r = spawnSync("openssl", ["s_client", "-connect", `${t.ipv4}:${p}`, "-servername", name, "-verify_hostname", name,

@@ -87,8 +87,10 @@ export class Host extends pulumi.ComponentResource {
         const sshRole = args.machine ? { role: `${name}-ssh` } : SSH_ROLE;
         [this.settings, this.labels, this.hostname, this.sshRole, this.childName] = [s, labels, hostname, sshRole, n];
         this.ssh = liveSsh({ hostname }, labels, sshRole).apply(live => sshPorts({ ...s, location: location as Settings["location"] }, live));
-        // Identity: kept when the server is replaced; protected when protectData is on.
-        const kept = { ...child, protect: s.protectData };
+        // Identity: kept when the server is replaced; protected when protectData is on. A second machine
+        // holds no data and its queue has a handover of its own: it may go (moved, or turned off) unprotected.
+        const [protectData, protectServer] = args.machine ? [false, false] : [s.protectData, s.protectServer];
+        const kept = { ...child, protect: protectData };
 
         // The server's SSH host key, made here: every remote step (and `npm run check`) verifies it before
         // sending anything, from the first connection on; a replacement server presents the same key.
@@ -101,7 +103,7 @@ export class Host extends pulumi.ComponentResource {
         // the location in the name keeps the two apart.
         const primaryIp = (type: "ipv4" | "ipv6") => new hcloud.PrimaryIp(n(type), {
             name: `${hostname} ${type} ${location}`, type, location,
-            autoDelete: false, deleteProtection: s.protectData, labels,
+            autoDelete: false, deleteProtection: protectData, labels,
         }, kept);
         const ip4 = primaryIp("ipv4");
         const ip6 = primaryIp("ipv6");
@@ -143,7 +145,7 @@ export class Host extends pulumi.ComponentResource {
             labels: this.ssh.apply(ssh => ({ ...labels, [BOOT_PORT_LABEL]: String(ssh.boot) })),
             firewallIds: [firewall.id.apply(Number)],
             publicNets: [{ ipv4Enabled: true, ipv4: ip4.id.apply(Number), ipv6Enabled: true, ipv6: ip6.id.apply(Number) }],
-            deleteProtection: s.protectServer, rebuildProtection: s.protectServer,
+            deleteProtection: protectServer, rebuildProtection: protectServer,
             shutdownBeforeDeletion: true,
             // A new type keeps the 20+ GB root disk as it is (only the OS lives there; data is on the
             // volume), so the server can go back to a smaller type later.
@@ -155,7 +157,7 @@ export class Host extends pulumi.ComponentResource {
             dependsOn: [beforeTypeChange],
             // Hetzner's own protection refuses only after the handover ran and the volume was detached;
             // Pulumi's refuses before anything is touched.
-            protect: s.protectServer,
+            protect: protectServer,
         });
 
         this.volumeAttachment = this.volume && new hcloud.VolumeAttachment("data", {

@@ -172,7 +172,7 @@ export class Mail extends pulumi.ComponentResource {
             { path: "/etc/systemd/system/rspamd.service.d/selfhost-redis.conf", content: renderTemplate("rspamd/with-redis.conf", {}) },
             ...s.secondaryMx ? [
                 { path: ETRN, mode: "0755", content: renderTemplate("postfix/etrn", { ...values, secondary: s.secondaryMx.hostname }) },
-                { path: ETRN_UNIT, content: renderTemplate("postfix/etrn.service", { etrn: ETRN }) },
+                { path: ETRN_UNIT, content: renderTemplate("postfix/etrn.service", { etrn: ETRN, dataDir: DATA_DIR }) },
             ] : [],
         ];
 
@@ -230,7 +230,7 @@ export class Mail extends pulumi.ComponentResource {
                 "changed_in /etc/mta-sts-daemon.yml && systemctl restart postfix-mta-sts-resolver",
                 "changed_in /etc/postfix && systemctl reload-or-restart postfix",
                 // Whatever the secondary MX holds comes now, and at every boot (services/postfix/etrn).
-                ...s.secondaryMx ? ["systemctl enable --quiet selfhost-etrn", "systemctl start selfhost-etrn"]
+                ...s.secondaryMx ? ["systemctl enable --quiet selfhost-etrn", "systemctl start --no-block selfhost-etrn"]
                     : [`if [ -e ${ETRN} ]; then systemctl disable --quiet selfhost-etrn; rm -f ${ETRN} ${ETRN_UNIT}; systemctl daemon-reload; fi`],
                 // The previous server's outgoing mail: its queue files get this server's owners and inode-based names.
                 `if [ -d ${QUEUE_CARRY} ]; then`,

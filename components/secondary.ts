@@ -102,7 +102,7 @@ export class Relay extends pulumi.ComponentResource {
             check: ["check postfix check", "check sh -c '! postconf -n 2>&1 >/dev/null | grep .'", "check rspamadm configtest"].join("\n"),
             run: [
                 "systemctl daemon-reload",
-                "systemctl enable --quiet postfix rspamd redis-server",
+                `systemctl enable --quiet ${RELAY_PACKAGES.join(" ")}`,
                 "changed_in /etc/rspamd && systemctl reload-or-restart rspamd",
                 "changed_in /etc/postfix && systemctl reload-or-restart postfix",
             ].join("\n"),
@@ -113,6 +113,8 @@ export class Relay extends pulumi.ComponentResource {
 }
 
 export const RELAY_PACKAGES = ["postfix", "rspamd", "redis-server"];
+/** What must run there (besides hardening's and the resolver's): its report checks each. */
+export const SECONDARY_UNITS = ["postfix", "rspamd", "redis-server", "nginx"];
 
 /**
  * Before the secondary goes (replaced, moved or turned off): it takes no new mail and hands what it

@@ -15,6 +15,8 @@ export const STATUS_COMMAND = "/usr/local/sbin/selfhost-status";
 export interface StatusArgs extends ServiceArgs {
     /** The systemd units the stack runs: each must be active. */
     readonly units: readonly string[];
+    /** The secondary MX's report: its name, and the mail it holds for the server. */
+    readonly secondary?: { readonly hostname: string };
 }
 
 /** What to do when the zone is not signed, or signed without its DS at the registry, per DNS host (one line each, no tab). */
@@ -42,12 +44,14 @@ export class Status extends pulumi.ComponentResource {
     constructor(name: string, args: StatusArgs, opts?: pulumi.ComponentResourceOptions) {
         super("selfhost:index:Status", name, {}, opts);
         const s = args.settings;
-        this.step = new RemoteStep("status", {
+        const hostname = args.secondary?.hostname ?? s.hostname;
+        this.step = new RemoteStep(name, {
             connection: args.connection,
             files: [
                 { path: STATUS_COMMAND, mode: "0755", content: renderTemplate("status/selfhost-status", {
                     units: [...new Set(args.units)].join(" "), dataDir: DATA_DIR, smtpProbe: args.settings.checkSmtpHost,
-                    domain: s.domain, hostname: s.hostname, dnsbls: s.dnsbls.join(" "), ...dnssecFixes(s),
+                    domain: s.domain, hostname, dnsbls: s.dnsbls.join(" "), ...dnssecFixes(s),
+                    primary: s.hostname, relayQueue: args.secondary ? " relay_queue;" : "",
                 }) },
                 ...["selfhost-status.service", "selfhost-status.timer"].map(unit =>
                     ({ path: `/etc/systemd/system/${unit}`, content: renderTemplate(`status/${unit}`, { confined: confined("CAP_DAC_READ_SEARCH", "CAP_DAC_OVERRIDE") }) })),

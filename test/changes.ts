@@ -43,13 +43,25 @@ export const CHANGES: readonly Change[] = [
     { what: "backup storagebox → off", change: { backup: "off" }, expect: { replaced: [], handover: false, refused: true } },
     { what: "dnsTtl", change: { dnsTtl: 600 }, expect: { replaced: [], handover: false } },
     { what: "webmail off", change: { webmail: false }, expect: { replaced: [], handover: false } },
+    { what: "a secondary MX (secondaryMxLocation)", change: { secondaryMxLocation: "hel1" }, expect: { replaced: [], handover: false } },
+    { what: "secondaryMxServerType", from: { secondaryMxLocation: "hel1" }, change: { secondaryMxServerType: "cx33" },
+        expect: { replaced: ["secondary's before-server-type-change"], handover: false } },
+    { what: "the secondary MX moves (its queue handed over first)", from: { secondaryMxLocation: "hel1" }, change: { secondaryMxLocation: "nbg1" },
+        expect: { replaced: ["secondary's primary IPs", "secondary's reverse DNS", "secondary's server", "secondary's steps (all)"], handover: false } },
+    { what: "no secondary MX any more (its queue handed over first)", from: { secondaryMxLocation: "hel1" }, change: { secondaryMxLocation: "" },
+        expect: { replaced: [], handover: false } },
 ];
 
 const STEP = "command:remote:Command";
+/** The secondary MX's resources carry its name (components/host.ts). */
+const SECONDARY = "mx2-";
+const ofSecondary = (urn: string) => urn.split("::").pop()!.startsWith(SECONDARY);
+
 /** A short label for a resource, as README's table names it. */
 export function label(urn: string, run: ProgramRun): string {
     const r = run.resources.find(x => x.urn === urn)!;
-    if (r.type === STEP) return r.inputs.create === undefined ? r.name : `step ${r.name}`;
+    const secondary = r.name.startsWith(SECONDARY);
+    const name = secondary ? r.name.slice(SECONDARY.length) : r.name;
     const labels: Record<string, string> = {
         "hcloud:index/server:Server": "server", "hcloud:index/volume:Volume": "volume", "hcloud:index/primaryIp:PrimaryIp": "primary IPs",
         "hcloud:index/rdns:Rdns": "reverse DNS", "hcloud:index/volumeAttachment:VolumeAttachment": "volume attachment",
@@ -57,17 +69,23 @@ export function label(urn: string, run: ProgramRun): string {
         "hcloud:index/zoneRrset:ZoneRrset": "DNS records", "pulumi-nodejs:dynamic/gandi:LiveDnsRrset": "DNS records", "hcloud:index/zone:Zone": "DNS zone",
         "pulumi-nodejs:dynamic/gandi:LiveDnsSigning": "DNSSEC signing",
     };
-    return labels[r.type] ?? r.type.split(":").pop()!.replace(/([a-z])([A-Z])/g, "$1 $2").toLowerCase();
+    const short = r.type === STEP ? (r.inputs.create === undefined ? name : `step ${name}`)
+        : labels[r.type] ?? r.type.split(":").pop()!.replace(/([a-z])([A-Z])/g, "$1 $2").toLowerCase();
+    return secondary ? `secondary's ${short}` : short;
 }
 
 /** The labels of the resources a plan gives one action; every step collapses to "steps (all)" when all of them do. */
 export function labels(p: Plan, action: string, before: ProgramRun, after: ProgramRun): string[] {
     // Our own components only group resources: what they hold is what changes.
     const urns = [...p.actions].filter(([u, a]) => a === action && !u.split("::")[2].split("$").pop()!.startsWith("selfhost:index:")).map(([u]) => u);
-    const steps = after.resources.filter(r => r.type === STEP && r.inputs.create !== undefined).map(r => r.urn);
-    const allSteps = steps.length > 0 && steps.every(u => urns.includes(u));
-    const named = urns.filter(u => !(allSteps && steps.includes(u))).map(u => label(u, after.resources.some(r => r.urn === u) ? after : before));
-    return [...new Set([...named, ...(allSteps ? ["steps (all)"] : [])])].sort();
+    // Each machine's steps collapse on their own: the server's, the secondary's.
+    const groups = [false, true].map(secondary => {
+        const steps = after.resources.filter(r => r.type === STEP && r.inputs.create !== undefined && ofSecondary(r.urn) === secondary).map(r => r.urn);
+        return { steps, all: steps.length > 0 && steps.every(u => urns.includes(u)), label: secondary ? "secondary's steps (all)" : "steps (all)" };
+    });
+    const collapsed = (u: string) => groups.some(g => g.all && g.steps.includes(u));
+    const named = urns.filter(u => !collapsed(u)).map(u => label(u, after.resources.some(r => r.urn === u) ? after : before));
+    return [...new Set([...named, ...groups.filter(g => g.all).map(g => g.label)])].sort();
 }
 
 export interface Outcome { readonly change: Change; readonly plan: Plan; readonly before: ProgramRun; readonly after: ProgramRun }

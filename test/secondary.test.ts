@@ -1,4 +1,9 @@
 import { strict as assert } from "assert";
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
+import { execFileSync } from "child_process";
+import { targetOf } from "../check";
 import { runProgram, stepFiles, unsecret, SECONDARY_TLSA } from "./program";
 import { declaredSteps, stepsThatChanged } from "./e2e/steps";
 import { baseConfig } from "./fixtures";
@@ -96,7 +101,7 @@ describe("secondary MX", () => {
         assert.match(etrn.content, /\/dev\/tcp\/mx2\.example\.org\/25/);
         assert.match(etrn.content, /ETRN example\.org\\r\\n/);
         assert.match(files.get("/etc/systemd/system/selfhost-etrn.service")!.content, /^After=.*postfix\.service.*rspamd\.service/m);
-        assert.match(unsecret<string>(run.one("command:remote:Command", "mail").inputs.create), /^systemctl start selfhost-etrn$/m);
+        assert.match(unsecret<string>(run.one("command:remote:Command", "mail").inputs.create), /^systemctl start --no-block selfhost-etrn$/m);
         // Turned off: the server's mail step removes what asked the secondary.
         const single = await runProgram(baseConfig());
         assert.match(stepFiles(single, "mail").get("/etc/rspamd/local.d/external_relay.conf")!.content, /^enabled = false;$/m);
@@ -104,10 +109,10 @@ describe("secondary MX", () => {
         assert.match(unsecret<string>(single.one("command:remote:Command", "mail").inputs.create), /systemctl disable --quiet selfhost-etrn; rm -f/);
     });
 
-    it("has its own steps, each on the secondary and pinned to its host key: base without a volume, hardening with its ports, resolver, its certificate, the relay", async () => {
+    it("has its own steps, each on the secondary and pinned to its host key: base without a volume, hardening with its ports, resolver, its certificate, the relay, its report", async () => {
         const run = await runProgram(withSecondary());
         const steps = declaredSteps(run).filter(s => s.name.startsWith("mx2-"));
-        assert.deepEqual(steps.map(s => s.name), ["mx2-base", "mx2-hardening", "mx2-resolver", "mx2-tls", "mx2-relay"]);
+        assert.deepEqual(steps.map(s => s.name), ["mx2-base", "mx2-hardening", "mx2-resolver", "mx2-tls", "mx2-relay", "mx2-status"]);
         const hostKeys = run.all("tls:index/privateKey:PrivateKey").filter(k => /host-key/.test(k.name));
         const mx2Key = hostKeys.find(k => k.name === "mx2-host-key")!.state.publicKeyOpenssh.trim();
         for (const s of steps) assert.deepEqual([s.connection.host, s.connection.hostKey], ["198.51.100.11", mx2Key], s.name);
@@ -133,6 +138,31 @@ describe("secondary MX", () => {
         assert.deepEqual(changed.sort(), ["mail", "web"]);
         const server = (r: typeof before) => r.all("hcloud:index/server:Server").find(s => s.inputs.name === "mail.example.org")!.inputs;
         assert.deepEqual(server(after), server(before));
+    });
+
+    it("has its own report (its units, its name's TLSA, the mail waiting for the server), and npm run check covers it from the stack's outputs", async () => {
+        const run = await runProgram(withSecondary());
+        const report = stepFiles(run, "mx2-status").get("/usr/local/sbin/selfhost-status")!.content;
+        assert.match(report, /for unit in ssh nftables fail2ban unbound postfix rspamd redis-server nginx; do/);
+        assert.match(report, /_25\._tcp\.mx2\.example\.org/);
+        assert.match(report, /^report\(\) \{ .*; dane; relay_queue; \}$/m);
+        // The server's report has no queue of the secondary's to count.
+        assert.match(stepFiles(run, "status").get("/usr/local/sbin/selfhost-status")!.content, /^report\(\) \{ .*; dane; \}$/m);
+        // postqueue -j's lines as the relay_queue finding reads them.
+        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "selfhost-relay-queue-"));
+        try {
+            fs.writeFileSync(path.join(dir, "postqueue"), '#!/bin/sh\nprintf "%s" "$QUEUE"\n', { mode: 0o755 });
+            const functions = report.slice(0, report.indexOf("\nreport() {"));
+            const finding = (queue: string) => execFileSync("bash", ["-c", `${functions}\nrelay_queue`], { encoding: "utf8", env: { PATH: `${dir}:/usr/bin:/bin`, QUEUE: queue, TZ: "UTC" } }).trim().split("\t");
+            assert.deepEqual(finding(""), ["ok", "mail", "waiting for mail.example.org", "no message"]);
+            const waiting = finding('{"queue_name": "deferred", "arrival_time": 1764720000}\n{"queue_name": "deferred", "arrival_time": 1764723600}\n');
+            assert.deepEqual(waiting.slice(0, 4), ["warn", "mail", "waiting for mail.example.org", "2 message(s), the oldest since 2025-12-03 00:00"]);
+            assert.match(waiting[4], /as soon as mail\.example\.org takes mail/);
+        } finally { fs.rmSync(dir, { recursive: true, force: true }); }
+        const target = targetOf(run.outputs);
+        assert.deepEqual([target.secondary?.hostname, target.secondary?.ipv4, target.secondary?.sshPort], ["mx2.example.org", "198.51.100.11", 2222]);
+        assert.match(target.secondary!.knownHosts!, /^\[198\.51\.100\.11\]:2222,\[mx2\.example\.org\]:2222 ssh-ed25519 /);
+        assert.equal(targetOf((await runProgram(baseConfig())).outputs).secondary, undefined);
     });
 
     it("requires tlsMode acme: it verifies the server by the public CAs", () => {

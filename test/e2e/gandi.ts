@@ -81,12 +81,20 @@ function play(gandi: Gandi, config: Record<string, string>, resources: { name: s
 export const publish = (gandi: Gandi, program: ProgramRun, config: Record<string, string>): Published[] =>
     play(gandi, config, program.all(RRSET).filter(r => !fromServer(r)).map(r => ({ name: r.name, inputs: unsecret(r.inputs) })));
 
+/** The record sets of `before` that `after` no longer declares, deleted as the engine deletes them. */
+export function withdraw(gandi: Gandi, before: ProgramRun, after: ProgramRun, config: Record<string, string>): string[] {
+    const kept = new Set(after.all(RRSET).map(r => r.name));
+    const gone = before.all(RRSET).filter(r => !kept.has(r.name));
+    if (gone.length) play(gandi, config, gone.map(r => ({ name: r.name, inputs: unsecret(r.inputs), delete: true })));
+    return gone.map(r => `${r.inputs.name} ${r.inputs.type}`);
+}
+
 /** The TLSA data the tls step printed, parsed by the program's own function. */
 export const printedTlsa = (tlsStepOutput: string) => tlsaValues(tlsStepOutput);
 
 /** Port 25's TLSA set, as the engine writes it once the tls step has run (or a wrong one, for a fault). Returns the values. */
-export function publishTlsa(gandi: Gandi, program: ProgramRun, config: Record<string, string>, values: string[]): string[] {
-    const set = program.all(RRSET).find(fromServer)!;
+export function publishTlsa(gandi: Gandi, program: ProgramRun, config: Record<string, string>, values: string[], owner = "_25._tcp.mail"): string[] {
+    const set = program.all(RRSET).find(r => fromServer(r) && r.inputs.name === owner)!;
     play(gandi, config, [{ name: set.name, inputs: { ...unsecret<Record<string, unknown>>(set.inputs), values } }]);
     return values;
 }

@@ -95,11 +95,7 @@ export async function inPlaceChecks(c: InPlaceContext): Promise<void> {
         const states = active("nftables postfix rspamd fail2ban ssh");
         return !booted && states.every(s => s === "active") ? undefined : booted ?? `states: ${states}`;
     });
-    // A container has no udev, so the volume's device is never announced and fstab's mount waits in vain;
-    // on a server udev announces it and systemd mounts /srv before the services that need it. Done by hand here.
-    // redis, once up, has rspamd restart (without waiting for it): the check waits until systemd has no job left.
-    server.exec("mount /srv && systemctl reset-failed && systemctl restart dovecot redis-server nginx prosody && " +
-        "for i in $(seq 60); do [ -z \"$(systemctl list-jobs --no-legend)\" ] && break; sleep 0.5; done");
+    server.mountVolumeAsAtBoot(["dovecot", "redis-server", "nginx", "prosody"]);
     checks.check("with the volume mounted, every service is back with its data", () => {
         const states = active("postfix dovecot rspamd nginx prosody redis-server");
         return states.every(s => s === "active") ? c.servicesAnswer() : `states: ${states}`;

@@ -33,7 +33,7 @@ const DOMAIN = "example.test";
 const HOST = `mail.${DOMAIN}`;
 const IMAP = path.join(__dirname, "imap.py");
 /** The spam test string every filter knows (rspamd scores it far above spam: gtube.map). */
-const GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
+export const GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
 const BODY = "Dear friend, this message carries enough ordinary words for a filter to learn from: " +
     "gardens, rivers, mountains, bicycles, libraries, harbours, orchards, lanterns, meadows and violins.";
 

@@ -27,8 +27,35 @@ export function peerCa(dir: string): { ca: string; cert: string; key: string } {
     return { ca: f("ca.pem"), cert: fs.readFileSync(f("peer.pem"), "utf8"), key: fs.readFileSync(f("peer.key"), "utf8") };
 }
 
-/** The peer's DNS: its own zone, and its PTR (added by the caller). */
-export const peerZone = (): string[] => [
+/** The peer's DKIM key (selector e2e): the private key in PEM, its public half as the record's p= value. */
+export function peerDkim(dir: string): { key: string; publicKey: string } {
+    fs.mkdirSync(dir, { recursive: true });
+    const file = path.join(dir, "peer-dkim.key");
+    must(`openssl genrsa -out ${file} 2048 2>/dev/null`);
+    return { key: fs.readFileSync(file, "utf8"), publicKey: must(`openssl rsa -in ${file} -pubout -outform DER 2>/dev/null | base64 -w0`).trim() };
+}
+
+/** From now on the peer signs its own mail with DKIM (rspamd, for mail from its own pickup too), as most senders do. */
+export function peerSigns(peer: TestServer, key: string): void {
+    fs.mkdirSync(path.join(peer.root, "var/lib/rspamd/dkim"), { recursive: true });
+    fs.writeFileSync(path.join(peer.root, "var/lib/rspamd/dkim/peer.test.e2e.key"), key);
+    const r = peer.exec([
+        "set -e",
+        "chown -R _rspamd /var/lib/rspamd/dkim && chmod 600 /var/lib/rspamd/dkim/peer.test.e2e.key",
+        // Mail from the pickup reaches rspamd without a client address: neither local nor authenticated, so "inbound".
+        `printf '%s\n' 'sign_local = true;' 'sign_inbound = true;' 'use_domain = "header";' 'selector = "e2e";' ` +
+            `'path = "/var/lib/rspamd/dkim/$domain.$selector.key";' > /etc/rspamd/local.d/dkim_signing.conf`,
+        "postconf -e non_smtpd_milters=inet:127.0.0.1:11332",
+        "systemctl restart rspamd && postfix reload >/dev/null 2>&1",
+        "for i in $(seq 30); do ss -ltn | grep -q ':11332 ' && break; sleep 1; done",
+    ].join("\n"));
+    if (r.code !== 0) throw new Error(`the peer's DKIM signing: ${r.stdout}${r.stderr}`);
+}
+
+/** The peer's DNS: its own zone (with its DKIM key's record), and its PTR (added by the caller). */
+export const peerZone = (dkimPublicKey: string): string[] => [
+    // A TXT string holds 255 characters at most: the key goes in several.
+    `e2e._domainkey 300 IN TXT ${(`v=DKIM1; k=rsa; p=${dkimPublicKey}`.match(/.{1,250}/g) ?? []).map(part => `"${part}"`).join(" ")}`,
     `@ 300 IN A ${NET.peer.ipv4}`,
     `@ 300 IN AAAA ${NET.peer.ipv6}`,
     "@ 300 IN MX 10 peer.test.",

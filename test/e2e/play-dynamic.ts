@@ -3,7 +3,8 @@
  * own, from the serialized provider each resource carries in `__provider`, configured from the
  * stack's config — check, create, then a refresh (read) and the diff a later preview would make.
  *
- * stdin: { config: {key: value}, resources: [{ name, inputs }] }; stdout: one JSON line per resource.
+ * stdin: { config: {key: value}, resources: [{ name, inputs, delete? }] }; stdout: one JSON line per resource.
+ * `delete`: the resource left the program; the engine deletes it with the state its create returned.
  */
 import * as fs from "fs";
 // eslint-disable-next-line @typescript-eslint/no-var-requires
@@ -12,12 +13,17 @@ const requireFromString: (code: string) => { handler: () => any } = require("req
 async function main(): Promise<void> {
     const { config, resources } = JSON.parse(fs.readFileSync(0, "utf8"));
     const get = (k: string) => config[k];
-    for (const r of resources as { name: string; inputs: Record<string, any> }[]) {
+    for (const r of resources as { name: string; inputs: Record<string, any>; delete?: boolean }[]) {
         const { __provider, ...inputs } = r.inputs;
         const provider = requireFromString(__provider).handler();
         await provider.configure?.({ config: { get, require: get } });
         const checked = await provider.check({}, inputs);
         if (checked.failures?.length) throw new Error(`${r.name}: ${JSON.stringify(checked.failures)}`);
+        if (r.delete) {
+            await provider.delete("", checked.inputs);
+            console.log(JSON.stringify({ name: r.name, deleted: true }));
+            continue;
+        }
         const created = await provider.create(checked.inputs);
         const read = await provider.read(created.id, created.outs);
         const diff = await provider.diff(created.id, read.props, inputs);

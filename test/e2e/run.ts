@@ -12,7 +12,7 @@ import { jailNames, JAIL_CONF } from "../../components/hardening";
 import { firstAddress } from "../../components/host";
 import { sh, must, Cleanup } from "./sh";
 import { NET, sweep, network, startDns, startAcme, zoneHeader } from "./world";
-import { startGandi, gandiToken, gandiChecks, gandiConfig, publishTlsa, printedTlsa } from "./gandi";
+import { startGandi, gandiToken, gandiChecks, gandiConfig, publishTlsa, printedTlsa, publish, withdraw } from "./gandi";
 import { TestServer, sweepServers } from "./server";
 import { startClient, SSH_OPTIONS } from "./client";
 import { inPlaceChecks } from "./inplace";
@@ -21,7 +21,8 @@ import { e2eConfig, changedOption, openSsh, SERVER } from "./config";
 import { Checks } from "./checks";
 import { benchBaseline, memoryTable, throughput, firstDpkgSeconds } from "./bench";
 import { startAptCache } from "./apt-cache";
-import { startPeer, peerZone, peerCa, daneZones, spkiSha256, PEER_XMPP_PASSWORD } from "./peer";
+import { secondaryChecks, MX2 } from "./secondary";
+import { startPeer, peerZone, peerCa, peerDkim, peerSigns, daneZones, spkiSha256, PEER_XMPP_PASSWORD } from "./peer";
 import { mailChecks } from "./mail";
 import { hardeningChecks, attackChecks, runningJails } from "./hardening";
 import { webChecks } from "./web";
@@ -83,6 +84,8 @@ async function main(): Promise<number> {
 
         console.log("program under mocks (the embedded test stack)");
         const program = await runProgram(config, { cloud: SERVER });
+        // The same stack with a secondary MX (checked near the end): its addresses get their PTRs with the server's.
+        const withSecondary = await runProgram({ ...config, secondaryMxLocation: "hel1" }, { cloud: { ...SERVER, secondary: MX2 } });
         const userData: string = unsecret(program.one("hcloud:index/server:Server").inputs.userData);
         const steps = declaredSteps(program);
         console.log(`  ${program.resources.length} resources, steps in order: ${steps.map(s => s.name).join(" → ")}`);
@@ -97,7 +100,7 @@ async function main(): Promise<number> {
         const aptCache = await startAptCache(path.join(work, "apt-cache"), cleanup);
         await startClient(work, cleanup);
         const ptrs = {
-            ...Object.fromEntries(program.all("hcloud:index/rdns:Rdns").map(r => [r.inputs.ipAddress, r.inputs.dnsPtr])),
+            ...Object.fromEntries(withSecondary.all("hcloud:index/rdns:Rdns").map(r => [r.inputs.ipAddress, r.inputs.dnsPtr])),
             [NET.peer.ipv4]: NET.peer.domain, [NET.peer.ipv6]: NET.peer.domain,
         };
         const listed = NET.client.listed.split(".").reverse().join(".");
@@ -106,10 +109,11 @@ async function main(): Promise<number> {
         const testZone = { domain: "example.test", extra: { acme: NET.inet.ipv4 } };
         // The test domain's own records come from Gandi (below), not from the program's zone file.
         const peerTls = peerCa(path.join(work, "peer-ca"));
+        const peerKey = peerDkim(path.join(work, "peer-ca"));
         const dnsRoot = await startDns(dnsDir, {
             ...testZone, zoneFile: "", ptrs,
             zones: {
-                [NET.peer.domain]: peerZone(),
+                [NET.peer.domain]: peerZone(peerKey.publicKey),
                 // A stand-in for Spamhaus: lists one client address (and the usual 127.0.0.2 test entry).
                 "zen.spamhaus.org": [`${listed} 300 IN A 127.0.0.2`, "2.0.0.127 300 IN A 127.0.0.2"],
                 // The Storage Box's name leads to the peer host, which plays it.
@@ -511,6 +515,19 @@ async function main(): Promise<number> {
             ["ratio: full chain / sink", (burst.chainPerSecond / burst.sinkPerSecond).toFixed(2)],
             ["rspamd's scan time per message, p50 / p95 (ms)", `${burst.scanMs.p50.toFixed(1)} / ${burst.scanMs.p95.toFixed(1)}`],
         );
+
+        console.log("a secondary MX: the server down, mail held there, handed over when it is back");
+        await secondaryChecks({
+            checks, server, peer, program, withSecondary, serverSpec, work, root,
+            signAsPeer: () => peerSigns(peer, peerKey.key),
+            boot: async spec => { const mx2 = new TestServer(spec, cleanup); await mx2.boot(); return mx2; },
+            apply,
+            publish: (before, after) => {
+                publish(gandi, after, gandiConfig(config, token));
+                return withdraw(gandi, before, after, gandiConfig(config, token));
+            },
+            publishTlsa: (run, owner, values) => { publishTlsa(gandi, run, gandiConfig(config, token), values, owner); },
+        });
 
         console.log("in place: another SSH key, a new SSH port, a bigger volume, a new server type");
         const imapList = () => sh(`python3 ${path.join(__dirname, "imap.py")} mail.example.test ${root} alice@example.test list INBOX`,

@@ -201,6 +201,12 @@ export class TestServer {
      * plug is pulled, then the same disk and volume boot again.
      */
     async powerCycle(): Promise<void> {
+        await this.pullPlug();
+        await this.powerOn();
+    }
+
+    /** Every process dies at once, as in an outage; the disk and volume stay. */
+    async pullPlug(): Promise<void> {
         const cgroup = `${CGROUP_ROOT}/selfhost-e2e-${this.spec.name}`;
         const nspawn = this.process?.pid;
         must(`echo 1 > ${cgroup}/cgroup.kill`);
@@ -208,7 +214,23 @@ export class TestServer {
         // What the dead container leaves: its sub-cgroups, and the host side of its network link.
         sh(`find ${cgroup} -mindepth 1 -depth -type d -exec rmdir {} +`);
         sh(`ip link del ${hostVeth(this.spec.name)} 2>/dev/null`);
+        this.process = undefined;
+    }
+
+    /** The same disk and volume boot again. */
+    async powerOn(): Promise<void> {
         await this.start(this.args);
+    }
+
+    /**
+     * A container has no udev, so the volume's device is never announced and fstab's mount waits in vain;
+     * on a server udev announces it and systemd mounts /srv before the services that need it. Done by
+     * hand here: the mount, then `units` (those that waited for it). Returns once systemd has no job left
+     * (redis, once up, has rspamd restart without waiting for it).
+     */
+    mountVolumeAsAtBoot(units: readonly string[]): ReturnType<typeof sh> {
+        return this.exec(`mount /srv && systemctl reset-failed && systemctl restart ${units.join(" ")} && ` +
+            "for i in $(seq 60); do [ -z \"$(systemctl list-jobs --no-legend)\" ] && break; sleep 0.5; done");
     }
 
     /** Hetzner's volume resize: the block device grows, the filesystem on it does not. */

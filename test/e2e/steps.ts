@@ -95,6 +95,7 @@ export function stepsThatChanged(before: ProgramRun, after: ProgramRun): Step[] 
 
 /** Which of the server's inputs differ (Hetzner replaces it for userData, sshKeys, image, location; see test/providers.ts). */
 export function changedServerInputs(before: ProgramRun, after: ProgramRun): string {
-    const [a, b] = [before, after].map(r => r.one("hcloud:index/server:Server").inputs);
+    // The server is the Server resource named "server" (a secondary MX's is "mx2-server").
+    const [a, b] = [before, after].map(r => r.one("hcloud:index/server:Server", "server").inputs);
     return Object.keys({ ...a, ...b }).filter(k => JSON.stringify(a[k]) !== JSON.stringify(b[k])).join(", ");
 }
