@@ -29,11 +29,17 @@ export function monthlyCosts(s: Settings, cloud: CloudPricing, boxes?: StorageBo
         return p ? Number(p.price_monthly.gross) : undefined;
     };
     const p = cloud.pricing;
-    const ip = (type: string) => at(p.primary_ips.find(i => i.type === type)?.prices, s.location);
+    const ip = (type: string, location: string) => at(p.primary_ips.find(i => i.type === type)?.prices, location);
+    // A machine: its server and its two primary IPs (IPv6 is free where the list has no price).
+    const machine = (what: string, type: string, location: string) => [
+        { item: `${what} ${type} in ${location}`, gross: at(p.server_types.find(t => t.name === type)?.prices, location) },
+        { item: `${what === "server" ? "" : `${what} `}primary IPv4`, gross: ip("ipv4", location) },
+        { item: `${what === "server" ? "" : `${what} `}primary IPv6`, gross: ip("ipv6", location) ?? 0 },
+    ];
+    const mx2 = s.secondaryMx;
     return [
-        { item: `server ${s.serverType} in ${s.location}`, gross: at(p.server_types.find(t => t.name === s.serverType)?.prices, s.location) },
-        { item: "primary IPv4", gross: ip("ipv4") },
-        { item: "primary IPv6", gross: ip("ipv6") ?? 0 },
+        ...machine("server", s.serverType, s.location),
+        ...mx2 ? machine("secondary MX", mx2.serverType, mx2.location) : [],
         { item: `volume ${s.volumeSizeGb} GB`, gross: s.volumeSizeGb * Number(p.volume.price_per_gb_month.gross) },
         ...(s.backup.kind === "storagebox" ? [{
             item: `Storage Box ${s.backupStorageBoxType} in ${storageBoxLocation(s.location)}`,

@@ -154,6 +154,10 @@ describe("check", () => {
         const unknown = costFinding(settings({ serverType: "cx99", location: "fsn1", backup: "off" }), cloud);
         assert.equal(unknown.status, "warn");
         assert.match(unknown.detail, /without server cx99 in fsn1: server cx99 in fsn1 \?, primary IPv4 0\.60 EUR/);
+        // A secondary MX: its server and its IPs, at its own location.
+        const withSecondary = costFinding(settings({ serverType: "cx23", location: "fsn1", volumeSizeGb: 20, backup: "off", secondaryMxLocation: "nbg1" }), cloud);
+        assert.equal(withSecondary.detail, "10.50 EUR incl. 19% VAT: server cx23 in fsn1 4.10 EUR, primary IPv4 0.60 EUR, primary IPv6 0.00 EUR, " +
+            "secondary MX cx23 in nbg1 4.10 EUR, secondary MX primary IPv4 0.60 EUR, secondary MX primary IPv6 0.00 EUR, volume 20 GB 1.10 EUR; traffic within the included volume");
     });
 
     it("preflight: names every bad key with its fix, and a missing token, before anything is created", async () => {

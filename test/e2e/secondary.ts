@@ -116,8 +116,8 @@ export async function secondaryChecks(c: SecondaryContext): Promise<void> {
     checks.check("with the server down, the secondary took all 20 messages from the peer and holds them", () =>
         held ? undefined : `the secondary holds ${queued()}; the peer's queue: ${peer.exec("postqueue -p | tail -8").stdout}`);
     checks.check("the secondary holds them because the server is down, waiting to retry (not bounced, not delivered elsewhere)", () => {
-        // The relay transport logs as postfix/relay.
-        const log = mx2.exec(`journalctl -t postfix/relay -o cat --no-pager | grep -c 'status=deferred (connect to mail\\.${DOMAIN}'`).stdout.trim();
+        // The first try says why (the relay transport, postfix/relay/smtp); later ones say "delivery temporarily suspended" (postfix/error).
+        const log = mx2.exec(`journalctl -o cat --no-pager | grep -c 'status=deferred (\\(delivery temporarily suspended: \\)\\?connect to mail\\.${DOMAIN}'`).stdout.trim();
         const bounced = mx2.exec("journalctl -o cat --no-pager | grep -c 'status=bounced'").stdout.trim();
         return Number(log) >= 1 && bounced === "0" ? undefined : `deferred ${log}, bounced ${bounced}`;
     });
