@@ -2,6 +2,7 @@
  * selfhost: your own mail, web and XMPP server.
  * config → host (server, IPs, volume) → DKIM key → DNS → remote steps (base → backup → hardening → resolver → tls → web, mail → xmpp, webmail → status) → outputs;
  * port 25's TLSA record waits for the tls step, which prints the data of the server's key.
+ * With secondaryMxLocation, a second machine (mx2) gets its own steps: base → hardening → resolver → tls → relay → status.
  * Each concern is one component; each remote step re-runs only when its own files change.
  */
 import * as pulumi from "@pulumi/pulumi";

@@ -518,10 +518,11 @@ async function main(): Promise<number> {
 
         console.log("a secondary MX: the server down, mail held there, handed over when it is back");
         await secondaryChecks({
-            checks, server, peer, program, withSecondary, serverSpec, work, root,
+            checks, server, peer, program, withSecondary, serverSpec, work, root, ownerKey: owner.file,
             signAsPeer: () => peerSigns(peer, peerKey.key),
             boot: async spec => { const mx2 = new TestServer(spec, cleanup); await mx2.boot(); return mx2; },
             apply,
+            remove: step => deleteStep(step, work),
             publish: (before, after) => {
                 publish(gandi, after, gandiConfig(config, token));
                 return withdraw(gandi, before, after, gandiConfig(config, token));

@@ -14,9 +14,10 @@ import { Checks } from "./checks";
 import { Step, stepsThatChanged, changedServerInputs } from "./steps";
 import { PEER_USER } from "./peer";
 import { GTUBE } from "./mail";
+import { npmRunCheck, EXPECTED_WARNINGS } from "./status";
 
-/** What "Hetzner" hands the secondary here: an address on the same link (a slice of the one /64 the simulated internet has). */
-export const MX2 = { ipv4: "198.51.100.11", ipv6Network: "2001:db8:10:0:11::/80" };
+/** What "Hetzner" hands the secondary here: addresses on the same link (a slice of the one /64 the simulated internet has; .11 is the benchmark's baseline host). */
+export const MX2 = { ipv4: "198.51.100.12", ipv6Network: "2001:db8:10:0:12::/80" };
 const MX2_IPV6 = firstAddress(MX2.ipv6Network);
 const DOMAIN = "example.test";
 const MAILDIR = `/srv/mail/${DOMAIN}/alice/Maildir`;
@@ -32,11 +33,15 @@ export interface SecondaryContext {
     readonly serverSpec: ServerSpec;
     readonly work: string;
     readonly root: string;
+    /** The owner's SSH key (npm run check logs in as the admin). */
+    readonly ownerKey: string;
     /** The peer's DKIM key: it signs from here on. */
     readonly signAsPeer: () => void;
     readonly boot: (spec: ServerSpec) => Promise<TestServer>;
     /** Applies steps in order (publishing what a tls step printed); returns each step's output. */
     readonly apply: (steps: Step[], label: string) => Map<string, { ms: number; out: string }>;
+    /** Runs a step's delete, as the engine does when its machine goes. */
+    readonly remove: (step: Step) => Result;
     /** The record sets of a program through the provider (those that left it deleted), and a TLSA set's values. */
     readonly publish: (before: ProgramRun, after: ProgramRun) => string[];
     readonly publishTlsa: (run: ProgramRun, owner: string, values: string[]) => void;
@@ -77,6 +82,14 @@ export async function secondaryChecks(c: SecondaryContext): Promise<void> {
         const published = client(["kdig", "+short", `@${NET.inet.ipv4}`, `_25._tcp.mx2.${DOMAIN}`, "TLSA"]).stdout
             .split("\n").filter(Boolean).map(l => { const [u, s, m, ...hex] = l.split(/\s+/); return `${u} ${s} ${m} ${hex.join("").toLowerCase()}`; });
         return /Verify return code: 0 \(ok\)/.test(r.stdout) && cert && published.includes(served) ? undefined : `served ${served}; published ${published}\n${r.stdout.slice(-400)}`;
+    });
+    checks.check("npm run check covers the secondary too: its port 25, relaying refused, SSH keys only, and its own report, all green", () => {
+        const r = npmRunCheck(c, c.withSecondary.outputs);
+        const ofMx2 = r.findings.filter(f => f.area.startsWith(`mx2.${DOMAIN}: `));
+        const wrong = ofMx2.filter(f => f.status === "error" || (f.status === "warn" && !EXPECTED_WARNINGS.includes(f.name)));
+        const names = ofMx2.map(f => f.name).join(", ");
+        return ofMx2.length >= 15 && !wrong.length && /SMTP STARTTLS mx2\.example\.test:25/.test(names) && /waiting for mail\.example\.test/.test(names)
+            ? undefined : `${ofMx2.length} findings of the secondary: ${wrong.map(f => `${f.status} ${f.area}/${f.name}: ${f.detail}`).join("; ") || names}\n${r.raw.slice(-600)}`;
     });
     checks.check("the secondary refuses an unknown recipient at RCPT (it never bounces to a forged sender)", () => {
         const r = swaksTo(MX2.ipv4, ["--from", "someone@peer.test", "--to", `nobody@${DOMAIN}`, "--quit-after", "RCPT"]);
@@ -155,7 +168,25 @@ export async function secondaryChecks(c: SecondaryContext): Promise<void> {
             ? undefined : `${ours || "no Authentication-Results of the server"}\n${message.split("\n\n")[0].slice(-1200)}`;
     });
 
-    console.log("  the secondary goes down; mail goes on");
+    console.log("  the secondary goes (a new location, or turned off): its handover first");
+    const mx2Base = changed.find(s => s.name === "mx2-base")!;
+    const lastOne = `e2e held at the handover ${Date.now()}`;
+    server.exec("systemctl stop postfix");
+    peer.exec(`printf 'From: ${PEER_USER}@peer.test\\nSubject: ${lastOne}\\n\\nx\\n' | sendmail -f ${PEER_USER}@peer.test alice@${DOMAIN}`);
+    const taken = await until(120, () => queued() === "1");
+    const refused = c.remove(mx2Base);
+    const smtpAtMx2 = () => swaksTo(MX2.ipv4, ["--quit-after", "CONNECT"]).code === 0;
+    checks.check("while the server takes no mail, the secondary's handover refuses to let it go (the message it holds would be lost), and it takes mail again", () =>
+        taken && refused.code !== 0 && /holds 1 message\(s\) that mail\.example\.test does not take now/.test(refused.stderr) && smtpAtMx2()
+            ? undefined : `held by the secondary: ${taken}; handover: exit ${refused.code} ${refused.stderr.slice(-300)}; port 25 answers: ${smtpAtMx2()}`);
+    server.exec("systemctl start postfix");
+    const handedOver = c.remove(mx2Base);
+    const delivered = await until(60, () => server.exec(`grep -rlqs '^Subject: ${lastOne}' ${MAILDIR}/new ${MAILDIR}/cur`).code === 0);
+    checks.check("with the server back, the handover hands the message over and the secondary stops taking mail", () =>
+        handedOver.code === 0 && delivered && mx2.exec("postqueue -j").stdout.trim() === "" && !smtpAtMx2()
+            ? undefined : `handover: exit ${handedOver.code} ${handedOver.stderr.slice(-300)}; delivered: ${delivered}; port 25 answers: ${smtpAtMx2()}`);
+
+    console.log("  the secondary is gone; mail goes on");
     await mx2.pullPlug();
     const direct = `e2e with the secondary down ${Date.now()}`;
     peer.exec(`printf 'From: ${PEER_USER}@peer.test\\nSubject: ${direct}\\n\\nx\\n' | sendmail -f ${PEER_USER}@peer.test alice@${DOMAIN}`);

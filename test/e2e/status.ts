@@ -30,19 +30,21 @@ export interface StatusContext {
 
 const ROOT = path.join(__dirname, "..", "..");
 /** Warnings a provisioned server may rightly show here: pending updates, and dave, who hit his sending limit in the mail checks. */
-const EXPECTED_WARNINGS = ["security updates", "reboot", "sending limit"];
+export const EXPECTED_WARNINGS = ["security updates", "reboot", "sending limit"];
+
+/** `npm run check -- --json` on the owner's laptop (this machine's Node and OpenSSH, from the client's address) against these outputs. */
+export function npmRunCheck(c: { work: string; root: string; ownerKey: string }, outputs: Record<string, unknown>, extra = ""): { code: number; findings: Finding[]; raw: string } {
+    const outputsFile = path.join(c.work, "outputs.json");
+    fs.writeFileSync(outputsFile, JSON.stringify(outputs));
+    const r = sh(`cd ${ROOT} && npx ts-node -T check/index.ts --outputs ${outputsFile} --resolver ${NET.inet.ipv4} --ca ${c.root} ` +
+        `--ssh-key ${c.ownerKey} --known-hosts ${path.join(c.work, "known_hosts")} --json ${extra}`,
+        { ns: NET.client.ns, machineTools: true, timeoutMs: 300_000 });
+    try { return { code: r.code, findings: JSON.parse(r.stdout), raw: r.stdout + r.stderr }; } catch { return { code: r.code, findings: [], raw: r.stdout + r.stderr }; }
+}
 
 export async function statusChecks(c: StatusContext): Promise<void> {
     const { checks, server } = c;
-    const outputsFile = path.join(c.work, "outputs.json");
-    fs.writeFileSync(outputsFile, JSON.stringify(c.outputs));
-    const runCheck = (extra = ""): { code: number; findings: Finding[]; raw: string } => {
-        const r = sh(`cd ${ROOT} && npx ts-node -T check/index.ts --outputs ${outputsFile} --resolver ${NET.inet.ipv4} --ca ${c.root} ` +
-            `--ssh-key ${c.ownerKey} --known-hosts ${path.join(c.work, "known_hosts")} --json ${extra}`,
-            // The owner's laptop: this machine's Node and OpenSSH, from the client's address.
-            { ns: NET.client.ns, machineTools: true, timeoutMs: 300_000 });
-        try { return { code: r.code, findings: JSON.parse(r.stdout), raw: r.stdout + r.stderr }; } catch { return { code: r.code, findings: [], raw: r.stdout + r.stderr }; }
-    };
+    const runCheck = (extra = "") => npmRunCheck(c, c.outputs, extra);
     const bad = (findings: Finding[], status: "warn" | "error") => findings.filter(f => f.status === status).map(f => `${f.area}/${f.name}`);
     const show = (findings: Finding[]) => findings.filter(f => f.status !== "ok").map(f => `${f.status} ${f.area}/${f.name}: ${f.detail} (fix: ${f.hint})`).join("\n");
 
