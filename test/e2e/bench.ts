@@ -58,6 +58,12 @@ export function memoryTable(ours: TestServer, defaults: TestServer): void {
     row(["total", mb(total.pss), mb(total.anon), mb(total.defaults)]);
 }
 
+/** The whole of these units' idle memory on a host, in MB: PSS and its anonymous part. */
+export function idleMemoryMb(server: TestServer, units: readonly string[]): { pss: number; anon: number } {
+    const found = units.map(u => pssKb(server, u) ?? { pss: 0, anon: 0 });
+    return { pss: found.reduce((n, x) => n + x.pss, 0) / 1024, anon: found.reduce((n, x) => n + x.anon, 0) / 1024 };
+}
+
 /** The middle of sorted numbers at a fraction (0.5: the median). */
 const percentile = (sorted: number[], at: number) => sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(at * sorted.length))] : NaN;
 

@@ -15,6 +15,10 @@ import { Step, stepsThatChanged, changedServerInputs } from "./steps";
 import { PEER_USER } from "./peer";
 import { GTUBE } from "./mail";
 import { npmRunCheck, EXPECTED_WARNINGS } from "./status";
+import { idleMemoryMb } from "./bench";
+import { SECONDARY_UNITS } from "../../components/secondary";
+import * as hardening from "../../components/hardening";
+import * as resolver from "../../components/resolver";
 
 /** What "Hetzner" hands the secondary here: addresses on the same link (a slice of the one /64 the simulated internet has; .11 is the benchmark's baseline host). */
 export const MX2 = { ipv4: "198.51.100.12", ipv6Network: "2001:db8:10:0:12::/80" };
@@ -114,6 +118,9 @@ export async function secondaryChecks(c: SecondaryContext): Promise<void> {
         const [atServer, atSecondary] = [answer(c.server.spec.ipv4), answer(MX2.ipv4)];
         return atServer === atSecondary && /^4|^5/.test(atServer) ? undefined : `server: ${atServer}; secondary: ${atSecondary}`;
     });
+
+    const memory = idleMemoryMb(mx2, [...hardening.units, ...resolver.units, ...SECONDARY_UNITS]);
+    console.log(`  the secondary's idle memory, every unit: ${memory.pss.toFixed(1)} MB PSS, ${memory.anon.toFixed(1)} MB anonymous`);
 
     console.log("  the server goes down; the peer sends 20 messages");
     c.signAsPeer();
