@@ -228,12 +228,22 @@ export async function dataChecks(c: DataContext, server: TestServer, steps: Step
         return r.code === 0 && r.stdout.trim() === c.backupSshPublicKey ? undefined : `exit ${r.code}: ${r.stdout}${r.stderr}`;
     });
     checks.check("the services that keep data on the volume wait for its mount", () => {
-        const r = server.exec("systemctl show -p RequiresMountsFor dovecot redis-server nginx prosody");
-        return (r.stdout.match(/^RequiresMountsFor=.*\/srv/gm) ?? []).length === 4 ? undefined : r.stdout;
+        const r = server.exec("systemctl show -p RequiresMountsFor postfix@- dovecot redis-server nginx prosody");
+        return (r.stdout.match(/^RequiresMountsFor=.*\/srv/gm) ?? []).length === 5 ? undefined : r.stdout;
     });
     checks.check("backups and repository checks are scheduled", () => {
         const r = server.exec("systemctl is-enabled selfhost-backup.timer selfhost-backup-check.timer && systemctl show -p TimersCalendar selfhost-backup.timer");
         return r.code === 0 && /03:30:00/.test(r.stdout) ? undefined : r.stdout + r.stderr;
+    });
+
+    // Counted from the day the timer was installed, not the uptime (in a container, the host's).
+    const noBackupYet = (age: string) => server.exec(`timer=$(systemctl show -P FragmentPath selfhost-backup.timer); ` +
+        `touch -r "$timer" /tmp/timer-time && touch -d '${age}' "$timer" && /usr/local/sbin/selfhost-status | grep 'last backup'; ` +
+        `touch -r /tmp/timer-time "$timer"`).stdout;
+    checks.check("no backup yet: fine on the day backups were installed, an error a day later", () => {
+        const fresh = noBackupYet("-1 hour"), overdue = noBackupYet("-27 hours");
+        return /^ok\tbackup\tlast backup\tnone yet/.test(fresh) && /^error\tbackup\tlast backup\tnone yet \(backups on for 27 hours/.test(overdue)
+            ? undefined : fresh + overdue;
     });
 
     console.log("backups: one now, then one that cannot open the repository");
