@@ -25,8 +25,8 @@ export interface BaseArgs {
     readonly machine?: { readonly hostname: string };
 }
 
-/** Stops everything that writes mail and data (before a handover or a power-off). */
-const writers = (dataUnits: readonly string[]) => ["postfix", ...dataUnits].join(" ");
+/** Stops everything that writes mail and data (before a handover or a power-off): Postfix is one of them. */
+const writers = (dataUnits: readonly string[]) => dataUnits.join(" ");
 export const stopWriters = (dataUnits: readonly string[]) => `systemctl stop ${writers(dataUnits)} || true`;
 
 /**

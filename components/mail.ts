@@ -56,9 +56,13 @@ export const LOOPBACK_CLIENTS: readonly { port: number; users: readonly (string 
     { port: LOCAL_PORTS.redis, users: ["_rspamd"] },
 ];
 
-/** Mailboxes and the learned spam data live on the volume. */
-export const dataUnits = ["dovecot", "redis-server"];
-export const units = ["postfix", "postfix-mta-sts-resolver", "rspamd", ...dataUnits];
+/**
+ * Mailboxes and the learned spam data live on the volume, and so does the certificate: a Postfix
+ * started before /srv is mounted would answer on port 25 and fail every TLS handshake, so it waits
+ * too (postfix@-, Debian's real daemon; postfix.service only starts it).
+ */
+export const dataUnits = ["postfix@-", "dovecot", "redis-server"];
+export const units = [...dataUnits, "postfix-mta-sts-resolver", "rspamd"];
 
 export function packages(s: Settings): string[] {
     return ["postfix", "postfix-mta-sts-resolver", "dovecot-imapd", "dovecot-lmtpd", "dovecot-sieve", "dovecot-managesieved", "rspamd", "redis-server",
