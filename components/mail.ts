@@ -30,6 +30,22 @@ const QUOTA_WARNING = "/usr/local/lib/selfhost/quota-warning";
 /** Asks the secondary MX for what it holds (only with one). */
 const ETRN = "/usr/local/sbin/selfhost-etrn";
 const ETRN_UNIT = "/etc/systemd/system/selfhost-etrn.service";
+/**
+ * MTA-STS lookups reach Debian's resolver through a socket systemd holds (services/postfix/mta-sts.*):
+ * the resolver runs while Postfix sends, not on an idle server.
+ */
+const MTA_STS = "selfhost-mta-sts";
+const MTA_STS_RESOLVER = "postfix-mta-sts-resolver";
+/** Each file of the MTA-STS lookups, and its template. */
+const MTA_STS_FILES: Record<string, string> = {
+    "/etc/mta-sts-daemon.yml": "postfix/mta-sts-daemon.yml",
+    [`/etc/systemd/system/${MTA_STS}.socket`]: "postfix/mta-sts.socket",
+    [`/etc/systemd/system/${MTA_STS}.service`]: "postfix/mta-sts.service",
+    [`/etc/systemd/system/${MTA_STS_RESOLVER}.service.d/selfhost-on-demand.conf`]: "postfix/mta-sts-on-demand.conf",
+};
+const MTA_STS_IDLE = "5min";
+/** Where the resolver listens for the socket's proxy (its unit may write only there and in /var/spool/postfix/run). */
+const MTA_STS_RESOLVER_SOCKET = "/var/lib/mta-sts/daemon.sock";
 /** A mailbox's size limit in MB (0: none). */
 export const quotaOf = (s: Settings, u: MailUser) => u.quotaMb ?? s.mailboxQuotaMb;
 export const MAPS = "/etc/postfix/selfhost";
@@ -58,14 +74,13 @@ export const LOOPBACK_CLIENTS: readonly { port: number; users: readonly (string 
 
 /**
  * Mailboxes and the learned spam data live on the volume, and so does the certificate: a Postfix
- * started before /srv is mounted would answer on port 25 and fail every TLS handshake, so it waits
- * too (postfix@-, Debian's real daemon; postfix.service only starts it).
+ * started before /srv is mounted would answer on port 25 and fail every TLS handshake, so it waits too.
  */
-export const dataUnits = ["postfix@-", "dovecot", "redis-server"];
-export const units = [...dataUnits, "postfix-mta-sts-resolver", "rspamd"];
+export const dataUnits = ["postfix", "dovecot", "redis-server"];
+export const units = [...dataUnits, `${MTA_STS}.socket`, "rspamd"];
 
 export function packages(s: Settings): string[] {
-    return ["postfix", "postfix-mta-sts-resolver", "dovecot-imapd", "dovecot-lmtpd", "dovecot-sieve", "dovecot-managesieved", "rspamd", "redis-server",
+    return ["postfix", MTA_STS_RESOLVER, "dovecot-imapd", "dovecot-lmtpd", "dovecot-sieve", "dovecot-managesieved", "rspamd", "redis-server",
         ...(hasForwards(s) ? ["postsrsd"] : []), ...(encrypting(s).length ? ["gpg"] : [])];
 }
 
@@ -147,7 +162,8 @@ export class Mail extends pulumi.ComponentResource {
             srsPickup: hasForwards(s) ? renderTemplate("postfix/srs-master.cf", {}) : "",
             mailDir: MAIL_DIR, keyDir: OPENPGP_DIR, vmailUid: VMAIL_UID, usersFile: USERS_FILE, sieveDir: SIEVE_DIR, sieveBinDir: SIEVE_BIN_DIR,
             imapsPort: portOf("imaps"), sievePort: portOf("sieve"),
-            dkimKey: DKIM_KEY, selector: s.dkimSelector, redisDir: REDIS_DIR, mtaStsPort: LOCAL_PORTS.mtaSts, adminUser: s.adminUser,
+            dkimKey: DKIM_KEY, selector: s.dkimSelector, redisDir: REDIS_DIR, adminUser: s.adminUser,
+            mtaStsPort: LOCAL_PORTS.mtaSts, resolverSocket: MTA_STS_RESOLVER_SOCKET, idle: MTA_STS_IDLE,
             spamScore: SPAM_SCORES.spam, greylistScore: SPAM_SCORES.greylist, sendLimitPerHour: s.sendLimitPerHour, quotaWarning: QUOTA_WARNING, maxForwards: MAX_FORWARDS,
             ...tlsValues(), milterPort: LOCAL_PORTS.rspamdMilter, controllerPort: LOCAL_PORTS.rspamdController, redisPort: LOCAL_PORTS.redis,
         };
@@ -155,7 +171,7 @@ export class Mail extends pulumi.ComponentResource {
             { path: "/etc/postfix/main.cf", content: pulumi.all([args.ipv4, args.ipv6]).apply(([ipv4, ipv6]) =>
                 renderTemplate("postfix/main.cf", { ...values, ipv4, ipv6, inbound: inboundPolicy(s, ",\n    check_policy_service unix:private/quota-status") })) },
             { path: "/etc/postfix/master.cf", content: renderTemplate("postfix/master.cf", values) },
-            { path: "/etc/mta-sts-daemon.yml", content: renderTemplate("postfix/mta-sts-daemon.yml", values) },
+            ...Object.entries(MTA_STS_FILES).map(([file, template]) => ({ path: file, content: renderTemplate(template, values) })),
             { path: `${MAPS}/submission-header-checks`, content: renderTemplate("postfix/submission-header-checks", {}) },
             ...Object.entries(postfixMaps(s)).map(([file, content]) => ({ path: `${MAPS}/${file}`, content })),
             { path: "/etc/dovecot/dovecot.conf", content: renderTemplate("dovecot/dovecot.conf", values) },
@@ -226,12 +242,16 @@ export class Mail extends pulumi.ComponentResource {
                 // Scripts changed: drop their compiled binaries so Dovecot compiles the new ones.
                 `changed_in ${SIEVE_DIR} && rm -f ${SIEVE_BIN_DIR}/*`,
                 "systemctl daemon-reload",
+                // The socket starts the resolver; the package enabled it to start at boot.
+                `systemctl disable --quiet ${MTA_STS_RESOLVER}`,
                 `systemctl enable --quiet ${units.join(" ")}`,
                 "changed_in /etc/redis /etc/systemd/system/redis-server.service.d && systemctl restart redis-server",
                 "changed_in /etc/rspamd && systemctl reload-or-restart rspamd",
                 ...(hasForwards(s) ? ["changed_in /etc/default /etc/postsrsd.secret && systemctl restart postsrsd"] : []),
                 "changed_in /etc/dovecot && systemctl reload-or-restart dovecot",
-                "changed_in /etc/mta-sts-daemon.yml && systemctl restart postfix-mta-sts-resolver",
+                // The next lookup starts the resolver with its new settings (at first, the package's one had the socket's port).
+                `changed_in ${Object.keys(MTA_STS_FILES).join(" ")} && ` +
+                    `{ systemctl stop ${MTA_STS}.service ${MTA_STS_RESOLVER}; systemctl restart ${MTA_STS}.socket; }`,
                 "changed_in /etc/postfix && systemctl reload-or-restart postfix",
                 // Whatever the secondary MX holds comes now, and at every boot (services/postfix/etrn).
                 ...s.secondaryMx ? ["systemctl enable --quiet selfhost-etrn", "systemctl start --no-block selfhost-etrn"]

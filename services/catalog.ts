@@ -69,7 +69,7 @@ export const LOCAL_PORTS = {
     xmppHttp: 5280,
     /** The web statistics report, reached through an SSH tunnel. */
     webStats: 8089,
-    /** Postfix's MTA-STS policy lookups (postfix-mta-sts-resolver). */
+    /** Postfix's MTA-STS policy lookups (selfhost-mta-sts.socket, which starts postfix-mta-sts-resolver). */
     mtaSts: 8461,
     /** rspamd's milter (Postfix hands it every message: it filters and signs). */
     rspamdMilter: 11332,

@@ -68,7 +68,7 @@ describe("backup", () => {
             "set -euo pipefail",
             // sudo's PAM session would give root's login umask (027); the carried queue keeps its modes anyway.
             "umask 022",
-            "systemctl stop nginx postfix@- dovecot redis-server prosody roundcube || true",
+            "systemctl stop nginx postfix dovecot redis-server prosody roundcube || true",
             "q=/var/spool/postfix; if mountpoint -q /srv && [ -n \"$(cd $q && find incoming active deferred hold maildrop -type f -print -quit)\" ]; " +
                 "then mkdir -p /srv/selfhost/postfix-queue && (cd $q && cp -a incoming active deferred hold maildrop /srv/selfhost/postfix-queue/); fi",
             "if mountpoint -q /srv && systemctl is-enabled --quiet selfhost-backup.timer 2>/dev/null; then /usr/local/sbin/selfhost-backup run; fi",
@@ -99,7 +99,7 @@ describe("backup", () => {
         fs.rmSync(stubs, { recursive: true });
         assert.notEqual(r.status, 0, "the failure stops the replacement");
         assert.match(r.stderr, /the handover failed: this server keeps running/);
-        assert.deepEqual(r.log, ["systemctl stop nginx postfix@- dovecot redis-server prosody roundcube", "systemctl start nginx postfix@- dovecot redis-server prosody roundcube"]);
+        assert.deepEqual(r.log, ["systemctl stop nginx postfix dovecot redis-server prosody roundcube", "systemctl start nginx postfix dovecot redis-server prosody roundcube"]);
         // Every other step goes first: each depends, directly or not, on base.
         assert.ok(run.one("command:remote:Command", "backup").dependencies.some(d => d.endsWith("Command::base")));
     });

@@ -96,13 +96,20 @@ describe("mail", () => {
         assert.match(mainCf, /alias_maps = inline:\{ \{root = [^}]+\}, \{postmaster = [^}]+\}, \{abuse = [^}]+\} \}/);
     });
 
-    it("verifies outbound TLS by DANE where published, else asks the MTA-STS resolver (on the port it listens on, its cache on disk)", async () => {
+    it("verifies outbound TLS by DANE where published, else asks the MTA-STS resolver, started on demand (its cache on disk)", async () => {
         const run = await runProgram(baseConfig());
         const create: string = unsecret(run.one("command:remote:Command", "mail").inputs.create);
         const file = (p: string) => create.split(`put '\\''${p}'\\''`)[1].split("SELFHOST_")[1].replace(/^[^\n]*\n/, "");
         const daemon = YAML.parse(file("/etc/mta-sts-daemon.yml"));
-        const policyMaps = file("/etc/postfix/main.cf").match(/^smtp_tls_policy_maps = socketmap:inet:(\S+):(\d+):postfix$/m);
-        assert.deepEqual(policyMaps?.slice(1), [daemon.host, String(daemon.port)]);
+        const policyMaps = file("/etc/postfix/main.cf").match(/^smtp_tls_policy_maps = socketmap:inet:(\S+:\d+):postfix$/m);
+        // Postfix asks systemd's socket; its proxy starts the resolver, waits for it and passes the lookup to where it listens.
+        assert.equal(file("/etc/systemd/system/selfhost-mta-sts.socket").match(/^ListenStream=(\S+)$/m)?.[1], policyMaps?.[1]);
+        const proxy = file("/etc/systemd/system/selfhost-mta-sts.service");
+        assert.match(proxy, /^Requires=postfix-mta-sts-resolver\.service\nAfter=postfix-mta-sts-resolver\.service$/m);
+        assert.equal(proxy.match(/^ExecStart=\S+systemd-socket-proxyd --exit-idle-time=\S+ (\S+)$/m)?.[1], daemon.path);
+        assert.match(proxy, /^User=_mta-sts$/m);
+        assert.match(file("/etc/systemd/system/postfix-mta-sts-resolver.service.d/selfhost-on-demand.conf"), /^StopWhenUnneeded=yes$/m);
+        assert.match(create, /^systemctl disable --quiet postfix-mta-sts-resolver\nsystemctl enable --quiet .*\bselfhost-mta-sts\.socket\b/m);
         assert.equal(daemon.cache.type, "sqlite");
         // DANE needs validated DNS answers: the resolver step gives the server a validating resolver and trust-ad.
         assert.match(file("/etc/postfix/main.cf"), /^smtp_dns_support_level = dnssec\nsmtp_tls_security_level = dane$/m);

@@ -37,7 +37,7 @@ describe("remote steps", () => {
         assert.deepEqual(hook.inputs.triggers, ["cx23"], "replaced, so its delete runs, exactly when the type changes");
         assert.equal(hook.options.deleteBeforeReplace, true);
         const script = scriptOf(unsecret<string>(hook.inputs.delete).replace("selfhost-before-power-off", "selfhost-step x"));
-        assert.match(script, /^systemctl stop nginx postfix@- dovecot redis-server prosody roundcube \|\| true\nsync$/m);
+        assert.match(script, /^systemctl stop nginx postfix dovecot redis-server prosody roundcube \|\| true\nsync$/m);
         assert.ok(run.one("hcloud:index/server:Server").dependencies.includes(hook.urn), "the server's update waits for it");
         assert.equal(run.one("hcloud:index/server:Server").inputs.keepDisk, true, "a type change keeps the disk, so the server can shrink again");
     });

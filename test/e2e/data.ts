@@ -228,7 +228,7 @@ export async function dataChecks(c: DataContext, server: TestServer, steps: Step
         return r.code === 0 && r.stdout.trim() === c.backupSshPublicKey ? undefined : `exit ${r.code}: ${r.stdout}${r.stderr}`;
     });
     checks.check("the services that keep data on the volume wait for its mount", () => {
-        const r = server.exec("systemctl show -p RequiresMountsFor postfix@- dovecot redis-server nginx prosody");
+        const r = server.exec("systemctl show -p RequiresMountsFor postfix dovecot redis-server nginx prosody");
         return (r.stdout.match(/^RequiresMountsFor=.*\/srv/gm) ?? []).length === 5 ? undefined : r.stdout;
     });
     checks.check("backups and repository checks are scheduled", () => {
@@ -282,7 +282,7 @@ export async function dataChecks(c: DataContext, server: TestServer, steps: Step
     checks.check("a handover whose snapshot fails stops the replacement and leaves mail running on the mounted volume", () => {
         const smtp = sh(`nc -z -w 3 ${c.serverIp} 25`, { ns: NET.client.ns }).code === 0;
         const mounted = server.exec("mountpoint -q /srv").code === 0;
-        const active = server.exec("systemctl is-active postfix@- dovecot nginx prosody").stdout.trim().split("\n");
+        const active = server.exec("systemctl is-active postfix dovecot nginx prosody").stdout.trim().split("\n");
         return failedHandover.code !== 0 && /the handover failed: this server keeps running/.test(failedHandover.stderr + failedHandover.stdout)
             && smtp && mounted && active.every(a => a === "active") ? undefined
             : `exit ${failedHandover.code}, port 25 open: ${smtp}, /srv mounted: ${mounted}, units: ${active}\n${failedHandover.stdout}${failedHandover.stderr}`;

@@ -84,7 +84,7 @@ export async function inPlaceChecks(c: InPlaceContext): Promise<void> {
     const stopped = hooks.map(h => deleteStep(h, c.work));
     const active = (units: string) => server.exec(`systemctl is-active ${units}`).stdout.trim().split("\n");
     checks.check("before the power-off, mail and the data services are stopped", () => {
-        const states = active("postfix@- dovecot prosody");
+        const states = active("postfix dovecot prosody");
         return stopped.every(r => r.code === 0) && states.every(s => s !== "active") ? undefined
             : `${states}; ${stopped.map(r => r.stdout + r.stderr).join("")}`;
     });
@@ -97,13 +97,13 @@ export async function inPlaceChecks(c: InPlaceContext): Promise<void> {
     });
     // Without udev nothing mounts the volume (server.ts): the moment a real boot spends waiting for it.
     checks.check("until the volume is mounted, Postfix waits for it: port 25 is closed rather than answering without its certificate", () => {
-        const [state] = active("postfix@-");
+        const [state] = active("postfix");
         const listening = server.exec("ss -Hltn 'sport = :25'").stdout.trim();
-        return state !== "active" && !listening ? undefined : `postfix@- ${state}; listening: ${listening}`;
+        return state !== "active" && !listening ? undefined : `postfix ${state}; listening: ${listening}`;
     });
-    server.mountVolumeAsAtBoot(["postfix@-", "dovecot", "redis-server", "nginx", "prosody"]);
+    server.mountVolumeAsAtBoot(["postfix", "dovecot", "redis-server", "nginx", "prosody"]);
     checks.check("with the volume mounted, every service is back with its data", () => {
-        const states = active("postfix@- dovecot rspamd nginx prosody redis-server");
+        const states = active("postfix dovecot rspamd nginx prosody redis-server");
         return states.every(s => s === "active") ? c.servicesAnswer() : `states: ${states}`;
     });
 }

@@ -107,7 +107,7 @@ export async function mailChecks(c: MailContext): Promise<void> {
     peer.exec(`printf 'Subject: e2e from the peer\\n\\n${BODY}\\n' | sendmail -f ${PEER_USER}@peer.test alice@${DOMAIN}`);
     const fromPeer = await waitInMailbox("alice", "INBOX", "e2e from the peer", 60);
     checks.check("mail from the peer's server arrives in alice's INBOX", () => fromPeer ? undefined :
-        server.exec("journalctl -u postfix@- --since -3min --no-pager | tail -15").stdout);
+        server.exec("journalctl -u postfix --since -3min --no-pager | tail -15").stdout);
     // The peer uses DANE: our MX's TLSA record (published from the tls step's output) must name the key port 25 serves.
     checks.check("the peer verified our port 25 by its TLSA record (DANE-EE) before it handed over the mail", () => {
         const log = peer.exec(`journalctl -t postfix/smtp --no-pager -o cat | grep 'TLS connection established to ${HOST}'`).stdout;
@@ -126,9 +126,20 @@ export async function mailChecks(c: MailContext): Promise<void> {
 
     // MTA-STS: peer.test publishes an enforce policy, so our mail to it must go over TLS verified for
     // peer.test, and must wait, not go, when the certificate there does not verify.
+    const policy = () => server.exec(`postmap -q ${NET.peer.domain} socketmap:inet:127.0.0.1:${LOCAL_PORTS.mtaSts}:postfix`);
     checks.check("the MTA-STS resolver hands Postfix the peer's enforce policy", () => {
-        const r = server.exec(`postmap -q ${NET.peer.domain} socketmap:inet:127.0.0.1:${LOCAL_PORTS.mtaSts}:postfix`);
+        const r = policy();
         return /^secure match=peer\.test\b/.test(r.stdout) ? undefined : `exit ${r.code}: ${r.stdout}${r.stderr}`;
+    });
+    checks.check("the resolver runs only while lookups come: when their proxy exits idle it stops, and the next lookup starts it with the same answer", () => {
+        const running = () => server.exec("systemctl is-active postfix-mta-sts-resolver").stdout.trim();
+        const before = running();
+        const idleExit = server.exec("systemctl show -P ExecStart selfhost-mta-sts.service").stdout.match(/--exit-idle-time=\S+/)?.[0];
+        server.exec("systemctl stop selfhost-mta-sts.service");
+        const stopped = running();
+        const again = policy().stdout;
+        return before === "active" && idleExit && stopped !== "active" && running() === "active" && /^secure match=peer\.test\b/.test(again)
+            ? undefined : `before ${before}, ${idleExit ?? "no idle exit"}, after the proxy's exit ${stopped}, then ${running()}: ${again}`;
     });
     checks.check("mail to the peer went over TLS verified for peer.test", () => {
         const log = server.exec("journalctl -t postfix/smtp --no-pager -o cat | grep 'TLS connection established to peer.test'").stdout;
@@ -356,7 +367,7 @@ export async function mailChecks(c: MailContext): Promise<void> {
         junked && !peer.exec(`cat /var/mail/${PEER_USER} 2>/dev/null`).stdout.includes("Subject: e2e gtube") ? undefined : `in bob's Junk: ${junked}`);
     checks.check("GTUBE from the peer is filed into bob's Junk (not rejected, not in INBOX)", () =>
         junked && !imap("bob", "list", "INBOX").stdout.includes("e2e gtube") ? undefined :
-            server.exec("journalctl -u postfix@- --since -5min --no-pager | grep -i carol | tail -5").stdout || "not in Junk");
+            server.exec("journalctl -u postfix --since -5min --no-pager | grep -i carol | tail -5").stdout || "not in Junk");
     await openpgpChecks(c, submit, imap, waitInMailbox);
     // Everything above is ordinary use (refusals included): none of it may leave an error in Dovecot's log.
     checks.check("Dovecot logged no errors through all of the above", () =>

@@ -150,7 +150,7 @@ export async function secondaryChecks(c: SecondaryContext): Promise<void> {
     console.log("  the server is back");
     await server.powerOn();
     // What the boot does once the volume is there (server.ts): the services that keep data, and the ETRN that waited for them.
-    server.mountVolumeAsAtBoot(["postfix@-", "dovecot", "redis-server", "nginx", "prosody", "roundcube", "selfhost-etrn"]);
+    server.mountVolumeAsAtBoot(["postfix", "dovecot", "redis-server", "nginx", "prosody", "roundcube", "selfhost-etrn"]);
     const inbox = () => server.exec(`grep -rhs '^Subject: ${tag}' ${MAILDIR}/new ${MAILDIR}/cur | sort`).stdout.split("\n").filter(Boolean);
     const arrived = await until(240, () => inbox().length >= 20);
     checks.check("once the server is back, all 20 arrive in alice's INBOX, each exactly once", () => {
