@@ -79,6 +79,14 @@ export const LOOPBACK_CLIENTS: readonly { port: number; users: readonly (string 
 export const dataUnits = ["postfix", "dovecot", "redis-server"];
 export const units = [...dataUnits, `${MTA_STS}.socket`, "rspamd"];
 
+/**
+ * rspamd modules Debian enables that a one-person server gains nothing from, off: each costs memory in
+ * every rspamd process. neural trains only on thousands of messages; history_redis feeds a web interface
+ * nobody reaches here; asn asks rspamd.com's DNS about every sender for rules that are off.
+ */
+export const rspamdModulesOff = (): StepFile[] => ["neural", "history_redis", "asn"].map(m =>
+    ({ path: `/etc/rspamd/local.d/${m}.conf`, content: "# selfhost: not needed on this server (components/mail.ts).\nenabled = false;\n" }));
+
 export function packages(s: Settings): string[] {
     return ["postfix", MTA_STS_RESOLVER, "dovecot-imapd", "dovecot-lmtpd", "dovecot-sieve", "dovecot-managesieved", "rspamd", "redis-server",
         ...(hasForwards(s) ? ["postsrsd"] : []), ...(encrypting(s).length ? ["gpg"] : [])];
@@ -186,6 +194,7 @@ export class Mail extends pulumi.ComponentResource {
             ...["worker-proxy.inc", "worker-normal.inc", "worker-controller.inc", "redis.conf", "classifier-bayes.conf",
                 "actions.conf", "greylist.conf", "options.inc", "multimap.conf", "gtube.map", "milter_headers.conf", "dkim_signing.conf", "arc.conf", "settings.conf", "ratelimit.conf"].map(f =>
                 ({ path: `/etc/rspamd/local.d/${f}`, content: renderTemplate(`rspamd/${f}`, values) })),
+            ...rspamdModulesOff(),
             ...(hasForwards(s) ? [{ path: "/etc/default/postsrsd", content: renderTemplate("postfix/postsrsd", values) }] : []),
             { path: "/etc/redis/redis.conf", mode: "0640", owner: "redis:redis", content: renderTemplate("redis/redis.conf", values) },
             { path: "/etc/systemd/system/redis-server.service.d/selfhost.conf", content: renderTemplate("redis/override.conf", values) },

@@ -7,7 +7,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import { LOCATIONS, SERVER_TYPE, Settings } from "../config";
 import { RemoteStep, ServiceArgs } from "./remote/step";
-import { inboundPolicy, postfixMaps, MAPS, MESSAGE_SIZE_LIMIT, SPAM_SCORES } from "./mail";
+import { inboundPolicy, postfixMaps, rspamdModulesOff, MAPS, MESSAGE_SIZE_LIMIT, SPAM_SCORES } from "./mail";
 import { trustAnchors } from "./tls";
 import { LOCAL_PORTS, publicPorts } from "../services/catalog";
 import { renderTemplate } from "../services/template";
@@ -94,6 +94,7 @@ export class Relay extends pulumi.ComponentResource {
                 { path: `${MAPS}/recipients`, content: relayRecipients(s) },
                 { path: `${MAPS}/own-domains`, content: postfixMaps(s)["own-domains"] },
                 ...SHARED_RSPAMD_FILES.map(f => ({ path: `/etc/rspamd/local.d/${f}`, content: renderTemplate(`rspamd/${f}`, values) })),
+                ...rspamdModulesOff(),
                 // Nothing here signs with the domain's key: the secondary never has it.
                 ...["dkim_signing.conf", "arc.conf"].map(f => ({ path: `/etc/rspamd/local.d/${f}`, content: "# selfhost: the secondary MX signs nothing.\nenabled = false;\n" })),
                 { path: "/etc/rspamd/local.d/classifier-bayes.conf", content: "# selfhost: Bayes learns on the server, from its users' Junk.\nenabled = false;\n" },

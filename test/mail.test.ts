@@ -27,6 +27,14 @@ describe("mail", () => {
         assert.match(limited, /user = \{\s*bucket = \{\s*burst = 40;\s*rate = "40 \/ 1h";/);
     });
 
+    it("turns off the rspamd modules a one-person server gains nothing from, on the server and on the secondary MX", async () => {
+        const run = await runProgram({ ...baseConfig(), tlsMode: "acme", secondaryMxLocation: "hel1" });
+        for (const step of ["mail", "mx2-relay"]) {
+            const files = stepFiles(run, step);
+            for (const module of ["neural", "history_redis", "asn"]) assert.match(files.get(`/etc/rspamd/local.d/${module}.conf`)?.content ?? "", /^enabled = false;$/m, `${step}: ${module}`);
+        }
+    });
+
     it("derives Postfix's tables from users: mailboxes, aliases, postmaster/abuse, catch-all, senders", () => {
         const maps = postfixMaps(settings({
             users: [{ name: "alice", aliases: ["info"], forwards: ["alice@elsewhere.example"] }, { name: "bob", catchAll: true }],
