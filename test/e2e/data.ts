@@ -228,8 +228,11 @@ export async function dataChecks(c: DataContext, server: TestServer, steps: Step
         return r.code === 0 && r.stdout.trim() === c.backupSshPublicKey ? undefined : `exit ${r.code}: ${r.stdout}${r.stderr}`;
     });
     checks.check("the services that keep data on the volume wait for its mount", () => {
-        const r = server.exec("systemctl show -p RequiresMountsFor postfix dovecot redis-server nginx prosody");
-        return (r.stdout.match(/^RequiresMountsFor=.*\/srv/gm) ?? []).length === 5 ? undefined : r.stdout;
+        const units = "postfix dovecot redis-server nginx prosody";
+        const r = server.exec(`systemctl show -p RequiresMountsFor ${units}; ` +
+            `for u in ${units}; do systemctl cat $u | grep -qx 'ConditionPathIsMountPoint=/srv' && echo "$u: only on the mount point"; done`);
+        return (r.stdout.match(/^RequiresMountsFor=.*\/srv/gm) ?? []).length === 5 && (r.stdout.match(/only on the mount point$/gm) ?? []).length === 5
+            ? undefined : r.stdout;
     });
     checks.check("backups and repository checks are scheduled", () => {
         const r = server.exec("systemctl is-enabled selfhost-backup.timer selfhost-backup-check.timer && systemctl show -p TimersCalendar selfhost-backup.timer");
