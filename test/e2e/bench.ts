@@ -4,7 +4,7 @@ import { Cleanup } from "./sh";
 import { TestServer } from "./server";
 
 /** Units whose memory is reported, when they run. */
-const UNITS = ["ssh", "nginx", "postfix", "postfix-mta-sts-resolver", "dovecot", "rspamd", "redis-server", "unbound", "prosody", "fail2ban",
+const UNITS = ["ssh", "nginx", "postfix", "postfix-mta-sts-resolver", "selfhost-mta-sts", "dovecot", "rspamd", "redis-server", "unbound", "prosody", "fail2ban",
     // The webmail's PHP: ours on demand; Debian's own php-fpm unit, which we keep off, with its defaults.
     "roundcube", "php8.4-fpm",
     // STUN/TURN for calls (Debian's defaults: no authentication, which we never let it start with).
