@@ -25,9 +25,8 @@ export interface BaseArgs {
     readonly machine?: { readonly hostname: string };
 }
 
-/** Stops everything that writes mail and data (before a handover or a power-off): Postfix is one of them. */
-const writers = (dataUnits: readonly string[]) => dataUnits.join(" ");
-export const stopWriters = (dataUnits: readonly string[]) => `systemctl stop ${writers(dataUnits)} || true`;
+/** Stops everything that writes mail and data, the data units (Postfix is one), before a handover or a power-off. */
+export const stopWriters = (dataUnits: readonly string[]) => `systemctl stop ${dataUnits.join(" ")} || true`;
 
 /**
  * The admin's keys, as the stack knows them: in /etc, which the steps own, not in the home directory,
@@ -114,7 +113,7 @@ export class Base extends pulumi.ComponentResource {
         const handOverVolume = [
             // A failure anywhere means the server is not going (the replacement stops here): put the
             // volume and the services back, so mail keeps flowing while you fix it.
-            `trap 'mountpoint -q ${DATA_DIR} || mount ${DATA_DIR}; systemctl start ${writers(args.dataUnits)} || true; ` +
+            `trap 'mountpoint -q ${DATA_DIR} || mount ${DATA_DIR}; systemctl start ${args.dataUnits.join(" ")} || true; ` +
                 `echo "the handover failed: this server keeps running; fix the cause and run pulumi up again" >&2' ERR`,
             stopWriters(args.dataUnits),
             ...args.handover,

@@ -85,7 +85,11 @@ export const units = [...dataUnits, `${MTA_STS}.socket`, "rspamd"];
  * nobody reaches here; asn asks rspamd.com's DNS about every sender for rules that are off.
  */
 export const rspamdModulesOff = (): StepFile[] => ["neural", "history_redis", "asn"].map(m =>
-    ({ path: `/etc/rspamd/local.d/${m}.conf`, content: "# selfhost: not needed on this server (components/mail.ts).\nenabled = false;\n" }));
+    rspamdModuleOff(`${m}.conf`, "not needed on this server (components/mail.ts)."));
+
+/** An rspamd module turned off, with why: its local.d file. */
+export const rspamdModuleOff = (file: string, why: string): StepFile =>
+    ({ path: `/etc/rspamd/local.d/${file}`, content: `# selfhost: ${why}\nenabled = false;\n` });
 
 export function packages(s: Settings): string[] {
     return ["postfix", MTA_STS_RESOLVER, "dovecot-imapd", "dovecot-lmtpd", "dovecot-sieve", "dovecot-managesieved", "rspamd", "redis-server",

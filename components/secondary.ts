@@ -7,7 +7,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import { LOCATIONS, SERVER_TYPE, Settings } from "../config";
 import { RemoteStep, ServiceArgs } from "./remote/step";
-import { inboundPolicy, postfixMaps, rspamdModulesOff, MAPS, MESSAGE_SIZE_LIMIT, SPAM_SCORES } from "./mail";
+import { inboundPolicy, postfixMaps, rspamdModulesOff, rspamdModuleOff, MAPS, MESSAGE_SIZE_LIMIT, SPAM_SCORES } from "./mail";
 import { trustAnchors } from "./tls";
 import { LOCAL_PORTS, publicPorts } from "../services/catalog";
 import { renderTemplate } from "../services/template";
@@ -96,8 +96,8 @@ export class Relay extends pulumi.ComponentResource {
                 ...SHARED_RSPAMD_FILES.map(f => ({ path: `/etc/rspamd/local.d/${f}`, content: renderTemplate(`rspamd/${f}`, values) })),
                 ...rspamdModulesOff(),
                 // Nothing here signs with the domain's key: the secondary never has it.
-                ...["dkim_signing.conf", "arc.conf"].map(f => ({ path: `/etc/rspamd/local.d/${f}`, content: "# selfhost: the secondary MX signs nothing.\nenabled = false;\n" })),
-                { path: "/etc/rspamd/local.d/classifier-bayes.conf", content: "# selfhost: Bayes learns on the server, from its users' Junk.\nenabled = false;\n" },
+                ...["dkim_signing.conf", "arc.conf"].map(f => rspamdModuleOff(f, "the secondary MX signs nothing.")),
+                rspamdModuleOff("classifier-bayes.conf", "Bayes learns on the server, from its users' Junk."),
                 { path: "/etc/systemd/system/rspamd.service.d/selfhost-redis.conf", content: renderTemplate("rspamd/with-redis.conf", {}) },
             ],
             check: ["check postfix check", "check sh -c '! postconf -n 2>&1 >/dev/null | grep .'", "check rspamadm configtest"].join("\n"),
