@@ -77,7 +77,7 @@ const mailServer = new mail.Mail("mail", {
 const chat = new xmpp.Xmpp("xmpp", { settings, connection, passwords: mailServer.passwords, ipv4: host.ipv4, ipv6: host.ipv6, dependsOn: [mailServer.step] });
 const webmailServer = settings.webmail ? new webmail.Webmail("webmail", { settings, connection, dependsOn: [mailServer.step] }) : undefined;
 const status = new Status("status", {
-    settings, connection, units: [...hardening.units, ...resolver.units, ...web.dataUnits, ...mail.units, ...xmpp.units, ...webmail.dataUnits(settings)],
+    settings, connection, units: [...hardening.units, ...resolver.units, ...web.dataUnits, ...mail.units, ...xmpp.units, ...webmail.units(settings)],
     dependsOn: [chat.step, ...webmailServer ? [webmailServer.step] : []],
 });
 host.sshProven([status.step]);

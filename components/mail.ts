@@ -13,6 +13,7 @@ import { CERT_DIR } from "./tls";
 import { portOf, LOCAL_PORTS } from "../services/catalog";
 import { renderTemplate } from "../services/template";
 import { tlsValues } from "../services/tls-policy";
+import { OnDemand, onDemandFiles, onDemandUnit, restartOnDemand } from "../services/on-demand";
 
 export const MAIL_DIR = `${DATA_DIR}/mail`;
 export const REDIS_DIR = `${DATA_DIR}/rspamd/redis`;
@@ -30,22 +31,15 @@ const QUOTA_WARNING = "/usr/local/lib/selfhost/quota-warning";
 /** Asks the secondary MX for what it holds (only with one). */
 const ETRN = "/usr/local/sbin/selfhost-etrn";
 const ETRN_UNIT = "/etc/systemd/system/selfhost-etrn.service";
-/**
- * MTA-STS lookups reach Debian's resolver through a socket systemd holds (services/postfix/mta-sts.*):
- * the resolver runs while Postfix sends, not on an idle server.
- */
-const MTA_STS = "selfhost-mta-sts";
-const MTA_STS_RESOLVER = "postfix-mta-sts-resolver";
-/** Each file of the MTA-STS lookups, and its template. */
-const MTA_STS_FILES: Record<string, string> = {
-    "/etc/mta-sts-daemon.yml": "postfix/mta-sts-daemon.yml",
-    [`/etc/systemd/system/${MTA_STS}.socket`]: "postfix/mta-sts.socket",
-    [`/etc/systemd/system/${MTA_STS}.service`]: "postfix/mta-sts.service",
-    [`/etc/systemd/system/${MTA_STS_RESOLVER}.service.d/selfhost-on-demand.conf`]: "postfix/mta-sts-on-demand.conf",
+/** MTA-STS lookups reach Debian's resolver through a socket systemd holds: it runs while Postfix sends, not on an idle server. */
+const MTA_STS_CONFIG = "/etc/mta-sts-daemon.yml";
+const MTA_STS: OnDemand = {
+    name: "selfhost-mta-sts", daemon: "postfix-mta-sts-resolver", description: "MTA-STS policy lookups for Postfix",
+    why: "the MTA-STS resolver (a Python daemon of some 30 MB) has no work on an idle server; its policies outlive it in its cache on disk.",
+    listen: `127.0.0.1:${LOCAL_PORTS.mtaSts}`,
+    // Its unit may write only there and in its cache.
+    daemonSocket: "/var/lib/mta-sts/daemon.sock", proxyUser: "_mta-sts",
 };
-const MTA_STS_IDLE = "5min";
-/** Where the resolver listens for the socket's proxy (its unit may write only there and in /var/spool/postfix/run). */
-const MTA_STS_RESOLVER_SOCKET = "/var/lib/mta-sts/daemon.sock";
 /** A mailbox's size limit in MB (0: none). */
 export const quotaOf = (s: Settings, u: MailUser) => u.quotaMb ?? s.mailboxQuotaMb;
 export const MAPS = "/etc/postfix/selfhost";
@@ -77,7 +71,7 @@ export const LOOPBACK_CLIENTS: readonly { port: number; users: readonly (string 
  * started before /srv is mounted would answer on port 25 and fail every TLS handshake, so it waits too.
  */
 export const dataUnits = ["postfix", "dovecot", "redis-server"];
-export const units = [...dataUnits, `${MTA_STS}.socket`, "rspamd"];
+export const units = [...dataUnits, onDemandUnit(MTA_STS), "rspamd"];
 
 /**
  * rspamd modules Debian enables that a one-person server gains nothing from, off: each costs memory in
@@ -92,7 +86,7 @@ export const rspamdModuleOff = (file: string, why: string): StepFile =>
     ({ path: `/etc/rspamd/local.d/${file}`, content: `# selfhost: ${why}\nenabled = false;\n` });
 
 export function packages(s: Settings): string[] {
-    return ["postfix", MTA_STS_RESOLVER, "dovecot-imapd", "dovecot-lmtpd", "dovecot-sieve", "dovecot-managesieved", "rspamd", "redis-server",
+    return ["postfix", MTA_STS.daemon, "dovecot-imapd", "dovecot-lmtpd", "dovecot-sieve", "dovecot-managesieved", "rspamd", "redis-server",
         ...(hasForwards(s) ? ["postsrsd"] : []), ...(encrypting(s).length ? ["gpg"] : [])];
 }
 
@@ -175,7 +169,7 @@ export class Mail extends pulumi.ComponentResource {
             mailDir: MAIL_DIR, keyDir: OPENPGP_DIR, vmailUid: VMAIL_UID, usersFile: USERS_FILE, sieveDir: SIEVE_DIR, sieveBinDir: SIEVE_BIN_DIR,
             imapsPort: portOf("imaps"), sievePort: portOf("sieve"),
             dkimKey: DKIM_KEY, selector: s.dkimSelector, redisDir: REDIS_DIR, adminUser: s.adminUser,
-            mtaStsPort: LOCAL_PORTS.mtaSts, resolverSocket: MTA_STS_RESOLVER_SOCKET, idle: MTA_STS_IDLE,
+            mtaStsPort: LOCAL_PORTS.mtaSts, resolverSocket: MTA_STS.daemonSocket,
             spamScore: SPAM_SCORES.spam, greylistScore: SPAM_SCORES.greylist, sendLimitPerHour: s.sendLimitPerHour, quotaWarning: QUOTA_WARNING, maxForwards: MAX_FORWARDS,
             ...tlsValues(), milterPort: LOCAL_PORTS.rspamdMilter, controllerPort: LOCAL_PORTS.rspamdController, redisPort: LOCAL_PORTS.redis,
         };
@@ -183,7 +177,8 @@ export class Mail extends pulumi.ComponentResource {
             { path: "/etc/postfix/main.cf", content: pulumi.all([args.ipv4, args.ipv6]).apply(([ipv4, ipv6]) =>
                 renderTemplate("postfix/main.cf", { ...values, ipv4, ipv6, inbound: inboundPolicy(s, ",\n    check_policy_service unix:private/quota-status") })) },
             { path: "/etc/postfix/master.cf", content: renderTemplate("postfix/master.cf", values) },
-            ...Object.entries(MTA_STS_FILES).map(([file, template]) => ({ path: file, content: renderTemplate(template, values) })),
+            { path: MTA_STS_CONFIG, content: renderTemplate("postfix/mta-sts-daemon.yml", values) },
+            ...onDemandFiles(MTA_STS),
             { path: `${MAPS}/submission-header-checks`, content: renderTemplate("postfix/submission-header-checks", {}) },
             ...Object.entries(postfixMaps(s)).map(([file, content]) => ({ path: `${MAPS}/${file}`, content })),
             { path: "/etc/dovecot/dovecot.conf", content: renderTemplate("dovecot/dovecot.conf", values) },
@@ -256,15 +251,17 @@ export class Mail extends pulumi.ComponentResource {
                 `changed_in ${SIEVE_DIR} && rm -f ${SIEVE_BIN_DIR}/*`,
                 "systemctl daemon-reload",
                 // The socket starts the resolver; the package enabled it to start at boot.
-                `systemctl disable --quiet ${MTA_STS_RESOLVER}`,
+                `systemctl disable --quiet ${MTA_STS.daemon}`,
                 `systemctl enable --quiet ${units.join(" ")}`,
                 "changed_in /etc/redis /etc/systemd/system/redis-server.service.d && systemctl restart redis-server",
-                "changed_in /etc/rspamd && systemctl reload-or-restart rspamd",
+                // A restart, not a reload: a reloaded rspamd keeps its first settings' heap too (~5 MB more in each process).
+                "changed_in /etc/rspamd && systemctl restart rspamd",
+                // Mail coming in meanwhile is deferred (milter_default_action): the step ends once rspamd takes it again.
+                `listening ${LOCAL_PORTS.rspamdMilter} rspamd`,
                 ...(hasForwards(s) ? ["changed_in /etc/default /etc/postsrsd.secret && systemctl restart postsrsd"] : []),
                 "changed_in /etc/dovecot && systemctl reload-or-restart dovecot",
                 // The next lookup starts the resolver with its new settings (at first, the package's one had the socket's port).
-                `changed_in ${Object.keys(MTA_STS_FILES).join(" ")} && ` +
-                    `{ systemctl stop ${MTA_STS}.service ${MTA_STS_RESOLVER}; systemctl restart ${MTA_STS}.socket; }`,
+                `changed_in ${[MTA_STS_CONFIG, ...onDemandFiles(MTA_STS).map(f => f.path)].join(" ")} && ${restartOnDemand(MTA_STS)}`,
                 "changed_in /etc/postfix && systemctl reload-or-restart postfix",
                 // Whatever the secondary MX holds comes now, and at every boot (services/postfix/etrn).
                 ...s.secondaryMx ? ["systemctl enable --quiet selfhost-etrn", "systemctl start --no-block selfhost-etrn"]

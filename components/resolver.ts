@@ -7,6 +7,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import { RemoteStep, ServiceArgs } from "./remote/step";
 import { renderTemplate } from "../services/template";
+import { LOCAL_PORTS } from "../services/catalog";
 
 /** dns-root-data is only Recommended by unbound, and its root servers and trust anchor are what unbound starts from. */
 export const packages = ["unbound", "dns-root-data", "bind9-dnsutils"];
@@ -41,7 +42,8 @@ export class Resolver extends pulumi.ComponentResource {
                 // A symlink (a resolver manager's file) is replaced by our own file.
                 `    cp ${STAGED} /etc/resolv.conf.selfhost && mv -f /etc/resolv.conf.selfhost /etc/resolv.conf && log "resolv.conf: this server's own resolver"`,
                 // rspamd reads resolv.conf once, when it starts (Postfix's processes read it as they come).
-                "    systemctl try-reload-or-restart rspamd",
+                "    systemctl try-restart rspamd",
+                `    ! systemctl is-active --quiet rspamd || listening ${LOCAL_PORTS.rspamdMilter} rspamd`,
                 "fi",
             ].join("\n"),
             dependsOn: args.dependsOn,

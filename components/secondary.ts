@@ -104,7 +104,9 @@ export class Relay extends pulumi.ComponentResource {
             run: [
                 "systemctl daemon-reload",
                 `systemctl enable --quiet ${RELAY_PACKAGES.join(" ")}`,
-                "changed_in /etc/rspamd && systemctl reload-or-restart rspamd",
+                // A restart, as on the server (a reloaded rspamd keeps its first settings' heap too).
+                "changed_in /etc/rspamd && systemctl restart rspamd",
+                `listening ${LOCAL_PORTS.rspamdMilter} rspamd`,
                 "changed_in /etc/postfix && systemctl reload-or-restart postfix",
             ].join("\n"),
             dependsOn: args.dependsOn,

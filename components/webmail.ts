@@ -1,8 +1,8 @@
 /**
  * Webmail: Debian's Roundcube, with Sieve filters (Settings → Filters), at https://webmail.<domain>/ — a name
- * of its own, so no script of the site or of a ~user page shares its origin and cookies. Its PHP runs on
- * demand under a user of its own and logs in to our own IMAP, SMTP and ManageSieve on loopback, over TLS
- * verified against the hostname. Its database (settings, contacts, identities, sessions) is on the volume.
+ * of its own, so no script of the site or of a ~user page shares its origin and cookies. Its PHP runs
+ * only while it is used (services/on-demand.ts), under a user of its own, and logs in to our own IMAP,
+ * SMTP and ManageSieve on loopback, over TLS verified against the hostname. Its database (settings, contacts, identities, sessions) is on the volume.
  */
 import * as pulumi from "@pulumi/pulumi";
 import { Settings } from "../config";
@@ -13,6 +13,7 @@ import { BEFORE_BACKUP } from "./backup";
 import { MESSAGE_SIZE_LIMIT } from "./mail";
 import { portOf, SERVICE_SUBDOMAINS } from "../services/catalog";
 import { renderTemplate, confined } from "../services/template";
+import { OnDemand, onDemandFiles, onDemandUnit, restartOnDemand } from "../services/on-demand";
 
 const WEBMAIL_DIR = `${DATA_DIR}/webmail`;
 export const DATABASE = `${WEBMAIL_DIR}/roundcube.db`;
@@ -21,7 +22,13 @@ const COPY = `${WEBMAIL_DIR}/roundcube.db.snapshot`;
 /** The PHP workers' user: it alone reads Roundcube's config and database (nginx, www-data, does not). */
 const WEBMAIL_USER = "roundcube";
 const UNIT = "roundcube";
-const SOCKET = `/run/${UNIT}/fpm.sock`;
+/** nginx passes requests to a socket systemd holds: the first one starts PHP-FPM, which listens on its own. */
+const PHP: OnDemand = {
+    name: "selfhost-webmail", daemon: UNIT, description: "Roundcube webmail's PHP for nginx",
+    why: "Roundcube's PHP-FPM (its master alone is some 20 MB) has no work while nobody reads mail in a browser.",
+    listen: "/run/selfhost-webmail.sock", socketOptions: ["SocketUser=www-data", "SocketGroup=www-data", "SocketMode=0600"],
+    daemonSocket: `/run/${UNIT}/fpm.sock`, proxyUser: "www-data",
+};
 const FPM_CONFIG = "/etc/selfhost/webmail/php-fpm.conf";
 /** The versioned php-fpm of the installed PHP (php-fpm8.4 on Debian 13), linked by the step. */
 const PHP_FPM = "/usr/local/sbin/roundcube-php-fpm";
@@ -36,6 +43,8 @@ const MAX_CHILDREN = 4;
 export const preseed = (s: Settings) => s.webmail ? ["roundcube-core roundcube/dbconfig-install boolean false"] : [];
 export const packages = (s: Settings) => s.webmail ? ["php-fpm", "php-zip", "roundcube-core", "roundcube-sqlite3", "roundcube-plugins", "sqlite3"] : [];
 export const dataUnits = (s: Settings) => s.webmail ? [UNIT] : [];
+/** What must be up: the socket (PHP itself runs only while used). */
+export const units = (s: Settings) => s.webmail ? [onDemandUnit(PHP)] : [];
 export const webmailName = (s: Settings) => `${SERVICE_SUBDOMAINS.webmail[0]}.${s.domain}`;
 
 /** Attachments as large as Postfix takes a message (base64 makes 3 bytes 4). */
@@ -54,7 +63,7 @@ export const CSP = ["default-src 'none'", "script-src 'self' 'unsafe-inline' 'un
 
 /** nginx's server for webmail.<domain>; the web step includes it so one nginx config is checked as a whole. */
 export const webmailServer = (s: Settings) =>
-    renderTemplate("webmail/nginx.conf", { name: webmailName(s), csp: CSP, socket: SOCKET, postMb: POST_MB });
+    renderTemplate("webmail/nginx.conf", { name: webmailName(s), csp: CSP, socket: PHP.listen, postMb: POST_MB });
 
 /** fail2ban's jail for webmail logins (appended to the others by the hardening step). */
 export const jail = (webPorts: string) => renderTemplate("webmail/jail.conf", { webPorts });
@@ -90,7 +99,7 @@ export class Webmail extends pulumi.ComponentResource {
                     ...values, database: DATABASE, desKeyFile: DES_KEY, imapsPort: portOf("imaps"), submissionsPort: portOf("submissions"), messageMb: MESSAGE_SIZE_LIMIT / 1024 / 1024,
                 }) },
                 { path: "/etc/roundcube/plugins/managesieve/config.inc.php", content: renderTemplate("webmail/managesieve.inc.php", { ...values, sievePort: portOf("sieve") }) },
-                { path: FPM_CONFIG, content: renderTemplate("webmail/php-fpm.conf", { user: WEBMAIL_USER, socket: SOCKET, maxChildren: MAX_CHILDREN, uploadMb: UPLOAD_MB, postMb: POST_MB }) },
+                { path: FPM_CONFIG, content: renderTemplate("webmail/php-fpm.conf", { user: WEBMAIL_USER, socket: PHP.daemonSocket, maxChildren: MAX_CHILDREN, uploadMb: UPLOAD_MB, postMb: POST_MB }) },
                 { path: `/etc/systemd/system/${UNIT}.service`, content: renderTemplate("webmail/roundcube.service", {
                     user: WEBMAIL_USER, phpFpm: PHP_FPM, fpmConfig: FPM_CONFIG, webmailDir: WEBMAIL_DIR,
                     // The master starts workers as the user and hands nginx the socket.
@@ -98,6 +107,7 @@ export class Webmail extends pulumi.ComponentResource {
                     // The rest of the volume is no business of the webmail's: mail goes through IMAP.
                     hiddenPaths: [`${DATA_DIR}/mail`, `${DATA_DIR}/prosody`, `${DATA_DIR}/tls`, `${DATA_DIR}/home`, "/etc/selfhost/backup"].join(" -"),
                 }) },
+                ...onDemandFiles(PHP),
                 ...TIMERS.map(t => ({ path: `/etc/systemd/system/${t}.service.d/selfhost.conf`,
                     content: renderTemplate("webmail/timers.conf", { user: WEBMAIL_USER, webmailDir: WEBMAIL_DIR }) })),
                 { path: `${BEFORE_BACKUP}/roundcube`, mode: "0755", content: renderTemplate("webmail/before-backup", { user: WEBMAIL_USER, database: DATABASE, copy: COPY }) },
@@ -114,13 +124,15 @@ export class Webmail extends pulumi.ComponentResource {
                 `if [ ! -e ${DATABASE} ]; then runuser -u ${WEBMAIL_USER} -- sqlite3 ${DATABASE} < /usr/share/roundcube/SQL/sqlite.initial.sql; chmod 0640 ${DATABASE}; log "webmail database created"; fi`,
                 `runuser -u ${WEBMAIL_USER} -- /usr/share/roundcube/bin/updatedb.sh --package roundcube --dir /usr/share/roundcube/SQL >/dev/null`,
                 "changed_in /etc/systemd/system && systemctl daemon-reload",
-                `systemctl enable --quiet ${UNIT} ${TIMER_UNITS}`,
-                `changed && systemctl restart ${UNIT}`,
-                `systemctl is-active --quiet ${UNIT} || systemctl start ${UNIT}`,
+                // The socket starts PHP-FPM (which earlier versions started at boot).
+                `systemctl disable --quiet ${UNIT}`,
+                `systemctl enable --quiet ${onDemandUnit(PHP)} ${TIMER_UNITS}`,
+                `changed && ${restartOnDemand(PHP)}`,
+                `systemctl is-active --quiet ${onDemandUnit(PHP)} || systemctl start ${onDemandUnit(PHP)}`,
                 `systemctl start ${TIMER_UNITS}`,
             ].join("\n"),
             // Turned off (or the server going): no PHP runs; the database stays on the volume.
-            delete: `systemctl disable --quiet --now ${UNIT} ${TIMER_UNITS} 2>/dev/null || true`,
+            delete: `systemctl disable --quiet --now ${onDemandUnit(PHP)} ${UNIT} ${TIMER_UNITS} 2>/dev/null; systemctl stop ${PHP.name}.service 2>/dev/null || true`,
             dependsOn: args.dependsOn,
         }, { parent: this });
         this.registerOutputs({});

@@ -104,6 +104,14 @@ describe("mail", () => {
         assert.match(mainCf, /alias_maps = inline:\{ \{root = [^}]+\}, \{postmaster = [^}]+\}, \{abuse = [^}]+\} \}/);
     });
 
+    it("restarts rspamd on new settings (a reloaded one keeps its old heap) and ends only once its milter listens again", async () => {
+        const run = await runProgram(baseConfig());
+        const script = unsecret<string>(run.one("command:remote:Command", "mail").inputs.create);
+        const milter = stepFiles(run, "mail").get("/etc/postfix/main.cf")!.content.match(/^smtpd_milters = inet:127\.0\.0\.1:(\d+)$/m)?.[1];
+        assert.match(script, new RegExp(`^changed_in /etc/rspamd && systemctl restart rspamd\nlistening ${milter} rspamd$`, "m"));
+        assert.ok(!/reload\S* rspamd/.test(script));
+    });
+
     it("verifies outbound TLS by DANE where published, else asks the MTA-STS resolver, started on demand (its cache on disk)", async () => {
         const run = await runProgram(baseConfig());
         const create: string = unsecret(run.one("command:remote:Command", "mail").inputs.create);

@@ -42,7 +42,7 @@ describe("webmail", () => {
         const server = conf.slice(conf.indexOf("server_name webmail.example.org;"));
         const block = server.slice(0, server.indexOf("\n}\n"));
         assert.equal((block.match(/fastcgi_pass/g) ?? []).length, 1);
-        assert.match(block, /location = \/index\.php \{\n\s*include fastcgi\.conf;\n\s*fastcgi_pass unix:\/run\/roundcube\/fpm\.sock;/);
+        assert.match(block, /location = \/index\.php \{\n\s*include fastcgi\.conf;\n\s*fastcgi_pass unix:\/run\/selfhost-webmail\.sock;/);
         assert.match(block, /location \/ \{\n\s*return 404;/);
         const csp = /add_header Content-Security-Policy "([^"]+)" always;/.exec(block)![1];
         for (const rule of ["default-src 'none'", "img-src 'self' data: blob:", "frame-ancestors 'self'", "form-action 'self'", "object-src 'none'", "base-uri 'none'"]) {
@@ -85,7 +85,7 @@ describe("webmail", () => {
         }
     });
 
-    it("runs PHP on demand, as its own user, confined, and keeps Debian's PHP-FPM off", async () => {
+    it("runs PHP only while used (nginx's socket starts it), as its own user, confined, and keeps Debian's PHP-FPM off", async () => {
         const run = await runProgram(baseConfig());
         const files = stepFiles(run, "webmail");
         const pool = files.get("/etc/selfhost/webmail/php-fpm.conf")!.content;
@@ -97,6 +97,16 @@ describe("webmail", () => {
         assert.match(unit, /^ReadWritePaths=\/srv\/webmail \/var\/lib\/roundcube\/temp$/m);
         assert.match(unit, /^InaccessiblePaths=-\/srv\/mail -\/srv\/prosody -\/srv\/tls -\/srv\/home -\/etc\/selfhost\/backup$/m);
         const script = scriptOf(unsecret(run.one("command:remote:Command", "webmail").inputs.create));
+        // nginx's socket is systemd's (nginx's user alone may use it); its proxy starts PHP-FPM and passes requests to PHP-FPM's own socket.
+        const socket = files.get("/etc/systemd/system/selfhost-webmail.socket")!.content;
+        assert.match(socket, /^ListenStream=\/run\/selfhost-webmail\.sock\nSocketUser=www-data\nSocketGroup=www-data\nSocketMode=0600$/m);
+        const proxy = files.get("/etc/systemd/system/selfhost-webmail.service")!.content;
+        assert.match(proxy, /^Requires=roundcube\.service\nAfter=roundcube\.service$/m);
+        assert.equal(proxy.match(/^ExecStart=\S+systemd-socket-proxyd --exit-idle-time=\S+ (\S+)$/m)?.[1], pool.match(/^listen = (\S+)$/m)?.[1]);
+        assert.match(unit, /^Type=notify$/m);
+        assert.ok(!/^\[Install\]/m.test(unit), "PHP-FPM does not start at boot");
+        assert.match(files.get("/etc/systemd/system/roundcube.service.d/selfhost-on-demand.conf")!.content, /^StopWhenUnneeded=yes$/m);
+        assert.match(script, /^systemctl disable --quiet roundcube\nsystemctl enable --quiet selfhost-webmail\.socket /m);
         assert.match(script, /list-unit-files --no-legend 'php\*-fpm\.service'.*systemctl disable --quiet --now/);
         assert.match(script, /check \/usr\/local\/sbin\/roundcube-php-fpm -t -y \/etc\/selfhost\/webmail\/php-fpm\.conf/);
         assert.equal(spawnSync("bash", ["-n"], { input: script }).status, 0, "the step parses");

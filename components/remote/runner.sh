@@ -115,6 +115,16 @@ check() {
   fi
 }
 
+# listening PORT UNIT — wait (up to 30 s) until the unit's TCP port on this server takes connections;
+# a daemon whose restart returned before it listens (rspamd) answers before the step ends.
+listening() {
+  local _
+  for _ in $(seq 60); do ss -Hltn "sport = :$1" | grep -q . && return 0; sleep 0.5; done
+  log "$2 does not listen on port $1" >&2
+  journalctl -u "$2" -n 15 --no-pager -o short-iso >&2 || true
+  return 1
+}
+
 # ensure_packages PKG… — install what is missing, nothing else (a re-run must not touch apt).
 ensure_packages() {
   local missing=() pkg

@@ -5,8 +5,8 @@ import { TestServer } from "./server";
 
 /** Units whose memory is reported, when they run. */
 const UNITS = ["ssh", "nginx", "postfix", "postfix-mta-sts-resolver", "selfhost-mta-sts", "dovecot", "rspamd", "redis-server", "unbound", "prosody", "fail2ban",
-    // The webmail's PHP: ours on demand; Debian's own php-fpm unit, which we keep off, with its defaults.
-    "roundcube", "php8.4-fpm",
+    // The webmail's PHP: ours and the proxy that starts it, while used; Debian's own php-fpm unit, which we keep off, with its defaults.
+    "roundcube", "selfhost-webmail", "php8.4-fpm",
     // STUN/TURN for calls (Debian's defaults: no authentication, which we never let it start with).
     "coturn"];
 

@@ -79,10 +79,19 @@ export async function webmailChecks(c: WebmailContext): Promise<void> {
     client(`rm -rf /root/.pki && mkdir -p /root/.pki/nssdb && certutil -d sql:/root/.pki/nssdb -N --empty-password && ` +
         `certutil -d sql:/root/.pki/nssdb -A -t C,, -n acme-root -i ${c.root}`);
 
-    checks.check("Debian's PHP-FPM is off; Roundcube's own runs its master alone until a request comes", () => {
-        const r = server.exec("systemctl is-enabled php8.4-fpm; systemctl is-active php8.4-fpm; main=$(systemctl show -p MainPID --value roundcube); " +
-            "ps -o user= -p $main; ps -o user=,args= --ppid $main; systemctl show -p NRestarts --value roundcube");
-        return r.stdout.trim() === "disabled\ninactive\nroot\n0" ? undefined : r.stdout + r.stderr;
+    checks.check("Debian's PHP-FPM is off; Roundcube's runs only while used: when its proxy exits idle it stops, " +
+        "and the next request starts it (the master as root, a worker as roundcube) behind nginx's socket (www-data, 0600)", () => {
+        const state = () => server.exec("systemctl is-active roundcube").stdout.trim();
+        const debian = server.exec("systemctl is-enabled php8.4-fpm; systemctl is-active php8.4-fpm").stdout.trim().replace(/\n/g, " ");
+        const idleExit = server.exec("systemctl show -P ExecStart selfhost-webmail.service").stdout.match(/--exit-idle-time=\S+/)?.[0];
+        server.exec("systemctl stop selfhost-webmail.service");
+        const stopped = state();
+        const page = client(`curl -s -o /dev/null -w '%{http_code}' --cacert ${c.root} --resolve ${NAME}:443:${c.serverIp} ${URL}`).stdout;
+        const r = server.exec("main=$(systemctl show -p MainPID --value roundcube); ps -o user= -p $main; ps -o user= --ppid $main | sort -u; " +
+            "stat -c '%U %a' /run/selfhost-webmail.sock; systemctl show -p NRestarts --value roundcube").stdout.trim().replace(/\n/g, " ");
+        const found = `php8.4-fpm ${debian}; ${idleExit ?? "no idle exit"}; after the proxy's exit ${stopped}; a request: ${page}, then ${state()}: ${r}`;
+        return debian === "disabled inactive" && idleExit && stopped === "inactive" && page === "200" && state() === "active" &&
+            r === "root roundcube www-data 600 0" ? undefined : found;
     });
 
     // alice's active Sieve script as it was, put back at the end: later checks count the peer's mail in her INBOX.
