@@ -41,8 +41,18 @@ function pssKb(server: TestServer, unit: string): { pss: number; anon: number } 
     return { pss: sum("Pss"), anon: sum("Pss_Anon") };
 }
 
+/**
+ * At rest: what runs on demand has gone (services/on-demand.ts: each socket's proxy exits after a few idle
+ * minutes and its daemon stops with it). The checks just before used them; their idle exit comes now.
+ */
+function atRest(server: TestServer): void {
+    server.exec("for socket in $(systemctl list-units --no-legend --plain 'selfhost-*.socket' | cut -d' ' -f1); do " +
+        "systemctl stop \"${socket%.socket}.service\" 2>/dev/null; done; sleep 1");
+}
+
 export function memoryTable(ours: TestServer, defaults: TestServer): void {
-    console.log("\nidle memory, PSS in MB (ours, its anonymous part, and the same packages with Debian's defaults)");
+    atRest(ours);
+    console.log("\nidle memory, PSS in MB (ours at rest: what runs on demand gone; its anonymous part; the same packages with Debian's defaults)");
     const row = (cells: string[]) => console.log(`| ${cells[0].padEnd(24)} | ${cells.slice(1).map(c => c.padStart(8)).join(" | ")} |`);
     const mb = (kb: number) => (kb / 1024).toFixed(1);
     row(["unit", "ours", "anon", "defaults"]);
@@ -60,6 +70,7 @@ export function memoryTable(ours: TestServer, defaults: TestServer): void {
 
 /** The whole of these units' idle memory on a host, in MB: PSS and its anonymous part. */
 export function idleMemoryMb(server: TestServer, units: readonly string[]): { pss: number; anon: number } {
+    atRest(server);
     const found = units.map(u => pssKb(server, u) ?? { pss: 0, anon: 0 });
     return { pss: found.reduce((n, x) => n + x.pss, 0) / 1024, anon: found.reduce((n, x) => n + x.anon, 0) / 1024 };
 }
