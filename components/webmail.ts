@@ -2,7 +2,8 @@
  * Webmail: Debian's Roundcube, with Sieve filters (Settings → Filters), at https://webmail.<domain>/ — a name
  * of its own, so no script of the site or of a ~user page shares its origin and cookies. Its PHP runs
  * only while it is used (services/on-demand.ts), under a user of its own, and logs in to our own IMAP,
- * SMTP and ManageSieve on loopback, over TLS verified against the hostname. Its database (settings, contacts, identities, sessions) is on the volume.
+ * SMTP and ManageSieve on loopback, over TLS verified against the hostname. Its database (settings,
+ * contacts, identities, sessions) is on the volume.
  */
 import * as pulumi from "@pulumi/pulumi";
 import { Settings } from "../config";
@@ -102,7 +103,7 @@ export class Webmail extends pulumi.ComponentResource {
                 { path: FPM_CONFIG, content: renderTemplate("webmail/php-fpm.conf", { user: WEBMAIL_USER, socket: PHP.daemonSocket, maxChildren: MAX_CHILDREN, uploadMb: UPLOAD_MB, postMb: POST_MB }) },
                 { path: `/etc/systemd/system/${UNIT}.service`, content: renderTemplate("webmail/roundcube.service", {
                     user: WEBMAIL_USER, phpFpm: PHP_FPM, fpmConfig: FPM_CONFIG, webmailDir: WEBMAIL_DIR,
-                    // The master starts workers as the user and hands nginx the socket.
+                    // The master starts workers as the user and gives its socket to www-data (the proxy nginx reaches it by).
                     confined: confined("CAP_SETUID", "CAP_SETGID", "CAP_CHOWN", "CAP_KILL"),
                     // The rest of the volume is no business of the webmail's: mail goes through IMAP.
                     hiddenPaths: [`${DATA_DIR}/mail`, `${DATA_DIR}/prosody`, `${DATA_DIR}/tls`, `${DATA_DIR}/home`, "/etc/selfhost/backup"].join(" -"),
