@@ -173,12 +173,12 @@ export class Mail extends pulumi.ComponentResource {
             spamScore: SPAM_SCORES.spam, greylistScore: SPAM_SCORES.greylist, sendLimitPerHour: s.sendLimitPerHour, quotaWarning: QUOTA_WARNING, maxForwards: MAX_FORWARDS,
             ...tlsValues(), milterPort: LOCAL_PORTS.rspamdMilter, controllerPort: LOCAL_PORTS.rspamdController, redisPort: LOCAL_PORTS.redis,
         };
+        const mtaStsFiles = [{ path: MTA_STS_CONFIG, content: renderTemplate("postfix/mta-sts-daemon.yml", values) }, ...onDemandFiles(MTA_STS)];
         const files: StepFile[] = [
             { path: "/etc/postfix/main.cf", content: pulumi.all([args.ipv4, args.ipv6]).apply(([ipv4, ipv6]) =>
                 renderTemplate("postfix/main.cf", { ...values, ipv4, ipv6, inbound: inboundPolicy(s, ",\n    check_policy_service unix:private/quota-status") })) },
             { path: "/etc/postfix/master.cf", content: renderTemplate("postfix/master.cf", values) },
-            { path: MTA_STS_CONFIG, content: renderTemplate("postfix/mta-sts-daemon.yml", values) },
-            ...onDemandFiles(MTA_STS),
+            ...mtaStsFiles,
             { path: `${MAPS}/submission-header-checks`, content: renderTemplate("postfix/submission-header-checks", {}) },
             ...Object.entries(postfixMaps(s)).map(([file, content]) => ({ path: `${MAPS}/${file}`, content })),
             { path: "/etc/dovecot/dovecot.conf", content: renderTemplate("dovecot/dovecot.conf", values) },
@@ -261,7 +261,7 @@ export class Mail extends pulumi.ComponentResource {
                 ...(hasForwards(s) ? ["changed_in /etc/default /etc/postsrsd.secret && systemctl restart postsrsd"] : []),
                 "changed_in /etc/dovecot && systemctl reload-or-restart dovecot",
                 // The next lookup starts the resolver with its new settings (at first, the package's one had the socket's port).
-                `changed_in ${[MTA_STS_CONFIG, ...onDemandFiles(MTA_STS).map(f => f.path)].join(" ")} && ${restartOnDemand(MTA_STS)}`,
+                `changed_in ${mtaStsFiles.map(f => f.path).join(" ")} && ${restartOnDemand(MTA_STS)}`,
                 "changed_in /etc/postfix && systemctl reload-or-restart postfix",
                 // Whatever the secondary MX holds comes now, and at every boot (services/postfix/etrn).
                 ...s.secondaryMx ? ["systemctl enable --quiet selfhost-etrn", "systemctl start --no-block selfhost-etrn"]

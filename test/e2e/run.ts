@@ -478,6 +478,7 @@ async function main(): Promise<number> {
             const beforeBaseline = aptCache.traffic().fetched;
             const baseline = await benchBaseline(path.join(work, "baseline"), packages, [acme.apiCa], cleanup);
             const bareMs = bare!.bootMs + bare!.installMs;
+            const endMs = baseline.bootMs + baseline.installMs;
             const mb = (n: number) => n.toFixed(1);
             const seconds = (...ms: number[]) => ms.map(t => (t / 1000).toFixed(1)).join(" / ");
             const ourDpkgMs = firstDpkgSeconds(server) * 1000;
@@ -494,7 +495,7 @@ async function main(): Promise<number> {
                 ["baseline: boot / apt-get outside dpkg / dpkg, s", seconds(bare!.bootMs, bare!.installMs - bare!.dpkgMs, bare!.dpkgMs)],
                 ["ratio without boot: steps / bare apt-get install alone", ((firstBootMs - bootMs) / bare!.installMs).toFixed(2)],
                 ["the same bare install at the end of the run, s (ratio against it)",
-                    `${((baseline.bootMs + baseline.installMs) / 1000).toFixed(1)} (${(firstBootMs / (baseline.bootMs + baseline.installMs)).toFixed(2)})`],
+                    `${(endMs / 1000).toFixed(1)} (${(firstBootMs / endMs).toFixed(2)})`],
             );
             memoryTable(server, baseline.server);
             baseline.server.stop();
