@@ -16,7 +16,9 @@ import * as webmail from "./webmail";
 // debsums: `debsums -s` lists every packaged file changed on disk (after an incident, what to distrust).
 // apt-listchanges: mails the news of what unattended-upgrades installs (listchanges.conf).
 export const packages = ["nftables", "fail2ban", "python3-systemd", "unattended-upgrades", "needrestart", "kmod", "debsums", "apt-listchanges"];
-export const units = ["ssh", "nftables", "fail2ban"];
+/** Enabled here; unattended-upgrades' unit is its shutdown guard: a shutdown waits for a running upgrade. */
+const ENABLED = ["nftables", "fail2ban", "unattended-upgrades"];
+export const units = ["ssh", ...ENABLED];
 export const NFT_RULESET = "/etc/nftables.conf";
 /** fail2ban's place for local jails (jail.conf is the package's); the e2e reads the jail names from it. */
 export const JAIL_CONF = "/etc/fail2ban/jail.local";
@@ -119,7 +121,7 @@ export class Hardening extends pulumi.ComponentResource {
                 "check perl -c /etc/needrestart/conf.d/selfhost.conf",
             ].join("\n"),
             run: [
-                "systemctl enable --quiet nftables fail2ban unattended-upgrades",
+                `systemctl enable --quiet ${ENABLED.join(" ")}`,
                 // -e: a kernel without a key (Yama, in a container) is not an error; "-" keys: see the file.
                 "changed_in /etc/sysctl.d && sysctl -q -e -p /etc/sysctl.d/90-selfhost.conf",
                 // What people make in their sessions is not for other users to read (pam_umask reads this;

@@ -86,7 +86,7 @@ describe("check", () => {
         const step = run.one("command:remote:Command", "status");
         assert.ok(step.dependencies.some(d => d.endsWith("Command::xmpp")), "the report comes last, when everything it checks exists");
         const script = scriptOf(unsecret(step.inputs.create));
-        assert.match(script, /for unit in ssh nftables fail2ban unbound nginx postfix dovecot redis-server selfhost-mta-sts\.socket rspamd prosody coturn selfhost-webmail\.socket; do/);
+        assert.match(script, /for unit in ssh nftables fail2ban unattended-upgrades unbound nginx postfix dovecot redis-server selfhost-mta-sts\.socket rspamd prosody coturn selfhost-webmail\.socket; do/);
         assert.match(script, /exec 3<>\/dev\/tcp\/mx\.example\.net\/25/);
         assert.match(script, /check bash -n \/usr\/local\/sbin\/selfhost-status/);
         assert.match(script, /ExecStart=\/usr\/local\/sbin\/selfhost-status --mail/);

@@ -143,7 +143,7 @@ describe("secondary MX", () => {
     it("has its own report (its units, its name's TLSA, the mail waiting for the server), and npm run check covers it from the stack's outputs", async () => {
         const run = await runProgram(withSecondary());
         const report = stepFiles(run, "mx2-status").get("/usr/local/sbin/selfhost-status")!.content;
-        assert.match(report, /for unit in ssh nftables fail2ban unbound postfix rspamd redis-server nginx; do/);
+        assert.match(report, /for unit in ssh nftables fail2ban unattended-upgrades unbound postfix rspamd redis-server nginx; do/);
         assert.match(report, /_25\._tcp\.mx2\.example\.org/);
         assert.match(report, /^report\(\) \{ .*; dane; relay_queue; \}$/m);
         // The server's report has no queue of the secondary's to count.

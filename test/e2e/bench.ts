@@ -8,7 +8,9 @@ const UNITS = ["ssh", "nginx", "postfix", "postfix-mta-sts-resolver", "selfhost-
     // The webmail's PHP: ours and the proxy that starts it, while used; Debian's own php-fpm unit, which we keep off, with its defaults.
     "roundcube", "selfhost-webmail", "php8.4-fpm",
     // STUN/TURN for calls (Debian's defaults: no authentication, which we never let it start with).
-    "coturn"];
+    "coturn",
+    // The sender rewriting for forwarded mail; unattended-upgrades' shutdown guard (Python).
+    "postsrsd", "unattended-upgrades"];
 
 /** A fresh host from the same image, no cloud-init payload: how long does plain `apt-get install` take? */
 export async function benchBaseline(dir: string, packages: string, trust: string[], cleanup: Cleanup):
